@@ -1,0 +1,30 @@
+"""slt: singular learning theory in JAX.
+
+Local learning coefficients of Flax models (and plain JAX losses) with jitted multi-chain SGLD,
+closed-form learning coefficients to validate them against, and reference models.
+"""
+
+from __future__ import annotations
+
+from slt import diagnostics, losses, models, samplers, theory
+from slt.llc import LLCResult, SamplingWarning, estimate_llc
+from slt.posterior import LocalPosterior, default_nbeta
+from slt.sampling import run_chains
+from slt.targets import Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LLCResult",
+    "LocalPosterior",
+    "SamplingWarning",
+    "Target",
+    "default_nbeta",
+    "diagnostics",
+    "estimate_llc",
+    "losses",
+    "models",
+    "run_chains",
+    "samplers",
+    "theory",
+]

@@ -1,0 +1,435 @@
+r"""The local learning coefficient (LLC) estimator.
+
+.. math::
+
+    \hat\lambda(w^*) = n\beta\,\big(\mathbb E^{\beta}_{w|w^*,\gamma}[L_n(w)] - L_n(w^*)\big)
+
+with the expectation over the localized tempered posterior (:mod:`slt.posterior`), approximated by SGLD-family
+chains started at w* (Lau, Furman, Wang, Murfet, Wei, arXiv 2308.12108, Def. 3 and Sec. 4).
+
+Two per-draw estimates are recorded; ``estimator`` chooses which one makes ``llc_mean``:
+
+* ``"paired"`` (default): :math:`n\beta\,(L_{B_t}(w_t) - L_{B_t}(w^*))`, the loss at w* taken on the *same*
+  minibatch as the draw. Both terms are unbiased for their full-data counterparts, so its mean is the same
+  quantity; but the minibatch noise common to both cancels. The per-draw standard deviation drops by a
+  large factor (measured in ``benchmarks/RESULTS.md``), so the chains' means are far less noisy for the
+  same number of draws. This is why it is the default.
+* ``"plain"``: :math:`n\beta\,(L_{B_t}(w_t) - L_n(w^*))`, the estimator of the paper and of devinterp.
+
+:math:`L_n(w^*)` (``init_loss``) is always the mean of the per-example losses over the *full* data set,
+computed in chunks, never from one minibatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt import diagnostics
+from slt.posterior import resolve_nbeta
+from slt.sampling import as_key, per_example_losses, run_chains
+from slt.targets import Target, from_linen, from_loss_fn, from_nnx
+
+__all__ = ["LLCResult", "SamplingWarning", "estimate_llc", "make_target"]
+
+
+class SamplingWarning(UserWarning):
+    """A sampling run produced something the user must know about (divergent chains, ...)."""
+
+
+@dataclasses.dataclass
+class LLCResult:
+    """Result of :func:`estimate_llc`. Arrays are numpy; shapes use C = num_chains, D = num_draws.
+
+    Attributes:
+        llc_mean: mean of ``llc_per_chain`` over the chains that did not diverge.
+        llc_std: standard deviation (ddof=1) of ``llc_per_chain`` across non-diverged chains: the spread
+            of one chain's estimate. The Monte-Carlo error of ``llc_mean`` itself is ``llc_mcse``.
+        llc_mcse: Monte-Carlo standard error of ``llc_mean`` from the λ̂ trace (ArviZ, accounts for
+            autocorrelation).
+        llc_per_chain: (C,) mean of each chain's λ̂ trace; NaN for a diverged chain.
+        llc_trace: (C, D) per-draw λ̂ of the chosen ``estimator``.
+        loss_trace: (C, D) minibatch loss :math:`L_{B_t}(w_t)` of each kept draw.
+        loss_at_center_trace: (C, D) loss at w* on the same minibatch, :math:`L_{B_t}(w^*)`.
+        burnin_loss_trace: (C, num_burnin) minibatch losses of the discarded draws.
+        init_loss: :math:`L_n(w^*)` on the full data set.
+        nbeta, localization, step_size, batch_size, num_data, sampler, estimator: the settings used.
+        rhat, ess, ess_tail: rank-normalized R-hat and bulk/tail ESS of the λ̂ trace (non-diverged chains).
+        diverged: (C,) whether each chain's loss became non-finite.
+        divergence_step: (C,) first step (counting burn-in from 0) with a non-finite loss, -1 if none.
+        warnings: plain-language findings with advice.
+        wall_time: seconds for the sampling call (compile included on a first call).
+    """
+
+    llc_mean: float
+    llc_std: float
+    llc_mcse: float
+    llc_per_chain: np.ndarray
+    llc_trace: np.ndarray
+    loss_trace: np.ndarray
+    loss_at_center_trace: np.ndarray
+    burnin_loss_trace: np.ndarray
+    init_loss: float
+    nbeta: float
+    localization: float
+    step_size: float
+    batch_size: int
+    num_data: int
+    sampler: str
+    estimator: str
+    rhat: float
+    ess: float
+    ess_tail: float
+    diverged: np.ndarray
+    divergence_step: np.ndarray
+    warnings: list[str]
+    wall_time: float
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.llc_trace.shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.llc_trace.shape[1])
+
+    def to_arviz(self):
+        """ArviZ data with ``llc`` and ``loss`` in the posterior group (chain, draw)."""
+        attrs = {
+            "init_loss": self.init_loss,
+            "nbeta": self.nbeta,
+            "localization": self.localization,
+            "step_size": self.step_size,
+            "estimator": self.estimator,
+        }
+        return diagnostics.to_arviz(
+            {"llc": self.llc_trace, "loss": self.loss_trace, "loss_at_center": self.loss_at_center_trace},
+            attrs=attrs,
+        )
+
+    def summary(self) -> str:
+        """A plain-text table: the estimate, its errors and diagnostics, then one row per chain."""
+        lines = [
+            f"LLC  {self.llc_mean:.4g} ± {self.llc_std:.2g} (std over chains), MCSE {self.llc_mcse:.2g}",
+            f"R-hat {self.rhat:.4f}   ESS bulk {self.ess:.0f}   ESS tail {self.ess_tail:.0f}",
+            f"{self.sampler}, ε = {self.step_size:.3g}, nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, "
+            f"batch {self.batch_size} of n = {self.num_data}, {self.num_chains} chains × {self.num_draws} "
+            f"draws ({self.estimator} estimator), L_n(w*) = {self.init_loss:.6g}",
+            "chain      llc      mean loss   diverged",
+        ]
+        for c in range(self.num_chains):
+            div = f"step {self.divergence_step[c]}" if self.diverged[c] else "no"
+            lines.append(
+                f"{c:>5} {self.llc_per_chain[c]:>10.4g} {np.mean(self.loss_trace[c]):>12.6g}   {div}"
+            )
+        lines.extend(f"warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"LLCResult(llc_mean={self.llc_mean:.4g}, llc_std={self.llc_std:.3g}, rhat={self.rhat:.3f}, "
+            f"ess={self.ess:.0f}, chains={self.num_chains}, draws={self.num_draws}, "
+            f"diverged={int(np.sum(self.diverged))}, warnings={len(self.warnings)})"
+        )
+
+    def plot(self, **kwargs):
+        """Loss and λ̂ traces per chain (see :func:`slt.plotting.plot_llc_trace`); returns the figure."""
+        from slt.plotting import plot_llc_trace
+
+        return plot_llc_trace(self, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- arguments
+def make_target(model_or_loss, *args, loss=None, where=None) -> Target:
+    """Build a :class:`~slt.targets.Target` from any of the forms :func:`estimate_llc` accepts."""
+    try:
+        from flax import nnx
+
+        is_nnx = isinstance(model_or_loss, nnx.Module)
+    except ImportError:  # pragma: no cover - flax is a dependency
+        is_nnx = False
+    try:
+        from flax import linen
+
+        is_linen = isinstance(model_or_loss, linen.Module)
+    except ImportError:  # pragma: no cover
+        is_linen = False
+    if is_nnx or is_linen:
+        form = "estimate_llc(model, data, loss=...)" if is_nnx else "estimate_llc(module, variables, data, loss=...)"
+        if loss is None:
+            raise ValueError(
+                f"`loss` is required for a model: {form}, with loss(outputs, targets) -> scalar, e.g. "
+                "slt.losses.gaussian_nll or slt.losses.cross_entropy."
+            )
+        if is_nnx:
+            if len(args) != 1:
+                raise ValueError(f"expected {form}; got {len(args)} positional arguments after the model.")
+            return from_nnx(model_or_loss, args[0], loss, where=where)
+        if len(args) != 2:
+            raise ValueError(f"expected {form}; got {len(args)} positional arguments after the module.")
+        return from_linen(model_or_loss, args[0], args[1], loss, where=where)
+    if loss is not None:
+        raise ValueError("`loss` is only for model forms; a loss_fn(params, batch) already is the loss.")
+    if len(args) != 2:
+        raise ValueError(
+            "expected estimate_llc(loss_fn, params, data, ...) with loss_fn(params, batch) -> scalar; "
+            f"got {len(args)} positional arguments after loss_fn."
+        )
+    return from_loss_fn(model_or_loss, args[0], args[1], where=where)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def _positive_float(value, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a positive number; got {value!r}.") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive finite number; got {value!r}.")
+    return value
+
+
+def check_loss_at_center(target: Target, chunk_size: int) -> np.ndarray:
+    """Per-example losses at w*, after checking the loss is a finite scalar batch mean of them."""
+    one = jax.tree_util.tree_map(lambda x: x[:1], target.data)
+    out = jax.eval_shape(target.loss, target.position, target.frozen, one)
+    if getattr(out, "shape", None) != ():
+        raise ValueError(
+            f"the loss must return a scalar (the batch mean of per-example losses); it returned shape "
+            f"{getattr(out, 'shape', type(out))}."
+        )
+    per_example = per_example_losses(target, chunk_size=chunk_size)
+    if not np.all(np.isfinite(per_example)):
+        bad = np.flatnonzero(~np.isfinite(per_example))
+        raise ValueError(
+            f"the loss at w* (`params`) is not finite on {bad.size} of {per_example.size} examples (first "
+            f"index {bad[0]}); the LLC needs a finite L_n(w*). Check the parameters and the data."
+        )
+    # The paired estimator and the chunked L_n(w*) assume loss(w, batch) = mean of per-example losses.
+    m = min(target.num_data, chunk_size)
+    head = jax.tree_util.tree_map(lambda x: x[:m], target.data)
+    batch_loss = float(jax.jit(target.loss)(target.position, target.frozen, head))
+    mean_loss = float(np.mean(per_example[:m], dtype=np.float64))
+    if not math.isclose(batch_loss, mean_loss, rel_tol=1e-3, abs_tol=1e-5 * (1.0 + abs(mean_loss))):
+        raise ValueError(
+            f"the loss of a batch of {m} examples ({batch_loss:.6g}) is not the mean of their per-example "
+            f"losses ({mean_loss:.6g}). `loss_fn(params, batch)` must return the batch *mean* of a "
+            "per-example negative log-likelihood (no sums over the batch, no batch statistics)."
+        )
+    return per_example
+
+
+def _first_nonfinite(losses: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(losses)
+    return np.where(bad.any(axis=1), bad.argmax(axis=1), -1)
+
+
+# -------------------------------------------------------------------------------------------- estimator
+def estimate_llc(
+    model_or_loss,
+    *args,
+    key,
+    step_size,
+    num_chains: int = 4,
+    num_draws: int = 2000,
+    num_burnin: int = 1000,
+    batch_size: int | None = None,
+    nbeta: float | None = None,
+    localization: float = 1.0,
+    sampler: Any = "sgld",
+    estimator: str = "paired",
+    loss=None,
+    where=None,
+    progress: bool = False,
+    chunk_size: int = 1024,
+) -> LLCResult:
+    r"""Estimate the local learning coefficient :math:`\hat\lambda(w^*)` with SGLD-family chains.
+
+    Call forms::
+
+        estimate_llc(loss_fn, params, data, key=..., step_size=...)     # loss_fn(params, batch) -> scalar
+        estimate_llc(nnx_model, (x, y), loss=slt.losses.gaussian_nll, key=..., step_size=...)
+        estimate_llc(linen_module, variables, (x, y), loss=..., key=..., step_size=...)
+
+    All chains run in one jitted computation (``vmap`` over chains, ``lax.scan`` over steps) from w*, with
+    the update (SGLD; Lau et al. arXiv 2308.12108 eq. (13))
+
+    .. math::
+
+        w \leftarrow w - \frac{\varepsilon}{2}\big[n\beta\nabla L_B(w) + \gamma(w - w^*)\big]
+        + \mathcal N(0, \varepsilon I).
+
+    Args:
+        model_or_loss: ``loss_fn(params, batch)`` (batch mean of a per-example NLL), an ``nnx.Module``,
+            or a linen module (see the call forms).
+        key: a ``jax.random.key``. Same key, same result, bit for bit.
+        step_size: ε, the SGLD step size (noise variance per step).
+        num_chains, num_draws, num_burnin: chains; kept draws per chain; discarded steps before them.
+        batch_size: minibatch size m (indices drawn uniformly with replacement on device); default
+            ``min(n, 256)``. ``batch_size = n`` gives exact full-batch gradients.
+        nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` with the full data size n (Lau et al.).
+            devinterp's default, ``batch_size / log(batch_size)``, is a different quantity.
+        localization: γ, the strength of the Gaussian pull towards w*.
+        sampler: ``"sgld"`` or a factory ``factory(posterior, step_size=...) -> SamplingAlgorithm``.
+        estimator: ``"paired"`` (default) or ``"plain"``; see the module docstring.
+        loss: for model forms, ``loss(outputs, targets) -> scalar`` (see :mod:`slt.losses`).
+        where: which parameters move (weight-restricted LLC): a path predicate ``(path, leaf) -> bool``
+            for pytrees and linen, an NNX filter for NNX models. Default: every (``nnx.Param``) leaf.
+        progress: show a progress bar (a host callback every 1% of the steps).
+        chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
+
+    Returns:
+        :class:`LLCResult`.
+
+    Divergence: a chain whose loss becomes non-finite is *excluded* from ``llc_mean``, ``llc_std`` and the
+    diagnostics, flagged in ``diverged`` / ``divergence_step``, listed in ``warnings``, and reported with
+    a :class:`SamplingWarning`. If every chain diverges, ``llc_mean`` is NaN.
+
+    Raises:
+        ValueError: bad arguments, data, or a non-finite loss at w*; each message names the argument.
+    """
+    key = as_key(key)
+    step_size = _positive_float(step_size, "step_size")
+    num_chains = _positive_int(num_chains, "num_chains")
+    num_draws = _positive_int(num_draws, "num_draws")
+    if isinstance(num_burnin, bool) or not isinstance(num_burnin, (int, np.integer)) or num_burnin < 0:
+        raise ValueError(f"`num_burnin` must be a non-negative integer; got {num_burnin!r}.")
+    num_burnin = int(num_burnin)
+    if estimator not in ("paired", "plain"):
+        raise ValueError(f"`estimator` must be 'paired' or 'plain'; got {estimator!r}.")
+    localization = float(localization)
+    if not (math.isfinite(localization) and localization >= 0):
+        raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
+    chunk_size = _positive_int(chunk_size, "chunk_size")
+
+    target = make_target(model_or_loss, *args, loss=loss, where=where)
+    n = target.num_data
+    if batch_size is None:
+        batch_size = min(n, 256)
+    batch_size = _positive_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of data points n = {n}.")
+    nbeta = resolve_nbeta(nbeta, n)
+
+    per_example = check_loss_at_center(target, chunk_size)
+    init_loss = float(np.mean(per_example, dtype=np.float64))
+
+    start = time.perf_counter()
+    trace = run_chains(
+        target,
+        key=key,
+        example_losses_at_center=per_example,
+        nbeta=nbeta,
+        localization=localization,
+        num_chains=num_chains,
+        num_steps=num_burnin + num_draws,
+        batch_size=batch_size,
+        sampler=sampler,
+        sampler_params={"step_size": step_size},
+        progress=progress,
+        description="LLC",
+    )
+    wall_time = time.perf_counter() - start
+
+    sampler_name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", repr(sampler))
+    return summarize(
+        trace.loss.astype(np.float64),
+        trace.loss_at_center.astype(np.float64),
+        num_burnin=num_burnin,
+        init_loss=init_loss,
+        nbeta=nbeta,
+        localization=localization,
+        step_size=step_size,
+        batch_size=batch_size,
+        num_data=n,
+        sampler=sampler_name,
+        estimator=estimator,
+        wall_time=wall_time,
+    )
+
+
+def summarize(
+    losses: np.ndarray,
+    losses_at_center: np.ndarray,
+    *,
+    num_burnin: int,
+    init_loss: float,
+    nbeta: float,
+    estimator: str,
+    **settings,
+) -> LLCResult:
+    """Turn recorded ``(chain, step)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
+    divergence_step = _first_nonfinite(losses)
+    diverged = divergence_step >= 0
+    loss_trace = losses[:, num_burnin:]
+    center_trace = losses_at_center[:, num_burnin:]
+    reference = center_trace if estimator == "paired" else init_loss
+    llc_trace = nbeta * (loss_trace - reference)
+    llc_per_chain = np.where(diverged, np.nan, llc_trace.mean(axis=1))
+
+    messages: list[str] = []
+    healthy = ~diverged
+    for c in np.flatnonzero(diverged):
+        messages.append(
+            f"chain {c} diverged at step {divergence_step[c]} (loss became non-finite) and is excluded; "
+            "lower step_size (or raise localization)."
+        )
+    if healthy.any():
+        good = llc_trace[healthy]
+        llc_mean = float(np.mean(llc_per_chain[healthy]))
+        llc_std = float(np.std(llc_per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
+        rhat = diagnostics.rhat(good) if healthy.sum() > 1 else float("nan")
+        ess = diagnostics.ess(good)
+        ess_tail = diagnostics.ess(good, method="tail")
+        llc_mcse = diagnostics.mcse(good)
+    else:
+        llc_mean = llc_std = rhat = ess = ess_tail = llc_mcse = float("nan")
+        messages.append("every chain diverged: there is no estimate. Lower step_size by 10x and retry.")
+    if np.isfinite(llc_mean) and llc_mean < 0:
+        messages.append(
+            f"the estimate is negative ({llc_mean:.3g}): the chains found lower loss than at w*, so w* is "
+            "not a local minimum at this scale. Train longer, or raise localization."
+        )
+    if np.isfinite(rhat) and rhat > 1.01:
+        messages.append(
+            f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree. Run more draws/burn-in or "
+            "check the step size."
+        )
+    if diverged.any():
+        warnings.warn(
+            f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages[: diverged.sum()]),
+            SamplingWarning,
+            stacklevel=3,
+        )
+    return LLCResult(
+        llc_mean=llc_mean,
+        llc_std=llc_std,
+        llc_mcse=llc_mcse,
+        llc_per_chain=llc_per_chain,
+        llc_trace=llc_trace,
+        loss_trace=loss_trace,
+        loss_at_center_trace=center_trace,
+        burnin_loss_trace=losses[:, :num_burnin],
+        init_loss=float(init_loss),
+        nbeta=float(nbeta),
+        estimator=estimator,
+        rhat=rhat,
+        ess=ess,
+        ess_tail=ess_tail,
+        diverged=diverged,
+        divergence_step=divergence_step,
+        warnings=messages,
+        **settings,
+    )

@@ -1,0 +1,205 @@
+"""``run_chains``: every chain of a run in one jitted computation.
+
+Layout of the computation: ``lax.scan`` over steps, and inside each step the sampler kernel ``vmap``-ed over
+chains. Each chain draws its own minibatch on device at every step (indices uniform with replacement, so
+:math:`L_B` is an unbiased estimate of :math:`L_n`), and records two scalars per step: the minibatch loss
+at its current position, :math:`L_B(w_t)`, and the loss at w* on the *same* minibatch, :math:`L_B(w^*)`,
+read from per-example losses at w* computed once before sampling. Nothing else crosses to the host during
+the run, except an optional progress tick every 1% of the steps.
+
+Randomness: the run key is split into one key per chain; the key of step ``t`` of a chain is
+``fold_in(chain_key, t)``, split into a minibatch key and a kernel key. The same key therefore gives the
+same numbers bit for bit, independent of progress reporting.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt.posterior import LocalPosterior
+from slt.samplers import get_sampler
+from slt.targets import Target
+
+__all__ = ["ChainTrace", "run_chains", "per_example_losses", "as_key"]
+
+PyTree = Any
+
+
+class ChainTrace(NamedTuple):
+    """What a run records, each array of shape ``(num_chains, num_steps)``; plus the final state."""
+
+    loss: np.ndarray  # L_B(w_t)
+    loss_at_center: np.ndarray  # L_B(w*) on the same minibatch
+    final_state: Any
+
+
+def as_key(key: Any, argname: str = "key") -> jax.Array:
+    """Accept a typed ``jax.random.key`` (preferred) or a legacy ``PRNGKey`` uint32 array."""
+    if key is None:
+        raise ValueError(f"`{argname}` is required: pass jax.random.key(seed); there is no default key.")
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"`{argname}` must be a single key (shape ()); got shape {key.shape}.")
+        return key
+    arr = np.asarray(key)
+    if arr.dtype == np.uint32 and arr.shape == (2,):
+        return jax.random.wrap_key_data(jnp.asarray(arr))
+    raise ValueError(f"`{argname}` must be a jax.random.key(seed); got {type(key).__name__}.")
+
+
+# --------------------------------------------------------------------------------- losses at the centre
+@functools.partial(jax.jit, static_argnames=("loss", "chunk_size"))
+def _per_example_losses(loss, position, frozen, data, chunk_size):
+    def one(example):
+        batch = jax.tree_util.tree_map(lambda x: x[None], example)
+        return loss(position, frozen, batch)
+
+    return jax.lax.map(one, data, batch_size=chunk_size)
+
+
+def per_example_losses(target: Target, position: PyTree | None = None, chunk_size: int = 1024) -> np.ndarray:
+    """Per-example losses ``loss(w, [x_i])`` for every example, vectorized in chunks (one compile).
+
+    Used for the loss at w* on the full data set (its mean) and for the paired minibatch estimate.
+    """
+    position = target.position if position is None else position
+    chunk_size = int(min(chunk_size, target.num_data))
+    out = _per_example_losses(target.loss, position, target.frozen, target.data, chunk_size)
+    return np.asarray(out)
+
+
+# --------------------------------------------------------------------------------------------- progress
+_BARS: dict[int, Any] = {}
+_BAR_IDS = itertools.count()
+_BAR_LOCK = threading.Lock()
+
+
+def _progress_tick(bar_id, step):
+    with _BAR_LOCK:
+        bar = _BARS.get(int(bar_id))
+        if bar is not None:
+            step = int(step) + 1
+            if step > bar.n:
+                bar.update(step - bar.n)
+
+
+# ------------------------------------------------------------------------------------------- the driver
+@functools.partial(
+    jax.jit,
+    static_argnames=("loss", "sampler", "num_chains", "num_steps", "batch_size", "progress_every"),
+)
+def _run(
+    loss,
+    sampler,
+    num_chains,
+    num_steps,
+    batch_size,
+    progress_every,
+    center,
+    frozen,
+    data,
+    example_losses_at_center,
+    key,
+    nbeta,
+    localization,
+    sampler_params,
+    bar_id,
+):
+    num_data = example_losses_at_center.shape[0]
+    full_batch = batch_size == num_data
+    posterior = LocalPosterior(loss, center, frozen, nbeta, localization)
+    algorithm = sampler(posterior, **sampler_params)
+    chain_keys = jax.random.split(key, num_chains)
+    init_state = jax.vmap(lambda _: algorithm.init(center))(jnp.arange(num_chains))
+    full_loss_at_center = jnp.mean(example_losses_at_center)
+
+    def chain_step(chain_key, state, t):
+        batch_key, kernel_key = jax.random.split(jax.random.fold_in(chain_key, t))
+        if full_batch:
+            batch, loss_at_center = data, full_loss_at_center
+        else:
+            idx = jax.random.randint(batch_key, (batch_size,), 0, num_data)
+            batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+            loss_at_center = jnp.mean(example_losses_at_center[idx])
+        state, info = algorithm.step(kernel_key, state, batch)
+        return state, (info.loss, loss_at_center)
+
+    def scan_step(states, t):
+        if progress_every:
+            jax.lax.cond(
+                (t + 1) % progress_every == 0,
+                lambda: jax.debug.callback(_progress_tick, bar_id, t, ordered=False),
+                lambda: None,
+            )
+        states, records = jax.vmap(chain_step, in_axes=(0, 0, None))(chain_keys, states, t)
+        return states, records
+
+    final_state, (losses, losses_at_center) = jax.lax.scan(scan_step, init_state, jnp.arange(num_steps))
+    return losses.T, losses_at_center.T, final_state
+
+
+def run_chains(
+    target: Target,
+    *,
+    key: jax.Array,
+    example_losses_at_center: np.ndarray,
+    nbeta: float,
+    localization: float,
+    num_chains: int,
+    num_steps: int,
+    batch_size: int,
+    sampler: Any = "sgld",
+    sampler_params: dict | None = None,
+    progress: bool = False,
+    description: str = "sampling",
+) -> ChainTrace:
+    """Run ``num_chains`` chains for ``num_steps`` steps from w* and record the per-step losses.
+
+    Arguments are assumed validated (see :func:`slt.estimate_llc`). Compiles once per combination of
+    loss, sampler, shapes and the static sizes; hyperparameter values (``nbeta``, ``localization``,
+    ``sampler_params``) are traced, so changing them does not recompile.
+    """
+    factory = get_sampler(sampler)
+    sampler_params = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in (sampler_params or {}).items()}
+    progress_every = max(1, num_steps // 100) if progress else 0
+    bar_id = next(_BAR_IDS)
+    if progress:
+        from tqdm.auto import tqdm
+
+        with _BAR_LOCK:
+            _BARS[bar_id] = tqdm(total=num_steps, desc=f"{description} ({num_chains} chains)", unit="step")
+    try:
+        losses, losses_at_center, final_state = _run(
+            target.loss,
+            factory,
+            num_chains,
+            num_steps,
+            batch_size,
+            progress_every,
+            target.position,
+            target.frozen,
+            target.data,
+            jnp.asarray(example_losses_at_center),
+            key,
+            jnp.float32(nbeta),
+            jnp.float32(localization),
+            sampler_params,
+            jnp.int32(bar_id),
+        )
+        losses = np.asarray(losses)
+        losses_at_center = np.asarray(losses_at_center)
+    finally:
+        if progress:
+            jax.effects_barrier()
+            with _BAR_LOCK:
+                bar = _BARS.pop(bar_id)
+            bar.update(bar.total - bar.n)
+            bar.close()
+    return ChainTrace(losses, losses_at_center, final_state)

@@ -1,0 +1,320 @@
+"""What is sampled: a pure loss over the moving parameters, the point w*, and the data.
+
+The sampling core never sees Flax. It works on a :class:`Target`: a hashable callable
+``loss(position, frozen, batch) -> scalar``, the moving parameters ``position`` (a pytree; this is w*),
+the ``frozen`` leaves that are held at their values at w*, and the data (a pytree of arrays sharing a
+leading axis of length ``num_data``). Adapters build a target from
+
+* a plain ``loss_fn(params, batch)`` over a parameter pytree (:func:`from_loss_fn`),
+* an ``nnx.Module`` and a loss on its outputs (:func:`from_nnx`),
+* a linen module with its variables and a loss on its outputs (:func:`from_linen`).
+
+Weight restriction (the weight-refined LLC of Wang et al., arXiv 2410.02984) is only the choice of which
+leaves move: a path predicate ``where(path, leaf) -> bool`` for pytrees and linen, any NNX filter for NNX.
+
+The loss objects are frozen dataclasses compared by value, so that a second estimate with the same
+function and the same model structure reuses the compiled sampler instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Target", "from_loss_fn", "from_nnx", "from_linen", "path_names"]
+
+PyTree = Any
+PathPredicate = Callable[[tuple, Any], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A sampling problem in the form the core understands.
+
+    Attributes:
+        loss: hashable ``loss(position, frozen, batch) -> scalar``, the mean negative log-likelihood of a
+            batch.
+        position: the moving parameters at w* (a pytree of floating arrays).
+        frozen: leaves held fixed at their values at w* (any pytree, possibly empty).
+        data: pytree of arrays with a common leading axis of length ``num_data``.
+        num_data: n, the number of data points.
+        rebuild: ``rebuild(position) -> params`` returns the parameters in the user's form (for reading
+            samples back); ``None`` when ``position`` already is that form.
+    """
+
+    loss: Callable[[PyTree, PyTree, PyTree], jax.Array]
+    position: PyTree
+    frozen: PyTree
+    data: PyTree
+    num_data: int
+    rebuild: Callable[[PyTree], PyTree] | None = None
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of scalar parameters that move (d of the restricted problem)."""
+        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self.position)))
+
+
+class _ByIdentity:
+    """Wraps an unhashable static object (a linen module, say) so that it hashes by identity."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByIdentity) and other.obj is self.obj
+
+
+def _static(obj: Any) -> Any:
+    try:
+        hash(obj)
+    except TypeError:
+        return _ByIdentity(obj)
+    return obj
+
+
+def _unwrap(obj: Any) -> Any:
+    return obj.obj if isinstance(obj, _ByIdentity) else obj
+
+
+def path_names(path: Sequence[Any]) -> tuple:
+    """A JAX key path as a tuple of plain names and indices, e.g. ``('layers', 0, 'kernel')``."""
+    out = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                out.append(getattr(entry, attr))
+                break
+        else:
+            out.append(str(entry))
+    # NNX variables end their paths with the `value` attribute; it names no parameter.
+    if out and out[-1] == "value":
+        out.pop()
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def _check_float_leaves(tree: PyTree, argname: str) -> None:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if not leaves:
+        raise ValueError(f"`{argname}` has no array leaves: expected a pytree of floating-point arrays.")
+    for path, leaf in leaves:
+        dtype = jnp.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"`{argname}` leaf {jax.tree_util.keystr(path)} has dtype {dtype}; every parameter that "
+                "moves must be a floating-point array (cast it, or keep it out of the moving set with a "
+                "filter)."
+            )
+
+
+def check_data(data: PyTree, argname: str = "data") -> int:
+    """Validate a data pytree and return its number of examples n."""
+    leaves = jax.tree_util.tree_leaves_with_path(data)
+    if not leaves:
+        raise ValueError(f"`{argname}` is empty: expected a pytree of arrays with a leading data axis.")
+    sizes = {}
+    for path, leaf in leaves:
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError(
+                f"`{argname}` leaf {jax.tree_util.keystr(path)} is a scalar: every leaf needs a leading "
+                "data axis (shape (n, ...))."
+            )
+        sizes[jax.tree_util.keystr(path) or "<root>"] = shape[0]
+    if len(set(sizes.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise ValueError(
+            f"`{argname}` leaves have different leading sizes ({listing}); all leaves must share the "
+            "leading axis n."
+        )
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise ValueError(f"`{argname}` has zero examples (leading axis of length 0).")
+    for path, leaf in leaves:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(
+                f"`{argname}` leaf {jax.tree_util.keystr(path)} contains {bad} non-finite values (NaN or "
+                "inf); clean or drop those examples first."
+            )
+    return int(n)
+
+
+# ----------------------------------------------------------------------------------- plain loss functions
+@dataclasses.dataclass(frozen=True)
+class _FunctionLoss:
+    """``loss_fn(params, batch)`` with every parameter leaf moving."""
+
+    loss_fn: Callable
+
+    def __call__(self, position, frozen, batch):
+        del frozen
+        return _unwrap(self.loss_fn)(position, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class _MaskedFunctionLoss:
+    """``loss_fn(params, batch)`` where only the leaves marked in ``mask`` move."""
+
+    loss_fn: Callable
+    treedef: Any
+    mask: tuple[bool, ...]
+
+    def __call__(self, position, frozen, batch):
+        return _unwrap(self.loss_fn)(_merge_leaves(self.treedef, self.mask, position, frozen), batch)
+
+
+def _merge_leaves(treedef, mask, moving, frozen):
+    moving_it, frozen_it = iter(moving), iter(frozen)
+    return jax.tree_util.tree_unflatten(
+        treedef, [next(moving_it) if m else next(frozen_it) for m in mask]
+    )
+
+
+def _split_by_predicate(tree: PyTree, where: PathPredicate, argname: str):
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    mask = tuple(bool(where(path_names(p), leaf)) for p, leaf in leaves_with_path)
+    if not any(mask):
+        raise ValueError(f"`where` selects no leaf of `{argname}`: at least one parameter must move.")
+    moving = tuple(leaf for (_, leaf), m in zip(leaves_with_path, mask) if m)
+    frozen = tuple(leaf for (_, leaf), m in zip(leaves_with_path, mask) if not m)
+    return moving, frozen, treedef, mask
+
+
+def from_loss_fn(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    data: PyTree,
+    *,
+    where: PathPredicate | None = None,
+) -> Target:
+    """Target for a plain ``loss_fn(params, batch) -> scalar``.
+
+    Args:
+        loss_fn: mean negative log-likelihood of a batch (a pytree shaped like ``data`` with a leading
+            batch axis).
+        params: the point w*, a pytree of floating-point arrays.
+        data: pytree of arrays with a common leading axis n.
+        where: optional ``where(path, leaf) -> bool``; only the leaves for which it is true move (the
+            weight-restricted LLC). ``path`` is a tuple of names/indices, e.g. ``('layer1', 'w')``.
+    """
+    if not callable(loss_fn):
+        raise ValueError(f"`loss_fn` must be callable as loss_fn(params, batch); got {type(loss_fn)}.")
+    n = check_data(data)
+    if where is None:
+        _check_float_leaves(params, "params")
+        return Target(_FunctionLoss(_static(loss_fn)), params, (), data, n)
+    moving, frozen, treedef, mask = _split_by_predicate(params, where, "params")
+    _check_float_leaves(moving, "params")
+    loss = _MaskedFunctionLoss(_static(loss_fn), treedef, mask)
+
+    def rebuild(position):
+        return _merge_leaves(treedef, mask, position, frozen)
+
+    return Target(loss, moving, frozen, data, n, rebuild)
+
+
+# ------------------------------------------------------------------------------------------------- NNX
+def _check_supervised(data: PyTree, argname: str = "data"):
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(
+            f"`{argname}` for a model must be a pair (inputs, targets) of arrays with a common leading "
+            f"axis; got {type(data).__name__}."
+        )
+    return tuple(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NNXLoss:
+    graphdef: Any
+    output_loss: Callable
+
+    def __call__(self, position, frozen, batch):
+        from flax import nnx
+
+        model = nnx.merge(self.graphdef, position, *frozen)
+        inputs, targets = batch
+        return _unwrap(self.output_loss)(model(inputs), targets)
+
+
+def from_nnx(model, data: PyTree, loss: Callable, *, where: Any = None) -> Target:
+    """Target for an ``nnx.Module`` evaluated as ``loss(model(inputs), targets)``.
+
+    Args:
+        model: the module at w*.
+        data: ``(inputs, targets)`` with a common leading axis n.
+        loss: ``loss(outputs, targets) -> scalar``, the batch mean of a per-example NLL (see
+            :mod:`slt.losses`).
+        where: an NNX filter (a type, ``nnx.PathContains('layer1')``, ``nnx.All(...)``, a predicate
+            ``(path, value) -> bool`` ...). Only ``nnx.Param`` leaves that pass it move; by default every
+            ``nnx.Param`` moves and all other state (batch statistics, RNG counters) stays fixed.
+    """
+    from flax import nnx
+
+    data = _check_supervised(data)
+    n = check_data(data)
+    if where is None:
+        graphdef, moving, *frozen = nnx.split(model, nnx.Param, ...)
+    else:
+        graphdef, moving, *frozen = nnx.split(model, nnx.All(nnx.Param, where), nnx.Param, ...)
+        if not jax.tree_util.tree_leaves(moving):
+            raise ValueError("`where` selects no nnx.Param of the model: at least one parameter must move.")
+    _check_float_leaves(moving, "model parameters")
+    frozen = tuple(frozen)
+
+    def rebuild(position):
+        return nnx.merge(graphdef, position, *frozen)
+
+    return Target(_NNXLoss(graphdef, _static(loss)), moving, frozen, data, n, rebuild)
+
+
+# ----------------------------------------------------------------------------------------------- linen
+@dataclasses.dataclass(frozen=True)
+class _LinenLoss:
+    module: Any
+    output_loss: Callable
+    treedef: Any
+    mask: tuple[bool, ...]
+
+    def __call__(self, position, frozen, batch):
+        moving_frozen, other_collections = frozen
+        params = _merge_leaves(self.treedef, self.mask, position, moving_frozen)
+        inputs, targets = batch
+        outputs = _unwrap(self.module).apply({"params": params, **other_collections}, inputs)
+        return _unwrap(self.output_loss)(outputs, targets)
+
+
+def from_linen(module, variables, data: PyTree, loss: Callable, *, where: PathPredicate | None = None):
+    """Target for a linen module evaluated as ``loss(module.apply(variables, inputs), targets)``.
+
+    Only the ``'params'`` collection moves (restricted further by the path predicate ``where``); other
+    collections (``'batch_stats'`` ...) stay fixed.
+    """
+    data = _check_supervised(data)
+    n = check_data(data)
+    if not (hasattr(variables, "keys") and "params" in variables):
+        raise ValueError("`variables` must be a linen variable dict with a 'params' collection.")
+    params = variables["params"]
+    others = {k: v for k, v in variables.items() if k != "params"}
+    moving, frozen_leaves, treedef, mask = _split_by_predicate(
+        params, where if where is not None else (lambda path, leaf: True), "variables['params']"
+    )
+    _check_float_leaves(moving, "variables['params']")
+    target_loss = _LinenLoss(_static(module), _static(loss), treedef, mask)
+
+    def rebuild(position):
+        return {"params": _merge_leaves(treedef, mask, position, frozen_leaves), **others}
+
+    return Target(target_loss, moving, (frozen_leaves, others), data, n, rebuild)
