@@ -59,6 +59,7 @@ class LLCResult:
         loss_trace: (C, D) minibatch loss :math:`L_{B_t}(w_t)` of each kept draw.
         loss_at_center_trace: (C, D) loss at w* on the same minibatch, :math:`L_{B_t}(w^*)`.
         burnin_loss_trace: (C, num_burnin) minibatch losses of the discarded draws.
+        burnin_llc_trace: (C, num_burnin) per-draw λ̂ of the discarded draws (to judge equilibration).
         init_loss: :math:`L_n(w^*)` on the full data set.
         nbeta, localization, step_size, batch_size, num_data, sampler, estimator: the settings used.
         rhat, ess, ess_tail: rank-normalized R-hat and bulk/tail ESS of the λ̂ trace (non-diverged chains).
@@ -76,6 +77,7 @@ class LLCResult:
     loss_trace: np.ndarray
     loss_at_center_trace: np.ndarray
     burnin_loss_trace: np.ndarray
+    burnin_llc_trace: np.ndarray
     init_loss: float
     nbeta: float
     localization: float
@@ -373,10 +375,11 @@ def summarize(
     """Turn recorded ``(chain, step)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
     divergence_step = _first_nonfinite(losses)
     diverged = divergence_step >= 0
+    reference = losses_at_center if estimator == "paired" else init_loss
+    all_llc = nbeta * (losses - reference)
+    llc_trace = all_llc[:, num_burnin:]
     loss_trace = losses[:, num_burnin:]
     center_trace = losses_at_center[:, num_burnin:]
-    reference = center_trace if estimator == "paired" else init_loss
-    llc_trace = nbeta * (loss_trace - reference)
     llc_per_chain = np.where(diverged, np.nan, llc_trace.mean(axis=1))
 
     messages: list[str] = []
@@ -422,6 +425,7 @@ def summarize(
         loss_trace=loss_trace,
         loss_at_center_trace=center_trace,
         burnin_loss_trace=losses[:, :num_burnin],
+        burnin_llc_trace=all_llc[:, :num_burnin],
         init_loss=float(init_loss),
         nbeta=float(nbeta),
         estimator=estimator,

@@ -23,8 +23,18 @@ def _pyplot():
     return plt
 
 
+def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1:
+        return x
+    kernel = np.ones(window) / window
+    return np.stack([np.convolve(row, kernel, mode="valid") for row in x])
+
+
 def plot_llc_trace(result: Any, *, true_llc: float | None = None, title: str | None = None):
-    """Per-chain traces of the minibatch loss (burn-in shaded) and of the running mean of λ̂.
+    """Per-chain λ̂ per draw (moving average, burn-in shaded) and the running mean of λ̂ over kept draws.
+
+    The left panel shows whether the chains have equilibrated (a flat band after burn-in, no drift); the
+    right one how the estimate settles. Diverged chains are marked in the legend.
 
     Args:
         result: an :class:`slt.LLCResult`.
@@ -32,28 +42,31 @@ def plot_llc_trace(result: Any, *, true_llc: float | None = None, title: str | N
         title: figure title.
     """
     plt = _pyplot()
-    fig, (ax_loss, ax_llc) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-    burn = result.burnin_loss_trace.shape[1]
-    losses = np.concatenate([result.burnin_loss_trace, result.loss_trace], axis=1)
-    steps = np.arange(losses.shape[1])
-    for c in range(losses.shape[0]):
-        ax_loss.plot(steps, losses[c], lw=0.6, alpha=0.8, label=f"chain {c}")
-    ax_loss.axhline(result.init_loss, color="k", ls="--", lw=1, label="$L_n(w^*)$")
+    fig, (ax_draw, ax_mean) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    burn = result.burnin_llc_trace.shape[1]
+    per_draw = np.concatenate([result.burnin_llc_trace, result.llc_trace], axis=1)
+    window = max(1, per_draw.shape[1] // 200)
+    smooth = _moving_average(per_draw, window)
+    steps = np.arange(smooth.shape[1]) + (window - 1) / 2
+    labels = [f"chain {c}" + (" (diverged)" if result.diverged[c] else "") for c in range(result.num_chains)]
+    for c in range(per_draw.shape[0]):
+        ax_draw.plot(steps, smooth[c], lw=0.8, alpha=0.9, label=labels[c])
     if burn:
-        ax_loss.axvspan(0, burn, color="0.9", zorder=-1, label="burn-in")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("minibatch loss $L_B(w_t)$")
-    ax_loss.legend(fontsize=7, ncol=2)
+        ax_draw.axvspan(0, burn, color="0.9", zorder=-1, label="burn-in")
+    if true_llc is not None:
+        ax_draw.axhline(float(true_llc), color="tab:red", ls="--", lw=1.2)
+    ax_draw.set_xlabel("step")
+    ax_draw.set_ylabel(f"$\\hat\\lambda$ per draw (moving average of {window})")
+    ax_draw.legend(fontsize=7, ncol=2)
 
     draws = np.arange(1, result.num_draws + 1)
     for c in range(result.num_chains):
-        running = np.cumsum(result.llc_trace[c]) / draws
-        ax_llc.plot(draws, running, lw=1, label=f"chain {c}" + (" (diverged)" if result.diverged[c] else ""))
-    ax_llc.axhline(result.llc_mean, color="k", lw=1, label=f"estimate {result.llc_mean:.3g}")
+        ax_mean.plot(draws, np.cumsum(result.llc_trace[c]) / draws, lw=1, label=labels[c])
+    ax_mean.axhline(result.llc_mean, color="k", lw=1, label=f"estimate {result.llc_mean:.3g}")
     if true_llc is not None:
-        ax_llc.axhline(float(true_llc), color="tab:red", ls="--", lw=1.2, label=f"true λ = {float(true_llc):.3g}")
-    ax_llc.set_xlabel("kept draw")
-    ax_llc.set_ylabel("running mean of $\\hat\\lambda$")
-    ax_llc.legend(fontsize=7)
-    fig.suptitle(title or f"LLC {result.llc_mean:.3g} ± {result.llc_std:.2g} ({result.sampler})")
+        ax_mean.axhline(float(true_llc), color="tab:red", ls="--", lw=1.2, label=f"true λ = {float(true_llc):.3g}")
+    ax_mean.set_xlabel("kept draw")
+    ax_mean.set_ylabel("running mean of $\\hat\\lambda$")
+    ax_mean.legend(fontsize=7)
+    fig.suptitle(title or f"LLC {result.llc_mean:.3g} ± {result.llc_std:.2g} ({result.sampler}, {result.estimator})")
     return fig

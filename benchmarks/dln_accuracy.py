@@ -1,0 +1,159 @@
+"""LLC accuracy on deep linear networks against Aoyagi's closed-form learning coefficient.
+
+Default settings are those of the core issue: SGLD, ε = 2e-6, nβ = n/log n, γ = 1, batch 100, 4 chains,
+10 000 burn-in + 40 000 kept draws, n = 10 000, x ~ N(0, I), y = W x + N(0, I), w* the rank-r minimizer
+(``slt.models.deep_linear_network``, ``point="minimum"``). Prints a table and, with ``--write``, puts it in
+benchmarks/RESULTS.md under ``## Accuracy: <label>``.
+
+    python benchmarks/dln_accuracy.py                       # the default table
+    python benchmarks/dln_accuracy.py --point true --write  # w* = generating parameter instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+
+import jax
+
+import slt
+
+try:
+    from benchmarks._results import write_section
+except ImportError:  # run as a script from benchmarks/
+    from _results import write_section
+
+# (widths, rank): 2-5 layers, widths 3-30, ranks 0..6
+CONFIGS = [
+    ([5, 3, 5], 0),
+    ([4, 3, 8], 0),
+    ([8, 6, 4], 2),
+    ([10, 5, 10], 2),
+    ([12, 8, 6], 4),
+    ([10, 20, 10], 5),
+    ([20, 10, 30], 3),
+    ([3, 4, 5, 6], 1),
+    ([10, 15, 15, 10], 3),
+    ([10, 20, 20, 10], 5),
+    ([5, 5, 5, 5, 5], 2),
+    ([8, 12, 12, 12, 8], 4),
+    ([6, 8, 8, 8, 8, 6], 2),
+    ([10, 10, 10, 10, 10, 10], 5),
+]
+
+
+def run(args) -> list[dict]:
+    rows = []
+    configs = CONFIGS if not args.only else [CONFIGS[i] for i in args.only]
+    for widths, rank in configs:
+        problem = slt.models.deep_linear_network(widths, rank, num_data=args.num_data, seed=args.seed, point=args.point)
+        lam = float(problem.true_llc)
+        start = time.perf_counter()
+        res = slt.estimate_llc(
+            problem.loss_fn,
+            problem.params,
+            problem.data,
+            key=jax.random.key(args.seed),
+            step_size=args.step_size,
+            num_chains=args.num_chains,
+            num_draws=args.num_draws,
+            num_burnin=args.num_burnin,
+            batch_size=args.batch_size,
+            localization=args.localization,
+        )
+        seconds = time.perf_counter() - start
+        row = dict(
+            widths="-".join(map(str, widths)),
+            layers=len(widths) - 1,
+            rank=rank,
+            d=problem.num_parameters,
+            lam=lam,
+            m=problem.multiplicity,
+            est=res.llc_mean,
+            std=res.llc_std,
+            rel=(res.llc_mean - lam) / lam,
+            rhat=res.rhat,
+            seconds=seconds,
+        )
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+HEADER = "| widths | L | r | d | λ (m) | λ̂ ± std | rel. error | R-hat | seconds |\n|---|---|---|---|---|---|---|---|---|"
+
+
+def format_row(r: dict) -> str:
+    return (
+        f"| {r['widths']} | {r['layers']} | {r['rank']} | {r['d']} | {r['lam']:g} ({r['m']}) | "
+        f"{r['est']:.2f} ± {r['std']:.2f} | {r['rel']:+.1%} | {r['rhat']:.3f} | {r['seconds']:.1f} |"
+    )
+
+
+def summary(rows: list[dict]) -> str:
+    def stats(sel):
+        errs = [abs(r["rel"]) for r in sel]
+        return f"median {statistics.median(errs):.1%}, max {max(errs):.1%} (n = {len(errs)})" if errs else "—"
+
+    lines = [f"- all configurations: |relative error| {stats(rows)}"]
+    for layers in sorted({r["layers"] for r in rows}):
+        lines.append(f"- {layers} layer(s): {stats([r for r in rows if r['layers'] == layers])}")
+    lines.append(f"- rank 0 (most singular, w* = 0): {stats([r for r in rows if r['rank'] == 0])}")
+    lines.append(f"- rank > 0: {stats([r for r in rows if r['rank'] > 0])}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--step-size", type=float, default=2e-6)
+    parser.add_argument("--num-chains", type=int, default=4)
+    parser.add_argument("--num-draws", type=int, default=40_000)
+    parser.add_argument("--num-burnin", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--localization", type=float, default=1.0)
+    parser.add_argument("--num-data", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--point", choices=["minimum", "true"], default="minimum")
+    parser.add_argument("--only", type=int, nargs="*", help="indices into CONFIGS")
+    parser.add_argument("--label", default=None, help="section label for RESULTS.md")
+    parser.add_argument("--note", default="", help="text put under the table")
+    parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    print(HEADER)
+    start = time.perf_counter()
+    rows = run(args)
+    total = time.perf_counter() - start
+    text = summary(rows)
+    print(text)
+    print(f"total {total:.0f} s")
+    if args.write:
+        label = args.label or f"DLN, SGLD at the issue's settings (w* = {args.point})"
+        settings = (
+            f"SGLD ε = {args.step_size:g}, nβ = n/log n, γ = {args.localization:g}, batch {args.batch_size}, "
+            f"{args.num_chains} chains × {args.num_draws} draws after {args.num_burnin} burn-in, "
+            f"n = {args.num_data}, x ~ N(0, I), y = Wx + N(0, I), w* = `point={args.point!r}`, seed {args.seed}."
+        )
+        command = "python " + " ".join(["benchmarks/dln_accuracy.py", *sys.argv[1:]])
+        body = "\n".join([
+            f"{settings}",
+            "",
+            f"Run {datetime.date.today()} on {platform.machine()} CPU ({jax.devices()[0].platform}, JAX "
+            f"{jax.__version__}), total {total:.0f} s: `{command}`",
+            "",
+            HEADER,
+            *[format_row(r) for r in rows],
+            "",
+            text,
+            "",
+            args.note,
+        ])
+        write_section(f"Accuracy: {label}", body)
+
+
+if __name__ == "__main__":
+    main()
