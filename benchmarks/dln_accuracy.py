@@ -50,7 +50,9 @@ def run(args) -> list[dict]:
     rows = []
     configs = CONFIGS if not args.only else [CONFIGS[i] for i in args.only]
     for widths, rank in configs:
-        problem = slt.models.deep_linear_network(widths, rank, num_data=args.num_data, seed=args.seed, point=args.point)
+        problem = slt.models.deep_linear_network(
+            widths, rank, num_data=args.num_data, seed=args.seed, point=args.point
+        )
         lam = float(problem.true_llc)
         start = time.perf_counter()
         res = slt.estimate_llc(
@@ -84,7 +86,10 @@ def run(args) -> list[dict]:
     return rows
 
 
-HEADER = "| widths | L | r | d | λ (m) | λ̂ ± std | rel. error | R-hat | seconds |\n|---|---|---|---|---|---|---|---|---|"
+HEADER = (
+    "| widths | L | r | d | λ (m) | λ̂ ± std | rel. error | R-hat | seconds |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def format_row(r: dict) -> str:
