@@ -76,12 +76,16 @@ def to_arviz(posterior: dict[str, Any], attrs: dict[str, Any] | None = None):
     """Labelled ArviZ data from ``{name: (chain, draw, ...) array}``.
 
     Returns an ``InferenceData`` on arviz 0.x and an ``xarray.DataTree`` on arviz 1.x; both work with
-    ``arviz.summary``, ``arviz.plot_trace`` and friends of the installed version.
+    ``arviz.summary``, ``arviz.plot_trace`` and friends of the installed version. ``attrs`` (the sampling
+    settings) are attached to the posterior group on both.
     """
     az = _arviz()
     posterior = {k: np.asarray(v) for k, v in posterior.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ARVIZ_MAJOR >= 1:
-            return az.from_dict({"posterior": posterior}, attrs=attrs)
-        return az.from_dict(posterior=posterior, attrs=attrs)
+            # arviz 1.x keys attrs by group; the settings belong to the posterior group
+            return az.from_dict({"posterior": posterior}, attrs={"posterior": dict(attrs or {})})
+        data = az.from_dict(posterior=posterior)
+        data.posterior.attrs.update(attrs or {})
+        return data

@@ -38,7 +38,8 @@ def test_undefined_cases_are_nan_not_errors():
 
 
 def test_to_arviz_has_the_variables():
-    data = diagnostics.to_arviz({"llc": np.zeros((2, 5)), "loss": np.ones((2, 5))})
+    data = diagnostics.to_arviz({"llc": np.zeros((2, 5)), "loss": np.ones((2, 5))}, attrs={"nbeta": 3.0})
     post = data.posterior if hasattr(data, "posterior") else data["posterior"]
     assert set(post.data_vars) >= {"llc", "loss"}
+    assert post.attrs["nbeta"] == 3.0
     assert dict(post.sizes)["chain"] == 2 and dict(post.sizes)["draw"] == 5
