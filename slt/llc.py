@@ -33,10 +33,11 @@ import numpy as np
 
 from slt import diagnostics
 from slt.posterior import resolve_nbeta
+from slt.samplers import get_sampler
 from slt.sampling import as_key, per_example_losses, run_chains
 from slt.targets import Target, from_linen, from_loss_fn, from_nnx
 
-__all__ = ["LLCResult", "SamplingWarning", "estimate_llc", "make_target"]
+__all__ = ["LLCResult", "SamplingSettings", "SamplingWarning", "estimate_llc", "make_target"]
 
 
 class SamplingWarning(UserWarning):
@@ -302,63 +303,125 @@ def estimate_llc(
         ValueError: bad arguments, data, or a non-finite loss at w*; each message names the argument.
     """
     key = as_key(key)
-    step_size = _positive_float(step_size, "step_size")
-    num_chains = _positive_int(num_chains, "num_chains")
-    num_draws = _positive_int(num_draws, "num_draws")
-    if isinstance(num_burnin, bool) or not isinstance(num_burnin, (int, np.integer)) or num_burnin < 0:
-        raise ValueError(f"`num_burnin` must be a non-negative integer; got {num_burnin!r}.")
-    num_burnin = int(num_burnin)
-    if estimator not in ("paired", "plain"):
-        raise ValueError(f"`estimator` must be 'paired' or 'plain'; got {estimator!r}.")
-    localization = float(localization)
-    if not (math.isfinite(localization) and localization >= 0):
-        raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
-    chunk_size = _positive_int(chunk_size, "chunk_size")
-
     target = make_target(model_or_loss, *args, loss=loss, where=where)
-    n = target.num_data
-    if batch_size is None:
-        batch_size = min(n, 256)
-    batch_size = _positive_int(batch_size, "batch_size")
-    if batch_size > n:
-        raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of data points n = {n}.")
-    nbeta = resolve_nbeta(nbeta, n)
-
-    per_example = check_loss_at_center(target, chunk_size)
-    init_loss = float(np.mean(per_example, dtype=np.float64))
-
+    settings = SamplingSettings.validated(
+        num_data=target.num_data,
+        step_size=step_size,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        batch_size=batch_size,
+        nbeta=nbeta,
+        localization=localization,
+        sampler=sampler,
+        estimator=estimator,
+        chunk_size=chunk_size,
+    )
+    per_example = check_loss_at_center(target, settings.chunk_size)
     start = time.perf_counter()
     trace = run_chains(
         target,
         key=key,
         example_losses_at_center=per_example,
-        nbeta=nbeta,
-        localization=localization,
-        num_chains=num_chains,
-        num_steps=num_burnin + num_draws,
-        batch_size=batch_size,
-        sampler=sampler,
-        sampler_params={"step_size": step_size},
+        nbeta=settings.nbeta,
+        localization=settings.localization,
+        num_chains=settings.num_chains,
+        num_steps=settings.num_burnin + settings.num_draws,
+        batch_size=settings.batch_size,
+        sampler=settings.sampler,
+        sampler_params={"step_size": settings.step_size},
         progress=progress,
         description="LLC",
     )
     wall_time = time.perf_counter() - start
+    return settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time)
 
-    sampler_name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", repr(sampler))
-    return summarize(
-        trace.loss.astype(np.float64),
-        trace.loss_at_center.astype(np.float64),
-        num_burnin=num_burnin,
-        init_loss=init_loss,
-        nbeta=nbeta,
-        localization=localization,
-        step_size=step_size,
-        batch_size=batch_size,
-        num_data=n,
-        sampler=sampler_name,
-        estimator=estimator,
-        wall_time=wall_time,
-    )
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """Validated settings of one LLC estimate (what :func:`estimate_llc` and the trajectory tools share)."""
+
+    num_data: int
+    step_size: float
+    num_chains: int
+    num_draws: int
+    num_burnin: int
+    batch_size: int
+    nbeta: float
+    localization: float
+    sampler: Any
+    estimator: str
+    chunk_size: int
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        num_data: int,
+        step_size,
+        num_chains=4,
+        num_draws=2000,
+        num_burnin=1000,
+        batch_size=None,
+        nbeta=None,
+        localization=1.0,
+        sampler="sgld",
+        estimator="paired",
+        chunk_size=1024,
+    ) -> SamplingSettings:
+        """Check every setting against ``num_data``; raise ValueError naming the argument."""
+        step_size = _positive_float(step_size, "step_size")
+        num_chains = _positive_int(num_chains, "num_chains")
+        num_draws = _positive_int(num_draws, "num_draws")
+        if isinstance(num_burnin, bool) or not isinstance(num_burnin, (int, np.integer)) or num_burnin < 0:
+            raise ValueError(f"`num_burnin` must be a non-negative integer; got {num_burnin!r}.")
+        if estimator not in ("paired", "plain"):
+            raise ValueError(f"`estimator` must be 'paired' or 'plain'; got {estimator!r}.")
+        localization = float(localization)
+        if not (math.isfinite(localization) and localization >= 0):
+            raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
+        chunk_size = _positive_int(chunk_size, "chunk_size")
+        batch_size = _positive_int(min(num_data, 256) if batch_size is None else batch_size, "batch_size")
+        if batch_size > num_data:
+            raise ValueError(
+                f"`batch_size` ({batch_size}) must not exceed the number of data points n = {num_data}."
+            )
+        get_sampler(sampler)  # validates the name early
+        return cls(
+            num_data=num_data,
+            step_size=step_size,
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=int(num_burnin),
+            batch_size=batch_size,
+            nbeta=resolve_nbeta(nbeta, num_data),
+            localization=localization,
+            sampler=sampler,
+            estimator=estimator,
+            chunk_size=chunk_size,
+        )
+
+    @property
+    def sampler_name(self) -> str:
+        s = self.sampler
+        return s if isinstance(s, str) else getattr(s, "__name__", repr(s))
+
+    def summarize(self, losses, losses_at_center, per_example, wall_time: float) -> LLCResult:
+        """An :class:`LLCResult` from one run's ``(chain, step)`` loss traces and per-example losses at w*."""
+        return summarize(
+            np.asarray(losses, dtype=np.float64),
+            np.asarray(losses_at_center, dtype=np.float64),
+            num_burnin=self.num_burnin,
+            init_loss=float(np.mean(per_example, dtype=np.float64)),
+            nbeta=self.nbeta,
+            localization=self.localization,
+            step_size=self.step_size,
+            batch_size=self.batch_size,
+            num_data=self.num_data,
+            sampler=self.sampler_name,
+            estimator=self.estimator,
+            wall_time=wall_time,
+        )
 
 
 def summarize(
@@ -413,7 +476,7 @@ def summarize(
         warnings.warn(
             f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages[: diverged.sum()]),
             SamplingWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return LLCResult(
         llc_mean=llc_mean,

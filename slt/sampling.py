@@ -91,11 +91,10 @@ def _progress_tick(bar_id, step):
 
 
 # ------------------------------------------------------------------------------------------- the driver
-@functools.partial(
-    jax.jit,
-    static_argnames=("loss", "sampler", "num_chains", "num_steps", "batch_size", "progress_every"),
-)
-def _run(
+_STATIC = ("loss", "sampler", "num_chains", "num_steps", "batch_size", "progress_every")
+
+
+def _sample(
     loss,
     sampler,
     num_chains,
@@ -143,6 +142,38 @@ def _run(
 
     final_state, (losses, losses_at_center) = jax.lax.scan(scan_step, init_state, jnp.arange(num_steps))
     return losses.T, losses_at_center.T, final_state
+
+
+_run = functools.partial(jax.jit, static_argnames=_STATIC)(_sample)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _run_batched(
+    loss,
+    sampler,
+    num_chains,
+    num_steps,
+    batch_size,
+    progress_every,
+    centers,
+    frozen,
+    data,
+    example_losses_at_centers,
+    keys,
+    nbeta,
+    localization,
+    sampler_params,
+    bar_id,
+):
+    """``_sample`` vmapped over a leading axis of centres (checkpoints), their per-example losses and keys."""
+
+    def one(center, example_losses, key):
+        return _sample(
+            loss, sampler, num_chains, num_steps, batch_size, progress_every, center, frozen, data,
+            example_losses, key, nbeta, localization, sampler_params, bar_id,
+        )
+
+    return jax.vmap(one)(centers, example_losses_at_centers, keys)
 
 
 def run_chains(

@@ -1,0 +1,137 @@
+"""Training-loop integration: estimate the LLC (and record probe outputs) every ``every`` steps.
+
+:class:`LLCTracker` is a plain object a training loop calls with the step and the current parameters (or
+NNX model). It reuses one compiled sampler for all its estimates, because every call has the same loss,
+shapes and static settings (hyperparameter values and keys are traced), so no call after the first
+compiles anything. The recorded outputs on a fixed probe set feed :func:`slt.dynamics.essential_dynamics`.
+
+Example (plain optax loop)::
+
+    tracker = slt.callbacks.LLCTracker(loss_fn, data, key=jax.random.key(0), step_size=1e-5, every=100,
+                                       probe=x_probe, output_fn=lambda p, x: forward(p, x))
+    for step in range(num_steps):
+        params, opt_state = update(params, opt_state, next_batch())
+        tracker(step, params)
+    traj = tracker.trajectory()          # LLC over training
+    outputs = tracker.outputs()          # (num_records, *probe_output_shape)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from slt.llc import LLCResult, estimate_llc
+from slt.sampling import as_key
+
+__all__ = ["LLCTracker"]
+
+
+class LLCTracker:
+    """Call ``tracker(step, params_or_model)`` in a training loop; every ``every`` steps it estimates the LLC.
+
+    Args:
+        model_or_loss: ``loss_fn(params, batch)``, or an ``nnx.Module`` *class instance structure* (pass
+            the model itself at each call) with ``loss=``; see :func:`slt.estimate_llc`.
+        data: the data for the LLC estimates (its full-data loss is recorded as the training loss).
+        key: a ``jax.random.key``; the estimate at step ``s`` uses ``fold_in(key, s)``.
+        step_size: ε for every estimate.
+        every: estimate when ``step % every == 0`` (and on :meth:`record`, whatever the step).
+        probe: optional fixed inputs whose outputs are recorded at each estimate (essential dynamics).
+        output_fn: ``output_fn(params, probe)`` for the loss-function form; NNX models are called directly.
+        loss, where: as in :func:`slt.estimate_llc`.
+        **settings: the other :func:`slt.estimate_llc` settings.
+    """
+
+    def __init__(
+        self,
+        model_or_loss,
+        data,
+        *,
+        key,
+        step_size,
+        every: int = 100,
+        probe: Any = None,
+        output_fn: Callable | None = None,
+        loss=None,
+        where=None,
+        **settings,
+    ):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be a positive integer; got {every!r}.")
+        self._loss_fn = model_or_loss
+        self._is_nnx = _is_nnx(model_or_loss)
+        if probe is not None and output_fn is None and not self._is_nnx:
+            raise ValueError("`output_fn(params, probe)` is required to record outputs for a loss function.")
+        self.data = data
+        self.key = as_key(key)
+        self.every = every
+        self.probe = probe
+        self._output_fn = jax.jit(output_fn) if output_fn is not None else None
+        self._kwargs = dict(step_size=step_size, loss=loss, where=where, **settings)
+        self.steps: list[int] = []
+        self.results: list[LLCResult] = []
+        self._outputs: list[np.ndarray] = []
+
+    def __call__(self, step: int, params_or_model) -> LLCResult | None:
+        """Estimate at this step if it is due; returns the result, or ``None`` when not due."""
+        if int(step) % self.every != 0:
+            return None
+        return self.record(step, params_or_model)
+
+    def record(self, step: int, params_or_model) -> LLCResult:
+        """Estimate now, whatever the step."""
+        key = jax.random.fold_in(self.key, int(step))
+        if self._is_nnx:
+            result = estimate_llc(params_or_model, self.data, key=key, **self._kwargs)
+        else:
+            result = estimate_llc(self._loss_fn, params_or_model, self.data, key=key, **self._kwargs)
+        self.steps.append(int(step))
+        self.results.append(result)
+        if self.probe is not None:
+            out = params_or_model(self.probe) if self._is_nnx else self._output_fn(params_or_model, self.probe)
+            self._outputs.append(np.asarray(out))
+        return result
+
+    @property
+    def llc_mean(self) -> np.ndarray:
+        return np.array([r.llc_mean for r in self.results])
+
+    @property
+    def llc_std(self) -> np.ndarray:
+        return np.array([r.llc_std for r in self.results])
+
+    @property
+    def train_loss(self) -> np.ndarray:
+        """Full-data loss L_n at each recorded step."""
+        return np.array([r.init_loss for r in self.results])
+
+    def outputs(self) -> np.ndarray:
+        """Recorded probe outputs, shape ``(num_records, *output_shape)``."""
+        if not self._outputs:
+            raise ValueError("no outputs were recorded: pass `probe=` (and `output_fn=` for a loss function).")
+        return np.stack(self._outputs)
+
+    def trajectory(self):
+        """The records as an :class:`slt.dynamics.trajectory.LLCTrajectory`."""
+        from slt.dynamics.trajectory import LLCTrajectory
+
+        return LLCTrajectory(
+            steps=np.array(self.steps),
+            llc_mean=self.llc_mean,
+            llc_std=self.llc_std,
+            llc_mcse=np.array([r.llc_mcse for r in self.results]),
+            init_loss=self.train_loss,
+            results=list(self.results),
+        )
+
+
+def _is_nnx(obj) -> bool:
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, nnx.Module)

@@ -1,0 +1,233 @@
+"""LLC over training: one estimate per checkpoint, checkpoints as one more vmapped batch axis.
+
+Stage boundaries of development are critical points of the curve t ↦ λ̂(w_t) (Hoogland et al., arXiv
+2402.02364). :func:`llc_trajectory` estimates that curve. Every checkpoint is sampled with the same
+settings; the checkpoints of a chunk run in one jitted computation (``vmap`` over checkpoints around the
+usual ``scan``-over-steps, ``vmap``-over-chains driver), and all chunks have the same size (the last one is
+padded), so the whole trajectory compiles once.
+
+Checkpoint ``i`` uses the key ``jax.random.fold_in(key, i)``: its result is the same (up to float
+rounding of the batched computation) as ``estimate_llc(..., key=jax.random.fold_in(key, i))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt.llc import LLCResult, SamplingSettings, check_loss_at_center, make_target
+from slt.samplers import get_sampler
+from slt.sampling import _run_batched, as_key
+
+__all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints"]
+
+
+@dataclasses.dataclass
+class LLCTrajectory:
+    """LLC estimates along a training run.
+
+    Attributes:
+        steps: (K,) training step of each checkpoint.
+        llc_mean, llc_std, llc_mcse: (K,) per checkpoint (see :class:`slt.LLCResult`).
+        init_loss: (K,) full-data loss L_n(w_t) at each checkpoint.
+        results: the K :class:`slt.LLCResult` objects.
+    """
+
+    steps: np.ndarray
+    llc_mean: np.ndarray
+    llc_std: np.ndarray
+    llc_mcse: np.ndarray
+    init_loss: np.ndarray
+    results: list[LLCResult]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def plot(self, *, boundaries: Sequence[float] | None = None, title: str | None = None):
+        """λ̂ ± std against the training step, with the training loss on a second axis."""
+        from slt.plotting import _pyplot
+
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+        ax.errorbar(self.steps, self.llc_mean, yerr=self.llc_std, color="tab:blue", marker="o", ms=3, lw=1.2,
+                    capsize=2, label="LLC $\\hat\\lambda$")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("LLC $\\hat\\lambda$", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(self.steps, self.init_loss, color="tab:gray", lw=1, label="training loss $L_n$")
+        twin.set_ylabel("loss $L_n(w_t)$", color="tab:gray")
+        for b in boundaries or ():
+            ax.axvline(b, color="tab:red", ls="--", lw=1)
+        ax.set_title(title or "LLC over training")
+        return fig
+
+
+def load_checkpoints(directory: str | os.PathLike) -> tuple[list[Any], list[int]]:
+    """Read every step of an orbax ``CheckpointManager`` directory (saved with ``StandardSave``).
+
+    Returns ``(checkpoints, steps)`` in increasing step order.
+    """
+    import orbax.checkpoint as ocp
+
+    path = os.path.abspath(os.fspath(directory))
+    if not os.path.isdir(path):
+        raise ValueError(f"`checkpoints` directory {path!r} does not exist.")
+    with ocp.CheckpointManager(path) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise ValueError(f"`checkpoints` directory {path!r} holds no orbax checkpoint steps.")
+        restored = [manager.restore(step, args=ocp.args.StandardRestore()) for step in steps]
+    return restored, [int(s) for s in steps]
+
+
+def _as_list(checkpoints, stacked: bool) -> tuple[list[Any], list[int] | None]:
+    if isinstance(checkpoints, (str, os.PathLike)):
+        return load_checkpoints(checkpoints)
+    if isinstance(checkpoints, (list, tuple)) and not stacked:
+        if len(checkpoints) == 0:
+            raise ValueError("`checkpoints` is empty: expected at least one checkpoint.")
+        return list(checkpoints), None
+    # a pytree with a leading checkpoint axis
+    leaves = jax.tree_util.tree_leaves(checkpoints)
+    if not leaves or any(np.ndim(x) == 0 for x in leaves):
+        raise ValueError(
+            "`checkpoints` must be a sequence of parameter pytrees, a pytree whose leaves have a leading "
+            "checkpoint axis, or an orbax checkpoint directory."
+        )
+    sizes = {np.shape(x)[0] for x in leaves}
+    if len(sizes) != 1:
+        raise ValueError(f"`checkpoints` leaves have different leading (checkpoint) sizes {sorted(sizes)}.")
+    k = sizes.pop()
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], checkpoints) for i in range(k)], None
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def llc_trajectory(
+    model_or_loss,
+    checkpoints,
+    data,
+    *,
+    key,
+    step_size,
+    steps: Sequence[int] | None = None,
+    loss=None,
+    where=None,
+    checkpoint_batch_size: int = 8,
+    stacked: bool = False,
+    progress: bool = False,
+    **settings,
+) -> LLCTrajectory:
+    """One LLC estimate per checkpoint, compiled once.
+
+    Args:
+        model_or_loss: ``loss_fn(params, batch)``, or an ``nnx.Module`` (its structure; each checkpoint is
+            then an ``nnx.State`` of it or a module instance) with ``loss=``.
+        checkpoints: a sequence of parameter pytrees (or NNX states/modules), a pytree with a leading
+            checkpoint axis, or the path of an orbax ``CheckpointManager`` directory.
+        data: as for :func:`slt.estimate_llc`.
+        key: a ``jax.random.key``; checkpoint ``i`` uses ``fold_in(key, i)``.
+        step_size: ε, shared by all checkpoints.
+        steps: training step of each checkpoint (default ``0..K-1``, or the orbax steps).
+        checkpoint_batch_size: checkpoints per vmapped chunk (memory ∝ this × num_chains × model size).
+        stacked: treat ``checkpoints`` as one pytree with a leading checkpoint axis even when its root is
+            a list or tuple (by default a list/tuple is a sequence of checkpoints; any other pytree is
+            taken as stacked).
+        progress: a progress bar over chunks.
+        **settings: the other :func:`slt.estimate_llc` settings (``num_chains``, ``num_draws``,
+            ``num_burnin``, ``batch_size``, ``nbeta``, ``localization``, ``sampler``, ``estimator``).
+
+    Returns:
+        :class:`LLCTrajectory`.
+    """
+    key = as_key(key)
+    ckpts, orbax_steps = _as_list(checkpoints, stacked)
+    num = len(ckpts)
+    if steps is None:
+        steps = orbax_steps if orbax_steps is not None else list(range(num))
+    steps = np.asarray(steps)
+    if steps.shape != (num,):
+        raise ValueError(f"`steps` must have one entry per checkpoint ({num}); got shape {steps.shape}.")
+    batch_ok = isinstance(checkpoint_batch_size, int) and not isinstance(checkpoint_batch_size, bool)
+    if not batch_ok or checkpoint_batch_size < 1:
+        raise ValueError(f"`checkpoint_batch_size` must be a positive integer; got {checkpoint_batch_size!r}.")
+
+    targets = [_target(model_or_loss, ckpt, data, loss=loss, where=where) for ckpt in ckpts]
+    first = targets[0]
+    for i, t in enumerate(targets[1:], start=1):
+        same_tree = jax.tree_util.tree_structure(t.position) == jax.tree_util.tree_structure(first.position)
+        if not same_tree or t.loss != first.loss:
+            raise ValueError(f"checkpoint {i} does not have the structure of checkpoint 0; all must match.")
+    cfg = SamplingSettings.validated(num_data=first.num_data, step_size=step_size, **settings)
+    per_example = [check_loss_at_center(t, cfg.chunk_size) for t in targets]
+
+    chunk = min(checkpoint_batch_size, num)
+    factory = get_sampler(cfg.sampler)
+    sampler_params = {"step_size": jnp.float32(cfg.step_size)}
+    results: list[LLCResult] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num, desc=f"LLC trajectory ({cfg.num_chains} chains)", unit="checkpoint")
+    for start in range(0, num, chunk):
+        idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
+        t0 = time.perf_counter()
+        losses, losses_at_center, _ = _run_batched(
+            first.loss,
+            factory,
+            cfg.num_chains,
+            cfg.num_burnin + cfg.num_draws,
+            cfg.batch_size,
+            0,
+            _stack([targets[i].position for i in idx]),
+            _stack([targets[i].frozen for i in idx]),
+            first.data,
+            jnp.stack([jnp.asarray(per_example[i]) for i in idx]),
+            jnp.stack([jax.random.fold_in(key, i) for i in idx]),
+            jnp.float32(cfg.nbeta),
+            jnp.float32(cfg.localization),
+            sampler_params,
+            jnp.int32(0),
+        )
+        losses, losses_at_center = np.asarray(losses), np.asarray(losses_at_center)
+        wall = (time.perf_counter() - t0) / chunk
+        for j, i in enumerate(idx[: min(chunk, num - start)]):
+            results.append(cfg.summarize(losses[j], losses_at_center[j], per_example[i], wall))
+        if bar is not None:
+            bar.update(min(chunk, num - start))
+    if bar is not None:
+        bar.close()
+    return LLCTrajectory(
+        steps=steps,
+        llc_mean=np.array([r.llc_mean for r in results]),
+        llc_std=np.array([r.llc_std for r in results]),
+        llc_mcse=np.array([r.llc_mcse for r in results]),
+        init_loss=np.array([r.init_loss for r in results]),
+        results=results,
+    )
+
+
+def _target(model_or_loss, checkpoint, data, *, loss, where):
+    """The target at one checkpoint, for a loss function or an NNX module structure."""
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        nnx = None
+    if nnx is not None and isinstance(model_or_loss, nnx.Module):
+        if isinstance(checkpoint, nnx.Module):
+            model = checkpoint
+        else:
+            model = nnx.clone(model_or_loss)
+            nnx.update(model, checkpoint)
+        return make_target(model, data, loss=loss, where=where)
+    return make_target(model_or_loss, checkpoint, data, loss=loss, where=where)

@@ -1,0 +1,104 @@
+"""LLCTracker in a plain optax loop and an nnx.Optimizer loop: records, and compiles nothing after the first call."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import slt
+from slt.callbacks import LLCTracker
+
+KW = dict(step_size=1e-5, num_chains=2, num_draws=100, num_burnin=20, batch_size=50)
+
+
+class CompileCounter:
+    """Counts XLA backend compilations through jax.monitoring."""
+
+    def __init__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+COUNTER = CompileCounter()
+
+
+def test_tracker_in_a_plain_optax_loop(small_dln):
+    p = small_dln
+    params = [0.1 * jnp.ones_like(w) for w in p.params]
+    tx = optax.sgd(0.05)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def update(params, opt_state):
+        grads = jax.grad(p.loss_fn)(params, p.data)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    probe = p.data[0][:16]
+    tracker = LLCTracker(
+        p.loss_fn, p.data, key=jax.random.key(0), every=10, probe=probe,
+        output_fn=lambda ps, x: slt.models.dln.dln_forward(ps, x), **KW,
+    )
+    compiles_after_first = None
+    for step in range(31):
+        params, opt_state = update(params, opt_state)
+        tracker(step, params)
+        if step == 0:
+            compiles_after_first = COUNTER.count
+            assert compiles_after_first > 0  # the counter sees compilations at all
+    assert tracker.steps == [0, 10, 20, 30]
+    assert COUNTER.count == compiles_after_first, "a tracker call after the first compiled something"
+    assert tracker.outputs().shape == (4, 16, 3)
+    assert np.all(np.diff(tracker.train_loss) < 0)  # training makes progress
+    traj = tracker.trajectory()
+    assert traj.llc_mean.shape == (4,) and np.isfinite(traj.llc_mean).all()
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs):
+        self.layer1 = nnx.Linear(2, 8, rngs=rngs)
+        self.layer2 = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.layer2(jnp.tanh(self.layer1(x)))
+
+
+def test_tracker_in_an_nnx_optimizer_loop():
+    x = jax.random.normal(jax.random.key(0), (200, 2))
+    y = jnp.sin(x[:, :1]) + 0.1 * jax.random.normal(jax.random.key(1), (200, 1))
+    model = MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer):
+        grads = nnx.grad(lambda m: slt.losses.gaussian_nll(m(x), y))(model)
+        optimizer.update(model, grads)
+
+    tracker = LLCTracker(
+        model, (x, y), loss=slt.losses.gaussian_nll, key=jax.random.key(2), every=5, probe=x[:8], **KW
+    )
+    compiles_after_first = None
+    for step in range(16):
+        train_step(model, optimizer)
+        tracker(step, model)
+        if step == 0:
+            compiles_after_first = COUNTER.count
+    assert tracker.steps == [0, 5, 10, 15]
+    assert COUNTER.count == compiles_after_first, "a tracker call after the first compiled something"
+    assert tracker.outputs().shape == (4, 8, 1)
+    assert tracker.train_loss[-1] < tracker.train_loss[0]
+
+
+def test_tracker_errors(small_dln):
+    with pytest.raises(ValueError, match="every"):
+        LLCTracker(small_dln.loss_fn, small_dln.data, key=jax.random.key(0), every=0, **KW)
+    with pytest.raises(ValueError, match="output_fn"):
+        LLCTracker(small_dln.loss_fn, small_dln.data, key=jax.random.key(0), probe=small_dln.data[0], **KW)
