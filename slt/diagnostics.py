@@ -36,7 +36,8 @@ def _as_chain_draw(x: Any) -> np.ndarray:
 
 
 def _scalar(value: Any) -> float:
-    return float(np.asarray(value))
+    # arviz 0.23 returns shape-(1,) arrays from some functions; NumPy >= 2.5 refuses float() of those
+    return float(np.asarray(value).reshape(-1)[0])
 
 
 def rhat(x: Any) -> float:

@@ -244,15 +244,22 @@ def test_full_batch_sgld_matches_exact_discretized_quadratic(regression, key):
 
 def test_regular_model_within_5_percent_of_finite_temperature_value(key):
     """Minibatch SGLD on linear regression (d = 6, n = 10000, t = n/log n): within 5% of the exact
-    Σ t h_i / (2 (t h_i + γ)) (step small enough that discretization and minibatch noise are < 1%)."""
+    Σ t h_i / (2 (t h_i + γ)).
+
+    Error budget: discretization bias ε c / 4 ≈ 0.1%, minibatch-gradient inflation ≈ ε t² / (4 m) ≈ 1.5%
+    (per-example gradient variance ≈ 1), Monte-Carlo standard error ≈ 1.5% with 32 chains × 10 000 draws
+    (each chain's mean fluctuates by ~10% over 10 000 draws since the slowest mode relaxes over ~400 steps),
+    so 5% is more than two standard errors beyond the expected bias.
+    """
     problem = slt.models.linear_regression(6, num_data=10_000, seed=3)
     n = problem.num_data
     t = n / math.log(n)
     exact = quadratic_llc(hessian_eigenvalues(problem), t, 1.0)
     res = slt.estimate_llc(
-        problem.loss_fn, problem.params, problem.data, key=key, step_size=3e-6,
-        num_chains=4, num_draws=8000, num_burnin=1000, batch_size=100,
+        problem.loss_fn, problem.params, problem.data, key=key, step_size=5e-6,
+        num_chains=32, num_draws=10_000, num_burnin=1000, batch_size=100,
     )
+    assert res.llc_mcse < 0.02 * exact, res.summary()  # the precision the tolerance below relies on
     assert res.llc_mean == pytest.approx(exact, rel=0.05), res.summary()
     assert abs(res.llc_mean - float(problem.true_llc)) / float(problem.true_llc) < 0.05
 

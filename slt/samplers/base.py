@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 __all__ = ["SamplingAlgorithm", "SamplerFactory", "normal_like"]
 
@@ -34,9 +35,22 @@ class SamplerFactory(Protocol):
 
 
 def normal_like(rng_key: jax.Array, tree: PyTree) -> PyTree:
-    """Independent standard normal noise with the structure, shapes and dtypes of ``tree``."""
+    """Independent standard normal noise with the structure, shapes and dtypes of ``tree``.
+
+    Drawn in one ``jax.random.normal`` call per dtype and cut into leaves: on CPU the random numbers are
+    most of an SGLD step's cost, and one call per leaf costs more to run and, with many leaves, much more
+    to compile (measured in benchmarks/RESULTS.md, Speed).
+    """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(rng_key, len(leaves))
-    return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
-    )
+    dtypes = sorted({jnp.dtype(x.dtype).name for x in leaves})
+    keys = dict(zip(dtypes, jax.random.split(rng_key, len(dtypes)) if len(dtypes) > 1 else [rng_key]))
+    out: list = [None] * len(leaves)
+    for name in dtypes:
+        members = [i for i, x in enumerate(leaves) if jnp.dtype(x.dtype).name == name]
+        sizes = [leaves[i].size for i in members]
+        flat = jax.random.normal(keys[name], (sum(sizes),), jnp.dtype(name))
+        offset = 0
+        for i, size in zip(members, sizes):
+            out[i] = flat[offset : offset + size].reshape(leaves[i].shape)
+            offset += size
+    return jax.tree_util.tree_unflatten(treedef, out)
