@@ -9,6 +9,8 @@ The setup mirrors ``slt.estimate_llc`` on the benchmark workload:
   ``H_{l+1} × H_l``, which is torch's ``(out, in)`` layout);
 * data: a ``TensorDataset`` of the same (x, y) in a shuffled ``DataLoader`` with the same batch size;
 * loss: ``0.5 * sum over outputs of (y - f(x))², mean over the batch`` (``slt.models.dln_loss``);
+* L_n(w*): the full-data loss, passed as ``init_loss`` (as slt computes it; devinterp's default takes
+  it from ``num_chains`` minibatches, which shifts the LLC by about ±90 here);
 * sampler: devinterp's ``SGLD`` with ``lr`` = ε, ``nbeta`` = nβ and ``localization`` = γ set explicitly
   (its update is the same as slt's: ``w -= lr/2 (nbeta ∇L_B + γ (w - w*))``, then ``+ sqrt(lr) N(0, I)``).
 """
@@ -21,11 +23,10 @@ import warnings
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
 from devinterp.optim.sgld import SGLD
 from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["DevinterpRunner", "versions"]
 
@@ -61,14 +62,14 @@ class DevinterpRunner:
         device: str = "cpu",
         seed: int = 0,
     ):
-        weights = [np.asarray(w, dtype=np.float32) for w in params]
+        weights = [np.array(w, dtype=np.float32) for w in params]  # writable copies
         layers = [nn.Linear(w.shape[1], w.shape[0], bias=False) for w in weights]
         with torch.no_grad():
             for layer, w in zip(layers, weights):
                 layer.weight.copy_(torch.from_numpy(w))
         self.device = torch.device(device)
         self.model = nn.Sequential(*layers).to(self.device)
-        x, y = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in data)
+        x, y = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in data)
         self.full_data = (x.to(self.device), y.to(self.device))
         generator = torch.Generator().manual_seed(seed)
         self.loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator)
@@ -99,7 +100,9 @@ class DevinterpRunner:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            out = estimate_learning_coeff_with_summary(self.model, self.loader, evaluate=_evaluate, **kwargs)
+            out = estimate_learning_coeff_with_summary(
+                self.model, self.loader, evaluate=_evaluate, init_loss=self.full_loss(), **kwargs
+            )
             llc = float(out["llc/mean"])
             if self.device.type == "cuda":
                 torch.cuda.synchronize()

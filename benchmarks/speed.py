@@ -43,6 +43,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import slt
 
@@ -61,25 +62,44 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
 # --------------------------------------------------------------------------------------------- the floor
-def make_floor(loss_fn, *, num_steps, batch_size, step_size, nbeta, localization):
-    """``jit(vmap(chain))``: plain SGLD from w*, one minibatch gradient per step, per-step losses out."""
+def make_floor(loss_fn, *, num_steps, batch_size, step_size, nbeta, localization, variant="floor"):
+    """``jit(vmap(chain))``: plain SGLD from w*, one minibatch gradient per step, per-step losses out.
+
+    ``variant`` (the floor is ``"floor"``; the others only show where the time goes):
+
+    * ``"floor"``: per step, fold the step into the chain key, split it, draw minibatch indices with
+      ``randint`` and one ``jax.random.normal`` per parameter leaf (what slt's SGLD does);
+    * ``"flat_noise"``: the same, but the noise of all leaves in a single ``jax.random.normal`` call;
+    * ``"no_rng"``: no random numbers at all: minibatches taken in cyclic order, no noise (so not a
+      sampler). The gradient work alone.
+    """
 
     def chain(key, center, data):
         num_data = jax.tree_util.tree_leaves(data)[0].shape[0]
         leaves, treedef = jax.tree_util.tree_flatten(center)
+        flat_center, unravel = ravel_pytree(center)
 
         def step(position, t):
-            keys = jax.random.split(jax.random.fold_in(key, t), 1 + len(leaves))
-            idx = jax.random.randint(keys[0], (batch_size,), 0, num_data)
+            if variant == "no_rng":
+                idx = (t * batch_size + jnp.arange(batch_size)) % num_data
+            else:
+                num_keys = 2 if variant == "flat_noise" else 1 + len(leaves)
+                keys = jax.random.split(jax.random.fold_in(key, t), num_keys)
+                idx = jax.random.randint(keys[0], (batch_size,), 0, num_data)
             batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
             loss, grad = jax.value_and_grad(loss_fn)(position, batch)
-            noise = jax.tree_util.tree_unflatten(
-                treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys[1:], leaves)]
-            )
+            if variant == "no_rng":
+                noise = jax.tree_util.tree_map(jnp.zeros_like, position)
+            elif variant == "flat_noise":
+                noise = unravel(jax.random.normal(keys[1], flat_center.shape, flat_center.dtype))
+            else:
+                noise = jax.tree_util.tree_unflatten(
+                    treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys[1:], leaves)]
+                )
             position = jax.tree_util.tree_map(
-                lambda w, g, c, z: w
-                - 0.5 * step_size * (nbeta * g + localization * (w - c))
-                + math.sqrt(step_size) * z,
+                lambda w, g, c, z: (
+                    w - 0.5 * step_size * (nbeta * g + localization * (w - c)) + math.sqrt(step_size) * z
+                ),
                 position,
                 grad,
                 center,
@@ -94,10 +114,18 @@ def make_floor(loss_fn, *, num_steps, batch_size, step_size, nbeta, localization
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def timed(fn):
+CPU_TIMES: dict[str, list[float]] = {}
+
+
+def timed(fn, name=None):
+    """Wall seconds of ``fn()`` (and, under ``name``, the process CPU seconds, all threads)."""
+    cpu = time.process_time()
     start = time.perf_counter()
     out = fn()
-    return time.perf_counter() - start, out
+    wall = time.perf_counter() - start
+    if name is not None:
+        CPU_TIMES.setdefault(name, []).append(time.process_time() - cpu)
+    return wall, out
 
 
 def cpu_model() -> str:
@@ -212,17 +240,36 @@ def run(args) -> dict:
     assert floor_losses.shape == (NUM_CHAINS, NUM_DRAWS) and np.all(np.isfinite(floor_losses))
 
     slt_times, slt_sampling, floor_times = [], [], []
+    variants: dict[str, dict] = {}
     for _ in range(args.repeats):
-        t, res = timed(call_slt)
+        t, res = timed(call_slt, "slt")
         slt_times.append(t)
         slt_sampling.append(res.wall_time)
-        t, floor_losses = timed(call_floor)
+        t, floor_losses = timed(call_floor, "floor")
         floor_times.append(t)
     floor_llc = float(nbeta * (np.mean(floor_losses) - full_loss))
 
-    rows["slt"] = dict(first=t_slt_first, warm=slt_times, llc=res.llc_mean)
-    rows["slt_sampling"] = dict(first=slt_first_sampling, warm=slt_sampling, llc=None)
-    rows["floor"] = dict(first=t_floor_first, warm=floor_times, llc=floor_llc)
+    # Where the time goes: the floor with its noise drawn in one call, and with no random numbers at all.
+    for variant in () if args.no_variants else ("flat_noise", "no_rng"):
+        fn = make_floor(
+            problem.loss_fn,
+            num_steps=NUM_DRAWS,
+            batch_size=BATCH_SIZE,
+            step_size=STEP_SIZE,
+            nbeta=nbeta,
+            localization=LOCALIZATION,
+            variant=variant,
+        )
+        call = lambda fn=fn: np.asarray(fn(chain_keys, params, data))  # noqa: E731
+        first, losses = timed(call)
+        warm = [timed(call, variant)[0] for _ in range(max(3, args.repeats // 2))]
+        llc = None if variant == "no_rng" else float(nbeta * (np.mean(losses) - full_loss))
+        variants[variant] = dict(first=first, warm=warm, cpu=CPU_TIMES[variant], llc=llc)
+
+    rows["slt"] = dict(first=t_slt_first, warm=slt_times, cpu=CPU_TIMES["slt"], llc=res.llc_mean)
+    rows["slt_sampling"] = dict(first=slt_first_sampling, warm=slt_sampling, cpu=None, llc=None)
+    rows["floor"] = dict(first=t_floor_first, warm=floor_times, cpu=CPU_TIMES["floor"], llc=floor_llc)
+    rows.update(variants)
 
     versions = {}
     module, why_not = (None, "skipped (--no-devinterp)") if args.no_devinterp else load_devinterp()
@@ -232,12 +279,17 @@ def run(args) -> dict:
     else:
         import torch
 
+        if args.torch_threads > 0:
+            torch.set_num_threads(args.torch_threads)
         versions = module.versions()
         di_device = args.devinterp_device
         if di_device == "auto":
             di_device = "cuda" if (platform_name == "gpu" and torch.cuda.is_available()) else "cpu"
-        env["devinterp"] = f"devinterp {versions['devinterp']}, torch {versions['torch']} on {di_device}"
-        print(f"devinterp: {env['devinterp']} ({torch.get_num_threads()} torch threads)")
+        env["devinterp"] = (
+            f"devinterp {versions['devinterp']}, torch {versions['torch']} on {di_device} "
+            f"({torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''})"
+        )
+        print(f"devinterp: {env['devinterp']}")
         runner = module.DevinterpRunner(
             params,
             data,
@@ -254,11 +306,13 @@ def run(args) -> dict:
         if not math.isclose(torch_loss, full_loss, rel_tol=1e-4):
             raise RuntimeError(f"torch model's L_n(w*) = {torch_loss} differs from JAX's {full_loss}")
         t_first, llc = runner.run()
-        warm = []
+        warm, cpu = [], []
         for _ in range(args.devinterp_repeats):
+            c = time.process_time()
             t, llc = runner.run()
+            cpu.append(time.process_time() - c)
             warm.append(t)
-        rows["devinterp"] = dict(first=t_first, warm=warm, llc=llc)
+        rows["devinterp"] = dict(first=t_first, warm=warm, cpu=cpu, llc=llc)
 
     env["load_before"] = load_before
     env["load_after"] = load_average()
@@ -271,6 +325,8 @@ LABELS = {
     "slt": "`slt.estimate_llc` (whole call)",
     "slt_sampling": "  of which sampling (`wall_time`)",
     "floor": "floor: bare `jit(vmap(scan SGLD))`",
+    "flat_noise": "  floor variant: noise in one `normal` call",
+    "no_rng": "  floor variant: no random numbers (not a sampler)",
     "devinterp": "devinterp 1.3.2 (torch)",
 }
 
@@ -278,14 +334,15 @@ LABELS = {
 def table(results: dict) -> list[str]:
     rows = results["rows"]
     out = [
-        "| contestant | first call (s) | warm median (s) | warm min (s) | repeats | LLC |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| contestant | first call (s) | warm median (s) | warm min (s) | warm CPU median (s) | repeats | LLC |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rows.items():
-        llc = "" if row["llc"] is None else f"{row['llc']:.2f}"
+        llc = "" if row["llc"] is None else f"{row['llc']:.1f}"
+        cpu = "" if not row.get("cpu") else f"{statistics.median(row['cpu']):.3f}"
         out.append(
             f"| {LABELS[name]} | {row['first']:.3f} | {statistics.median(row['warm']):.3f} | "
-            f"{min(row['warm']):.3f} | {len(row['warm'])} | {llc} |"
+            f"{min(row['warm']):.3f} | {cpu} | {len(row['warm'])} | {llc} |"
         )
     return out
 
@@ -295,27 +352,35 @@ def ratios(results: dict) -> list[str]:
     med = {k: statistics.median(v["warm"]) for k, v in rows.items()}
     out = [
         f"- slt warm / floor warm: **{med['slt'] / med['floor']:.2f}×** (target ≤ 1.2×); "
+        f"by CPU time {statistics.median(rows['slt']['cpu']) / statistics.median(rows['floor']['cpu']):.2f}×; "
         f"sampling alone / floor: {med['slt_sampling'] / med['floor']:.2f}×",
         f"- slt first call / floor first call: **{rows['slt']['first'] / rows['floor']['first']:.2f}×**",
     ]
+    if "no_rng" in rows:
+        out.append(
+            f"- random numbers are {1 - med['no_rng'] / med['floor']:.0%} of the floor's warm time (without "
+            f"them it runs {med['floor'] / med['no_rng']:.1f}× faster)"
+        )
+    if "flat_noise" in rows:
+        out.append(
+            f"- noise of all leaves in one `normal` call instead of one per leaf: warm "
+            f"{med['flat_noise'] / med['floor']:.2f}×, first call "
+            f"{rows['flat_noise']['first'] / rows['floor']['first']:.2f}× the floor's"
+        )
     if "devinterp" in rows:
         out.append(
             f"- devinterp warm / slt warm: **{med['devinterp'] / med['slt']:.0f}×** (target ≥ 30×); "
             f"devinterp first call / slt first call: {rows['devinterp']['first'] / rows['slt']['first']:.0f}×"
         )
     else:
-        out.append("- devinterp: not run (not importable in this interpreter)")
+        out.append(f"- devinterp: not run ({results['env']['devinterp']})")
     return out
 
 
 def subsection(results: dict) -> str:
     env = results["env"]
     kind = "GPU" if env["platform"] == "gpu" else "CPU"
-    title = (
-        f"### {kind}: {env['device_kind']}"
-        if kind == "GPU"
-        else f"### CPU: {env['cpu']}, {env['cpu_count']} cores"
-    )
+    title = f"### {kind}: {env['device_kind']}" if kind == "GPU" else f"### CPU: {env['cpu']}, {env['cpu_count']} cores"
     lines = [
         title,
         "",
@@ -332,41 +397,38 @@ def subsection(results: dict) -> str:
     return "\n".join(lines)
 
 
-SECTION_INTRO = """## Speed
-
-Workload (`benchmarks/speed.py`): deep linear network 10-20-20-10 at a rank-5 point
+SECTION_INTRO = """Workload (`benchmarks/speed.py`): deep linear network 10-20-20-10 at a rank-5 point
 (`slt.models.deep_linear_network([10, 20, 20, 10], 5, num_data=10_000)`), minibatches of 100, 8 chains ×
 2000 SGLD steps (no burn-in), ε = 2e-6, nβ = n/log n, γ = 1. *First call* is the first call in the process,
 compilation included; *warm* is the median of repeated calls after it. The floor is a bare
 `jax.jit(jax.vmap(chain))` of a `lax.scan` of plain SGLD doing the same gradient work with no features. The
 slt row is the whole `estimate_llc` call (checks, L_n(w*) on all n examples, sampling, ArviZ diagnostics);
-the row under it is its sampling call alone. LLC is each run's estimate (true λ = 17.5; the floor's and
-devinterp's are the plain estimator, slt's the paired one), as a check that all do the same work.
+the row under it is its sampling call alone. *Warm CPU* is the process CPU time (all threads) of the same
+calls, which a busy machine disturbs less than wall time. The two indented floor variants only show where
+the time goes: the floor with the noise of all parameter leaves drawn in one `jax.random.normal` call, and
+the floor with no random numbers at all (cyclic minibatches, no noise: the gradient work alone). LLC is each
+run's estimate, only a check that all three do the same work: without burn-in, 2000 steps at this ε have
+not equilibrated (the learning coefficient here is 50), the floor and devinterp report the plain
+estimator, slt the paired one. devinterp is given the full-data L_n(w*) as `init_loss` and runs its chains
+one after another (its default) with one torch thread (`--torch-threads`): on this shared 2-core machine two
+threads made its runs 1.6× to 9× slower. XLA uses the second core for part of the JAX work when it is idle
+(CPU time above wall time).
 """
 
 
-def write_results(results: dict, path: Path = RESULTS) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
+def write_results(results: dict) -> None:
+    """Replace this machine's ``### CPU`` / ``### GPU`` subsection of ``## Speed``, keeping the other one."""
+    import _results  # benchmarks/_results.py, beside this script
+
     new_sub = subsection(results)
     kind = new_sub.split(":", 1)[0]  # "### CPU" / "### GPU"
-    match = re.search(r"^## Speed[ \t]*\n", text, flags=re.M)
-    if match is None:
-        text = text.rstrip("\n") + "\n\n" + SECTION_INTRO + "\n" + new_sub
-        path.write_text(text.rstrip("\n") + "\n")
-        return
-    start = match.start()
-    nxt = re.search(r"^## ", text[match.end():], flags=re.M)
-    end = match.end() + nxt.start() if nxt else len(text)
-    section = text[start:end]
-    # Subsections of the speed section, keyed by their "### CPU" / "### GPU" prefix.
-    parts = re.split(r"^(?=### )", section, flags=re.M)
-    subs = {p.split(":", 1)[0]: p.rstrip("\n") + "\n" for p in parts[1:]}
+    text = _results.RESULTS.read_text() if _results.RESULTS.exists() else ""
+    match = re.search(r"^## Speed[ \t]*\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    parts = re.split(r"^(?=### )", match.group(1), flags=re.M)[1:] if match else []
+    subs = {part.split(":", 1)[0]: part for part in parts}
     subs[kind] = new_sub
-    ordered = [subs[k] for k in sorted(subs, key=lambda k: (k != "### CPU", k))]
-    section = SECTION_INTRO + "\n" + "\n".join(s.rstrip("\n") + "\n" for s in ordered)
-    tail = text[end:]
-    text = text[:start] + section + ("\n" + tail if tail else "")
-    path.write_text(text.rstrip("\n") + "\n")
+    ordered = [subs[k].strip() for k in sorted(subs, key=lambda k: (k != "### CPU", k))]
+    _results.write_section("Speed", SECTION_INTRO + "\n" + "\n\n".join(ordered))
 
 
 def main(argv=None) -> int:
@@ -374,10 +436,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="warm repeats of slt and the floor (>= 3)")
     parser.add_argument("--devinterp-repeats", type=int, default=3, help="warm repeats of devinterp (>= 3)")
     parser.add_argument("--no-devinterp", action="store_true", help="skip devinterp even if importable")
-    parser.add_argument("--devinterp-device", default="auto", help="torch device for devinterp (auto: "
-                        "cuda when JAX runs on a GPU and torch sees one, else cpu)")
+    parser.add_argument(
+        "--devinterp-device",
+        default="auto",
+        help="torch device for devinterp (auto: cuda when JAX runs on a GPU and torch sees one, else cpu)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for devinterp (default 1: the JAX contestants run on one core too, and "
+        "on a busy machine a second torch thread spin-waits; 0 keeps torch's default)",
+    )
+    parser.add_argument(
+        "--no-variants", action="store_true", help="skip the two floor variants that show where the time goes"
+    )
     parser.add_argument("--write", action="store_true", help="update the Speed section of RESULTS.md")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="file that --write updates")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.devinterp_repeats < 1:
         parser.error("repeats must be positive")
@@ -387,11 +461,13 @@ def main(argv=None) -> int:
     print()
     print("\n".join(ratios(results)))
     env = results["env"]
-    print(f"\nload average {env['load_before']} before, {env['load_after']} after; "
-          f"script took {env['script_seconds']:.1f} s")
+    print(
+        f"\nload average {env['load_before']} before, {env['load_after']} after; "
+        f"script took {env['script_seconds']:.1f} s"
+    )
     if args.write:
-        write_results(results, args.results)
-        print(f"updated {args.results}")
+        write_results(results)
+        print(f"updated {RESULTS}")
     return 0
 
 
