@@ -64,3 +64,33 @@ def test_trajectory_errors(small_dln, checkpoints):
         llc_trajectory(small_dln.loss_fn, [checkpoints[0], checkpoints[0][:1]], small_dln.data, key=key, **KW)
     with pytest.raises(ValueError, match="does not exist"):
         llc_trajectory(small_dln.loss_fn, "/nonexistent/ckpts", small_dln.data, key=key, **KW)
+
+
+def test_nnx_states_as_checkpoints():
+    """Checkpoints of an NNX model given as nnx.State snapshots of its parameters."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class Linear(nnx.Module):
+        def __init__(self, rngs):
+            self.dense = nnx.Linear(2, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.dense(x)
+
+    x = jax.random.normal(jax.random.key(0), (100, 2))
+    y = x[:, :1] + 0.1 * jax.random.normal(jax.random.key(1), (100, 1))
+    model = Linear(nnx.Rngs(0))
+    states = []
+    for scale in (0.5, 1.0):
+        m = Linear(nnx.Rngs(0))
+        m.dense.kernel[...] = scale * jnp.ones((2, 1))
+        states.append(nnx.state(m, nnx.Param))
+    kw = dict(step_size=1e-4, num_chains=2, num_draws=50, num_burnin=10, batch_size=20)
+    traj = llc_trajectory(model, states, (x, y), loss=slt.losses.gaussian_nll, key=jax.random.key(2), **kw)
+    assert len(traj) == 2 and traj.init_loss[0] != traj.init_loss[1]
+    m1 = Linear(nnx.Rngs(0))
+    nnx.update(m1, states[1])
+    key1 = jax.random.fold_in(jax.random.key(2), 1)
+    single = slt.estimate_llc(m1, (x, y), loss=slt.losses.gaussian_nll, key=key1, **kw)
+    np.testing.assert_allclose(traj.results[1].loss_trace, single.loss_trace, rtol=1e-5, atol=1e-6)
