@@ -6,7 +6,7 @@ closed-form learning coefficients to validate them against, and reference models
 
 from __future__ import annotations
 
-from slt import diagnostics, losses, models, samplers, theory
+from slt import callbacks, diagnostics, dynamics, losses, models, samplers, theory
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
 from slt.sampling import run_chains
@@ -19,8 +19,10 @@ __all__ = [
     "LocalPosterior",
     "SamplingWarning",
     "Target",
+    "callbacks",
     "default_nbeta",
     "diagnostics",
+    "dynamics",
     "estimate_llc",
     "losses",
     "models",
