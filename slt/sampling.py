@@ -175,7 +175,7 @@ def _run_batched(
     batch_size,
     progress_every,
     centers,
-    frozen,
+    frozens,
     data,
     example_losses_at_centers,
     keys,
@@ -184,15 +184,16 @@ def _run_batched(
     sampler_params,
     bar_id,
 ):
-    """``_sample`` vmapped over a leading axis of centres (checkpoints), their per-example losses and keys."""
+    """``_sample`` vmapped over a leading (checkpoint) axis of the centres, their frozen leaves (which change
+    over training too, e.g. the layers a weight-restricted LLC holds fixed), per-example losses and keys."""
 
-    def one(center, example_losses, key):
+    def one(center, frozen, example_losses, key):
         return _sample(
             loss, sampler, num_chains, num_steps, batch_size, progress_every, center, frozen, data,
             example_losses, key, nbeta, localization, sampler_params, bar_id,
         )
 
-    return jax.vmap(one)(centers, example_losses_at_centers, keys)
+    return jax.vmap(one)(centers, frozens, example_losses_at_centers, keys)
 
 
 def run_chains(

@@ -94,3 +94,16 @@ def test_nnx_states_as_checkpoints():
     key1 = jax.random.fold_in(jax.random.key(2), 1)
     single = slt.estimate_llc(m1, (x, y), loss=slt.losses.gaussian_nll, key=key1, **kw)
     np.testing.assert_allclose(traj.results[1].loss_trace, single.loss_trace, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_restricted_trajectory_uses_each_checkpoints_frozen_leaves(small_dln):
+    """With `where`, the frozen layer differs per checkpoint; each estimate must see its own."""
+    key = jax.random.key(3)
+    ckpts = [[w * s for w in small_dln.params] for s in (0.5, 1.0)]
+    where = lambda path, leaf: path == (1,)  # noqa: E731  (only the second layer moves)
+    traj = llc_trajectory(small_dln.loss_fn, ckpts, small_dln.data, key=key, where=where, **KW)
+    for i in range(2):
+        single = slt.estimate_llc(
+            small_dln.loss_fn, ckpts[i], small_dln.data, key=jax.random.fold_in(key, i), where=where, **KW
+        )
+        np.testing.assert_allclose(traj.results[i].loss_trace, single.loss_trace, rtol=1e-5, atol=1e-6)
