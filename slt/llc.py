@@ -34,7 +34,7 @@ import numpy as np
 
 from slt import diagnostics
 from slt.posterior import resolve_nbeta
-from slt.samplers import get_sampler
+from slt.samplers import FULL_BATCH_SAMPLERS, get_sampler
 from slt.sampling import as_key, per_example_losses, run_chains
 from slt.targets import Target, from_linen, from_loss_fn, from_nnx
 
@@ -68,6 +68,9 @@ class LLCResult:
         divergence_step: (C,) first step (counting burn-in from 0) with a non-finite loss, -1 if none.
         warnings: plain-language findings with advice.
         wall_time: seconds for the sampling call (compile included on a first call).
+        sampler_params: the sampler's hyperparameters other than ``step_size``.
+        sampler_stats: the sampler's other per-draw statistics, each (C, D) over the kept draws (e.g.
+            ``acceptance_rate`` for MALA).
     """
 
     llc_mean: float
@@ -94,6 +97,14 @@ class LLCResult:
     divergence_step: np.ndarray
     warnings: list[str]
     wall_time: float
+    sampler_params: dict = dataclasses.field(default_factory=dict)
+    sampler_stats: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def acceptance_rate(self) -> np.ndarray | None:
+        """(C,) mean Metropolis acceptance probability per chain, for samplers that report one."""
+        acc = self.sampler_stats.get("acceptance_rate")
+        return None if acc is None else np.mean(acc, axis=1)
 
     @property
     def num_chains(self) -> int:
@@ -227,6 +238,26 @@ def check_loss_at_center(target: Target, chunk_size: int) -> np.ndarray:
     return per_example
 
 
+def _sampler_params(sampler_params) -> tuple:
+    """Validate extra sampler hyperparameters: a mapping from name to a finite number."""
+    if sampler_params is None:
+        return ()
+    if not isinstance(sampler_params, dict):
+        raise ValueError(f"`sampler_params` must be a dict of name -> number; got {type(sampler_params).__name__}.")
+    out = []
+    for name, value in sorted(sampler_params.items()):
+        if name == "step_size":
+            raise ValueError("pass `step_size` as its own argument, not inside `sampler_params`.")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"`sampler_params[{name!r}]` must be a number; got {value!r}.") from None
+        if not math.isfinite(value):
+            raise ValueError(f"`sampler_params[{name!r}]` must be finite; got {value}.")
+        out.append((name, value))
+    return tuple(out)
+
+
 def _first_nonfinite(losses: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(losses)
     return np.where(bad.any(axis=1), bad.argmax(axis=1), -1)
@@ -245,6 +276,7 @@ def estimate_llc(
     nbeta: float | None = None,
     localization: float = 1.0,
     sampler: Any = "sgld",
+    sampler_params: dict | None = None,
     estimator: str = "paired",
     loss=None,
     where=None,
@@ -308,6 +340,7 @@ def estimate_llc(
         nbeta=nbeta,
         localization=localization,
         sampler=sampler,
+        sampler_params=sampler_params,
         estimator=estimator,
         chunk_size=chunk_size,
     )
@@ -323,12 +356,12 @@ def estimate_llc(
         num_steps=settings.num_burnin + settings.num_draws,
         batch_size=settings.batch_size,
         sampler=settings.sampler,
-        sampler_params={"step_size": settings.step_size},
+        sampler_params=settings.all_sampler_params,
         progress=progress,
         description="LLC",
     )
     wall_time = time.perf_counter() - start
-    return settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time)
+    return settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time, info=trace.info)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,6 +379,12 @@ class SamplingSettings:
     sampler: Any
     estimator: str
     chunk_size: int
+    sampler_params: tuple = ()  # extra hyperparameters of the sampler, as sorted (name, value) pairs
+
+    @property
+    def all_sampler_params(self) -> dict:
+        """What the sampler factory receives: ``step_size`` and the extra hyperparameters."""
+        return {"step_size": self.step_size, **dict(self.sampler_params)}
 
     @classmethod
     def validated(
@@ -360,6 +399,7 @@ class SamplingSettings:
         nbeta=None,
         localization=1.0,
         sampler="sgld",
+        sampler_params=None,
         estimator="paired",
         chunk_size=1024,
     ) -> SamplingSettings:
@@ -375,12 +415,21 @@ class SamplingSettings:
         if not (math.isfinite(localization) and localization >= 0):
             raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
         chunk_size = _positive_int(chunk_size, "chunk_size")
-        batch_size = _positive_int(min(num_data, 256) if batch_size is None else batch_size, "batch_size")
+        full_batch_only = isinstance(sampler, str) and sampler in FULL_BATCH_SAMPLERS
+        if batch_size is None:
+            batch_size = num_data if full_batch_only else min(num_data, 256)
+        batch_size = _positive_int(batch_size, "batch_size")
         if batch_size > num_data:
             raise ValueError(
                 f"`batch_size` ({batch_size}) must not exceed the number of data points n = {num_data}."
             )
+        if full_batch_only and batch_size != num_data:
+            raise ValueError(
+                f"sampler {sampler!r} is a full-batch method (its Metropolis correction needs exact potentials): "
+                f"`batch_size` must be n = {num_data} or None; got {batch_size}."
+            )
         get_sampler(sampler)  # validates the name early
+        sampler_params = _sampler_params(sampler_params)
         return cls(
             num_data=num_data,
             step_size=step_size,
@@ -393,6 +442,7 @@ class SamplingSettings:
             sampler=sampler,
             estimator=estimator,
             chunk_size=chunk_size,
+            sampler_params=sampler_params,
         )
 
     @property
@@ -400,8 +450,9 @@ class SamplingSettings:
         s = self.sampler
         return s if isinstance(s, str) else getattr(s, "__name__", repr(s))
 
-    def summarize(self, losses, losses_at_center, per_example, wall_time: float) -> LLCResult:
-        """An :class:`LLCResult` from one run's ``(chain, step)`` loss traces and per-example losses at w*."""
+    def summarize(self, losses, losses_at_center, per_example, wall_time: float, info=None) -> LLCResult:
+        """An :class:`LLCResult` from one run's ``(chain, step)`` loss traces and per-example losses at w*;
+        ``info`` holds the sampler's other per-step statistics (e.g. ``acceptance_rate``)."""
         return summarize(
             np.asarray(losses, dtype=np.float64),
             np.asarray(losses_at_center, dtype=np.float64),
@@ -415,6 +466,8 @@ class SamplingSettings:
             sampler=self.sampler_name,
             estimator=self.estimator,
             wall_time=wall_time,
+            sampler_params=dict(self.sampler_params),
+            info=info,
         )
 
 
@@ -426,9 +479,11 @@ def summarize(
     init_loss: float,
     nbeta: float,
     estimator: str,
+    info: dict | None = None,
     **settings,
 ) -> LLCResult:
     """Turn recorded ``(chain, step)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
+    sampler_stats = {k: np.asarray(v)[:, num_burnin:] for k, v in (info or {}).items()}
     divergence_step = _first_nonfinite(losses)
     diverged = divergence_step >= 0
     reference = losses_at_center if estimator == "paired" else init_loss
@@ -491,5 +546,6 @@ def summarize(
         diverged=diverged,
         divergence_step=divergence_step,
         warnings=messages,
+        sampler_stats=sampler_stats,
         **settings,
     )

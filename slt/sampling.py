@@ -29,7 +29,7 @@ from slt.posterior import LocalPosterior
 from slt.samplers import get_sampler
 from slt.targets import Target
 
-__all__ = ["ChainTrace", "run_chains", "per_example_losses", "as_key"]
+__all__ = ["ChainTrace", "run_chains", "run_grid", "per_example_losses", "as_key"]
 
 PyTree = Any
 
@@ -40,6 +40,7 @@ class ChainTrace(NamedTuple):
     loss: np.ndarray  # L_B(w_t)
     loss_at_center: np.ndarray  # L_B(w*) on the same minibatch
     final_state: Any  # after the last RNG block (up to RNG_BLOCK - 1 steps past num_steps)
+    info: dict  # the kernel's other per-step info fields (e.g. MALA's acceptance), same shape
 
 
 def as_key(key: Any, argname: str = "key") -> jax.Array:
@@ -115,6 +116,8 @@ def _sample(
     sampler_params,
     bar_id,
 ):
+    """One run: returns ``(info, losses_at_center, final_state)``; ``info`` is the kernel's info pytree with
+    every leaf of shape ``(num_chains, num_steps)`` (``info.loss`` is :math:`L_B(w_t)`)."""
     num_data = example_losses_at_center.shape[0]
     full_batch = batch_size == num_data
     posterior = LocalPosterior(loss, center, frozen, nbeta, localization)
@@ -138,7 +141,7 @@ def _sample(
             batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
             loss_at_center = jnp.mean(example_losses_at_center[idx])
         state, info = algorithm.step(kernel_key, state, batch)
-        return state, (info.loss, loss_at_center)
+        return state, (info, loss_at_center)
 
     def scan_step(states, xs):
         t, idx, kernel_keys = xs
@@ -157,16 +160,22 @@ def _sample(
         xs = (steps, None if idx is None else idx.swapaxes(0, 1), kernel_keys.swapaxes(0, 1))
         return jax.lax.scan(scan_step, states, xs)
 
-    final_state, (losses, losses_at_center) = jax.lax.scan(scan_block, init_state, jnp.arange(num_blocks))
-    losses = losses.reshape(num_blocks * block, num_chains)[:num_steps]
-    losses_at_center = losses_at_center.reshape(num_blocks * block, num_chains)[:num_steps]
-    return losses.T, losses_at_center.T, final_state
+    final_state, (info, losses_at_center) = jax.lax.scan(scan_block, init_state, jnp.arange(num_blocks))
+
+    def per_chain(x):  # (blocks, block, chains, ...) -> (chains, steps, ...)
+        x = x.reshape((num_blocks * block, num_chains) + x.shape[3:])[:num_steps]
+        return jnp.moveaxis(x, 0, 1)
+
+    return jax.tree_util.tree_map(per_chain, info), per_chain(losses_at_center), final_state
 
 
 _run = functools.partial(jax.jit, static_argnames=_STATIC)(_sample)
 
+# Arguments of ``_sample`` that ``_run_batched`` can give a leading batch axis.
+BATCHABLE = ("center", "frozen", "example_losses_at_center", "key", "nbeta", "localization", "sampler_params")
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("batched",))
 def _run_batched(
     loss,
     sampler,
@@ -174,26 +183,76 @@ def _run_batched(
     num_steps,
     batch_size,
     progress_every,
-    centers,
-    frozens,
+    center,
+    frozen,
     data,
-    example_losses_at_centers,
-    keys,
+    example_losses_at_center,
+    key,
     nbeta,
     localization,
     sampler_params,
     bar_id,
+    batched,
 ):
-    """``_sample`` vmapped over a leading (checkpoint) axis of the centres, their frozen leaves (which change
-    over training too, e.g. the layers a weight-restricted LLC holds fixed), per-example losses and keys."""
+    """``_sample`` vmapped over a leading axis of the arguments named in ``batched`` (a subset of
+    :data:`BATCHABLE`), all in one jit: checkpoints of a trajectory (centres, frozen leaves, per-example
+    losses, keys), or cells of a hyperparameter grid (nbeta, localization, sampler parameters, keys). The
+    data set is never batched. Every output gains that leading axis."""
+    unknown = set(batched) - set(BATCHABLE)
+    if unknown:
+        raise ValueError(f"cannot batch over {sorted(unknown)}; batchable: {BATCHABLE}")
+    values = dict(
+        center=center,
+        frozen=frozen,
+        example_losses_at_center=example_losses_at_center,
+        key=key,
+        nbeta=nbeta,
+        localization=localization,
+        sampler_params=sampler_params,
+    )
+    names = list(values)
 
-    def one(center, frozen, example_losses, key):
+    def one(*args):
+        kw = dict(zip(names, args))
         return _sample(
-            loss, sampler, num_chains, num_steps, batch_size, progress_every, center, frozen, data,
-            example_losses, key, nbeta, localization, sampler_params, bar_id,
+            loss, sampler, num_chains, num_steps, batch_size, progress_every, kw["center"], kw["frozen"], data,
+            kw["example_losses_at_center"], kw["key"], kw["nbeta"], kw["localization"], kw["sampler_params"],
+            bar_id,
         )
 
-    return jax.vmap(one)(centers, frozens, example_losses_at_centers, keys)
+    in_axes = tuple(0 if name in batched else None for name in names)
+    return jax.vmap(one, in_axes=in_axes)(*values.values())
+
+
+def _start_bar(progress: bool, total: int, description: str) -> int:
+    bar_id = next(_BAR_IDS)
+    if progress:
+        from tqdm.auto import tqdm
+
+        with _BAR_LOCK:
+            _BARS[bar_id] = tqdm(total=total, desc=description, unit="step")
+    return bar_id
+
+
+def _close_bar(progress: bool, bar_id: int) -> None:
+    if progress:
+        jax.effects_barrier()
+        with _BAR_LOCK:
+            bar = _BARS.pop(bar_id)
+        bar.update(bar.total - bar.n)
+        bar.close()
+
+
+def _trace(info, losses_at_center, final_state) -> ChainTrace:
+    info = {k: np.asarray(v) for k, v in info._asdict().items()} if hasattr(info, "_asdict") else {
+        "loss": np.asarray(info.loss)
+    }
+    loss = info.pop("loss")
+    return ChainTrace(loss, np.asarray(losses_at_center), final_state, info)
+
+
+def _float_params(sampler_params: dict | None) -> dict:
+    return {k: jnp.asarray(v, dtype=jnp.float32) for k, v in (sampler_params or {}).items()}
 
 
 def run_chains(
@@ -218,16 +277,10 @@ def run_chains(
     ``sampler_params``) are traced, so changing them does not recompile.
     """
     factory = get_sampler(sampler)
-    sampler_params = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in (sampler_params or {}).items()}
     progress_every = max(1, num_steps // 100) if progress else 0
-    bar_id = next(_BAR_IDS)
-    if progress:
-        from tqdm.auto import tqdm
-
-        with _BAR_LOCK:
-            _BARS[bar_id] = tqdm(total=num_steps, desc=f"{description} ({num_chains} chains)", unit="step")
+    bar_id = _start_bar(progress, num_steps, f"{description} ({num_chains} chains)")
     try:
-        losses, losses_at_center, final_state = _run(
+        out = _run(
             target.loss,
             factory,
             num_chains,
@@ -241,16 +294,77 @@ def run_chains(
             key,
             jnp.float32(nbeta),
             jnp.float32(localization),
-            sampler_params,
+            _float_params(sampler_params),
             jnp.int32(bar_id),
         )
-        losses = np.asarray(losses)
-        losses_at_center = np.asarray(losses_at_center)
+        trace = _trace(*out)
     finally:
-        if progress:
-            jax.effects_barrier()
-            with _BAR_LOCK:
-                bar = _BARS.pop(bar_id)
-            bar.update(bar.total - bar.n)
-            bar.close()
-    return ChainTrace(losses, losses_at_center, final_state)
+        _close_bar(progress, bar_id)
+    return trace
+
+
+def run_grid(
+    target: Target,
+    *,
+    keys: jax.Array,
+    example_losses_at_center: np.ndarray,
+    nbeta,
+    localization,
+    num_chains: int,
+    num_steps: int,
+    batch_size: int,
+    sampler: Any = "sgld",
+    sampler_params: dict | None = None,
+    progress: bool = False,
+    description: str = "grid",
+) -> ChainTrace:
+    """Run a grid of G hyperparameter cells × ``num_chains`` chains in **one** jitted computation.
+
+    ``keys`` has shape (G,) (pass the same key G times for common random numbers across cells, which makes
+    differences between cells far less noisy). ``nbeta``, ``localization`` and each ``sampler_params``
+    value are scalars (shared) or arrays of shape (G,) (one per cell). Every array of the returned
+    :class:`ChainTrace` gains a leading axis G. Used for step-size calibration (a grid over ε) and
+    thermodynamic integration (a grid over nβ).
+    """
+    keys = jnp.asarray(keys)
+    num_cells = keys.shape[0]
+    params = _float_params(sampler_params)
+    values = {"nbeta": jnp.asarray(nbeta, jnp.float32), "localization": jnp.asarray(localization, jnp.float32)}
+    batched = ["key"]
+    for name, value in values.items():
+        if value.ndim:
+            if value.shape != (num_cells,):
+                raise ValueError(f"`{name}` must be a scalar or have shape ({num_cells},); got {value.shape}.")
+            batched.append(name)
+    shapes = {k: v.shape for k, v in params.items()}
+    if any(shapes.values()):
+        bad = {k: s for k, s in shapes.items() if s not in ((), (num_cells,))}
+        if bad:
+            raise ValueError(f"`sampler_params` values must be scalars or shape ({num_cells},); got {bad}.")
+        params = {k: jnp.broadcast_to(v, (num_cells,)) for k, v in params.items()}
+        batched.append("sampler_params")
+    progress_every = max(1, num_steps // 100) if progress else 0
+    bar_id = _start_bar(progress, num_steps, f"{description} ({num_cells} cells × {num_chains} chains)")
+    try:
+        out = _run_batched(
+            target.loss,
+            get_sampler(sampler),
+            num_chains,
+            num_steps,
+            batch_size,
+            progress_every,
+            target.position,
+            target.frozen,
+            target.data,
+            jnp.asarray(example_losses_at_center),
+            keys,
+            values["nbeta"],
+            values["localization"],
+            params,
+            jnp.int32(bar_id),
+            batched=tuple(batched),
+        )
+        trace = _trace(*out)
+    finally:
+        _close_bar(progress, bar_id)
+    return trace

@@ -182,7 +182,7 @@ def llc_trajectory(
     for start in range(0, num, chunk):
         idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
         t0 = time.perf_counter()
-        losses, losses_at_center, _ = _run_batched(
+        info, losses_at_center, _ = _run_batched(
             first.loss,
             factory,
             cfg.num_chains,
@@ -198,8 +198,9 @@ def llc_trajectory(
             jnp.float32(cfg.localization),
             sampler_params,
             jnp.int32(0),
+            batched=("center", "frozen", "example_losses_at_center", "key"),
         )
-        losses, losses_at_center = np.asarray(losses), np.asarray(losses_at_center)
+        losses, losses_at_center = np.asarray(info.loss), np.asarray(losses_at_center)
         wall = (time.perf_counter() - t0) / chunk
         for j, i in enumerate(idx[: min(chunk, num - start)]):
             results.append(cfg.summarize(losses[j], losses_at_center[j], per_example[i], wall))

@@ -5,9 +5,13 @@ from __future__ import annotations
 from slt.samplers.base import SamplerFactory, SamplingAlgorithm, normal_like
 from slt.samplers.sgld import sgld
 
-__all__ = ["SamplerFactory", "SamplingAlgorithm", "normal_like", "sgld", "get_sampler", "SAMPLERS"]
+__all__ = ["SamplerFactory", "SamplingAlgorithm", "normal_like", "sgld", "get_sampler", "SAMPLERS", "FULL_BATCH_SAMPLERS"]
 
 SAMPLERS = {"sgld": sgld}
+
+# Samplers whose correctness needs the exact full-data potential (a Metropolis-Hastings correction):
+# ``estimate_llc`` defaults their ``batch_size`` to n and rejects a smaller one.
+FULL_BATCH_SAMPLERS = frozenset({"mala"})
 
 
 def get_sampler(sampler) -> SamplerFactory:
