@@ -140,9 +140,7 @@ class LLCResult:
         ]
         for c in range(self.num_chains):
             div = f"step {self.divergence_step[c]}" if self.diverged[c] else "no"
-            lines.append(
-                f"{c:>5} {self.llc_per_chain[c]:>10.4g} {np.mean(self.loss_trace[c]):>12.6g}   {div}"
-            )
+            lines.append(f"{c:>5} {self.llc_per_chain[c]:>10.4g} {np.mean(self.loss_trace[c]):>12.6g}   {div}")
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -420,9 +418,7 @@ class SamplingSettings:
             batch_size = num_data if full_batch_only else min(num_data, 256)
         batch_size = _positive_int(batch_size, "batch_size")
         if batch_size > num_data:
-            raise ValueError(
-                f"`batch_size` ({batch_size}) must not exceed the number of data points n = {num_data}."
-            )
+            raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of data points n = {num_data}.")
         if full_batch_only and batch_size != num_data:
             raise ValueError(
                 f"sampler {sampler!r} is a full-batch method (its Metropolis correction needs exact potentials): "

@@ -215,8 +215,20 @@ def _run_batched(
     def one(*args):
         kw = dict(zip(names, args))
         return _sample(
-            loss, sampler, num_chains, num_steps, batch_size, progress_every, kw["center"], kw["frozen"], data,
-            kw["example_losses_at_center"], kw["key"], kw["nbeta"], kw["localization"], kw["sampler_params"],
+            loss,
+            sampler,
+            num_chains,
+            num_steps,
+            batch_size,
+            progress_every,
+            kw["center"],
+            kw["frozen"],
+            data,
+            kw["example_losses_at_center"],
+            kw["key"],
+            kw["nbeta"],
+            kw["localization"],
+            kw["sampler_params"],
             bar_id,
         )
 
@@ -244,9 +256,11 @@ def _close_bar(progress: bool, bar_id: int) -> None:
 
 
 def _trace(info, losses_at_center, final_state) -> ChainTrace:
-    info = {k: np.asarray(v) for k, v in info._asdict().items()} if hasattr(info, "_asdict") else {
-        "loss": np.asarray(info.loss)
-    }
+    info = (
+        {k: np.asarray(v) for k, v in info._asdict().items()}
+        if hasattr(info, "_asdict")
+        else {"loss": np.asarray(info.loss)}
+    )
     loss = info.pop("loss")
     return ChainTrace(loss, np.asarray(losses_at_center), final_state, info)
 

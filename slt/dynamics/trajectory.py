@@ -56,8 +56,17 @@ class LLCTrajectory:
 
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
-        ax.errorbar(self.steps, self.llc_mean, yerr=self.llc_std, color="tab:blue", marker="o", ms=3, lw=1.2,
-                    capsize=2, label="LLC $\\hat\\lambda$")
+        ax.errorbar(
+            self.steps,
+            self.llc_mean,
+            yerr=self.llc_std,
+            color="tab:blue",
+            marker="o",
+            ms=3,
+            lw=1.2,
+            capsize=2,
+            label="LLC $\\hat\\lambda$",
+        )
         ax.set_xlabel("training step")
         ax.set_ylabel("LLC $\\hat\\lambda$", color="tab:blue")
         twin = ax.twinx()

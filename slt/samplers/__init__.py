@@ -5,7 +5,15 @@ from __future__ import annotations
 from slt.samplers.base import SamplerFactory, SamplingAlgorithm, normal_like
 from slt.samplers.sgld import sgld
 
-__all__ = ["SamplerFactory", "SamplingAlgorithm", "normal_like", "sgld", "get_sampler", "SAMPLERS", "FULL_BATCH_SAMPLERS"]
+__all__ = [
+    "SamplerFactory",
+    "SamplingAlgorithm",
+    "normal_like",
+    "sgld",
+    "get_sampler",
+    "SAMPLERS",
+    "FULL_BATCH_SAMPLERS",
+]
 
 SAMPLERS = {"sgld": sgld}
 
