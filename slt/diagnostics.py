@@ -90,3 +90,125 @@ def to_arviz(posterior: dict[str, Any], attrs: dict[str, Any] | None = None):
         data = az.from_dict(posterior=posterior)
         data.posterior.attrs.update(attrs or {})
         return data
+
+
+# ------------------------------------------------------------------------------------------ chain health
+#: Below this mean Metropolis acceptance probability a Langevin step is too large for the local geometry
+#: (Lau et al., arXiv 2308.12108, App. on hyperparameters, aim for MALA acceptance of about 0.9-0.95 when
+#: judging an SGLD step size by it). Between 0.5 and 0.8 the discretization bias is already visible.
+ACCEPTANCE_LOW = 0.8
+#: Bulk ESS below this makes the MCSE itself unreliable (Vehtari et al. 2021 recommend > 100 per chain,
+#: 400 for 4 chains).
+ESS_MIN = 400
+#: |z| of the first-third vs last-third difference above which the trace is called drifting (Geweke 1992,
+#: with autocorrelation-aware standard errors; 4 keeps the false-alarm rate of a stationary run tiny).
+DRIFT_Z = 4.0
+
+
+def drift_z(x: Any) -> float:
+    """Geweke-style z-score of the mean of the last third minus the mean of the first third of the draws.
+
+    Pooled over chains; standard errors from :func:`mcse` of each third, so autocorrelation counts.
+    """
+    arr = _as_chain_draw(x)
+    third = arr.shape[1] // 3
+    if third < 4:
+        return float("nan")
+    first, last = arr[:, :third], arr[:, -third:]
+    se = np.hypot(mcse(first), mcse(last))
+    if not np.isfinite(se) or se == 0:
+        return float("nan")
+    return float((last.mean() - first.mean()) / se)
+
+
+def health_checks(
+    llc_trace: np.ndarray,
+    loss_trace: np.ndarray,
+    loss_at_center_trace: np.ndarray,
+    *,
+    nbeta: float,
+    diverged: np.ndarray,
+    divergence_step: np.ndarray,
+    llc_mean: float,
+    llc_mcse: float,
+    rhat: float,
+    ess: float,
+    num_params: int | None = None,
+    acceptance_rate: np.ndarray | None = None,
+) -> list[str]:
+    """Plain-language findings about one LLC run, each with advice; empty when nothing looks wrong.
+
+    Checks, in order: divergent chains (which chain, which step); every chain diverged; the loss falling
+    well below the loss at w* (w* is not a local minimum); a negative estimate; λ̂ above d/2, which no
+    learning coefficient of an analytic model can reach (the step is too large); a trace still drifting
+    (first vs last third of the kept draws, :func:`drift_z`); R-hat > 1.01; bulk ESS too small for the
+    MCSE to be trusted; Metropolis acceptance far from the healthy range (when the sampler reports it).
+
+    Arrays are ``(chain, draw)`` over the kept draws; ``diverged``/``divergence_step`` are per chain.
+    """
+    messages: list[str] = []
+    diverged = np.asarray(diverged, bool)
+    healthy = ~diverged
+    for c in np.flatnonzero(diverged):
+        messages.append(
+            f"chain {c} diverged at step {divergence_step[c]} (loss became non-finite) and is excluded; "
+            "lower step_size (or raise localization)."
+        )
+    if not healthy.any():
+        messages.append("every chain diverged: there is no estimate. Lower step_size by 10x and retry.")
+        return messages
+    llc, loss, center = llc_trace[healthy], loss_trace[healthy], loss_at_center_trace[healthy]
+    chains = np.flatnonzero(healthy)
+
+    # Loss well below the loss at w*: per chain, the paired difference over the last third, in units of
+    # its own standard error (batch means of 20 batches: autocorrelation-robust, cheap).
+    third = max(1, llc.shape[1] // 3)
+    diff = (loss - center)[:, -third:]
+    for c, row in zip(chains, diff):
+        batches = np.array_split(row, min(20, row.size))
+        means = np.array([b.mean() for b in batches])
+        se = means.std(ddof=1) / np.sqrt(means.size) if means.size > 1 else np.inf
+        if row.mean() < 0 and row.mean() < -4 * se:
+            messages.append(
+                f"chain {c}: the loss fell below the loss at w* (by {-row.mean():.3g} on average over the last "
+                "third of the draws): w* is not a local minimum at this scale. Train longer, or raise "
+                "localization."
+            )
+    if np.isfinite(llc_mean) and llc_mean < 0:
+        messages.append(
+            f"the estimate is negative ({llc_mean:.3g}): the chains found lower loss than at w*, so w* is "
+            "not a local minimum at this scale. Train longer, or raise localization."
+        )
+    if num_params and np.isfinite(llc_mean):
+        bound = num_params / 2
+        if llc_mean - 3 * (llc_mcse if np.isfinite(llc_mcse) else 0.0) > bound:
+            messages.append(
+                f"the estimate {llc_mean:.4g} exceeds d/2 = {bound:g}, which no learning coefficient of an "
+                "analytic model can: the step size is too large (discretization inflates λ̂). Lower "
+                "step_size, or use slt.calibrate."
+            )
+    z = drift_z(llc)
+    if np.isfinite(z) and abs(z) > DRIFT_Z:
+        messages.append(
+            f"the λ̂ trace is still drifting (last third vs first third of the kept draws: z = {z:.1f}): "
+            "the chains have not equilibrated. Increase num_burnin (and num_draws)."
+        )
+    if np.isfinite(rhat) and rhat > 1.01:
+        messages.append(
+            f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree. Run more draws/burn-in or "
+            "check the step size."
+        )
+    if np.isfinite(ess) and ess < ESS_MIN:
+        messages.append(
+            f"bulk ESS is {ess:.0f} < {ESS_MIN}: too few effective draws for the reported MCSE "
+            f"({llc_mcse:.2g}) to be reliable. Run more draws or chains."
+        )
+    if acceptance_rate is not None:
+        acc = np.asarray(acceptance_rate)[healthy]
+        mean_acc = float(np.mean(acc))
+        if mean_acc < ACCEPTANCE_LOW:
+            messages.append(
+                f"mean Metropolis acceptance is {mean_acc:.2f} < {ACCEPTANCE_LOW}: the step is too large for "
+                "the local geometry (λ̂ biased upwards). Lower step_size."
+            )
+    return messages

@@ -129,18 +129,45 @@ class LLCResult:
         )
 
     def summary(self) -> str:
-        """A plain-text table: the estimate, its errors and diagnostics, then one row per chain."""
+        """A plain-text table: the estimate with MCSE, ESS bulk/tail and R-hat; then one row per chain
+        (mean, std and MCSE of its λ̂ trace, its own ESS and split R-hat, mean loss, acceptance where the
+        sampler reports one, divergence); then the warnings."""
+        acc = self.acceptance_rate
         lines = [
             f"LLC  {self.llc_mean:.4g} ± {self.llc_std:.2g} (std over chains), MCSE {self.llc_mcse:.2g}",
             f"R-hat {self.rhat:.4f}   ESS bulk {self.ess:.0f}   ESS tail {self.ess_tail:.0f}",
             f"{self.sampler}, ε = {self.step_size:.3g}, nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, "
             f"batch {self.batch_size} of n = {self.num_data}, {self.num_chains} chains × {self.num_draws} "
             f"draws ({self.estimator} estimator), L_n(w*) = {self.init_loss:.6g}",
-            "chain      llc      mean loss   diverged",
         ]
+        if self.sampler_params:
+            lines.append("sampler parameters: " + ", ".join(f"{k} = {v:.3g}" for k, v in self.sampler_params.items()))
+        header = (
+            f"{'chain':>5} {'llc':>10} {'std':>9} {'mcse':>8} {'ess':>7} {'ess_tail':>8} {'rhat':>7} {'mean loss':>12}"
+        )
+        lines.append(header + ("  accept" if acc is not None else "") + "  diverged")
         for c in range(self.num_chains):
-            div = f"step {self.divergence_step[c]}" if self.diverged[c] else "no"
-            lines.append(f"{c:>5} {self.llc_per_chain[c]:>10.4g} {np.mean(self.loss_trace[c]):>12.6g}   {div}")
+            row = self.llc_trace[c : c + 1]
+            finite = not self.diverged[c]
+            stats = (
+                (
+                    row.std(),
+                    diagnostics.mcse(row),
+                    diagnostics.ess(row),
+                    diagnostics.ess(row, method="tail"),
+                    diagnostics.rhat(row[:, : row.shape[1] // 2 * 2].reshape(2, -1)),
+                )
+                if finite
+                else (np.nan,) * 5
+            )
+            line = (
+                f"{c:>5} {self.llc_per_chain[c]:>10.4g} {stats[0]:>9.3g} {stats[1]:>8.2g} {stats[2]:>7.0f} "
+                f"{stats[3]:>8.0f} {stats[4]:>7.3f} {np.mean(self.loss_trace[c]):>12.6g}"
+            )
+            if acc is not None:
+                line += f"  {acc[c]:>6.3f}"
+            line += f"  step {self.divergence_step[c]}" if self.diverged[c] else "  no"
+            lines.append(line)
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -341,6 +368,7 @@ def estimate_llc(
         sampler_params=sampler_params,
         estimator=estimator,
         chunk_size=chunk_size,
+        num_params=target.num_parameters,
     )
     per_example = check_loss_at_center(target, settings.chunk_size)
     start = time.perf_counter()
@@ -378,6 +406,7 @@ class SamplingSettings:
     estimator: str
     chunk_size: int
     sampler_params: tuple = ()  # extra hyperparameters of the sampler, as sorted (name, value) pairs
+    num_params: int | None = None  # d, the number of moving parameters (for the λ̂ <= d/2 check)
 
     @property
     def all_sampler_params(self) -> dict:
@@ -400,6 +429,7 @@ class SamplingSettings:
         sampler_params=None,
         estimator="paired",
         chunk_size=1024,
+        num_params=None,
     ) -> SamplingSettings:
         """Check every setting against ``num_data``; raise ValueError naming the argument."""
         step_size = _positive_float(step_size, "step_size")
@@ -439,6 +469,7 @@ class SamplingSettings:
             estimator=estimator,
             chunk_size=chunk_size,
             sampler_params=sampler_params,
+            num_params=num_params,
         )
 
     @property
@@ -464,6 +495,7 @@ class SamplingSettings:
             wall_time=wall_time,
             sampler_params=dict(self.sampler_params),
             info=info,
+            num_params=self.num_params,
         )
 
 
@@ -476,6 +508,7 @@ def summarize(
     nbeta: float,
     estimator: str,
     info: dict | None = None,
+    num_params: int | None = None,
     **settings,
 ) -> LLCResult:
     """Turn recorded ``(chain, step)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
@@ -489,13 +522,7 @@ def summarize(
     center_trace = losses_at_center[:, num_burnin:]
     llc_per_chain = np.where(diverged, np.nan, llc_trace.mean(axis=1))
 
-    messages: list[str] = []
     healthy = ~diverged
-    for c in np.flatnonzero(diverged):
-        messages.append(
-            f"chain {c} diverged at step {divergence_step[c]} (loss became non-finite) and is excluded; "
-            "lower step_size (or raise localization)."
-        )
     if healthy.any():
         good = llc_trace[healthy]
         llc_mean = float(np.mean(llc_per_chain[healthy]))
@@ -506,17 +533,21 @@ def summarize(
         llc_mcse = diagnostics.mcse(good)
     else:
         llc_mean = llc_std = rhat = ess = ess_tail = llc_mcse = float("nan")
-        messages.append("every chain diverged: there is no estimate. Lower step_size by 10x and retry.")
-    if np.isfinite(llc_mean) and llc_mean < 0:
-        messages.append(
-            f"the estimate is negative ({llc_mean:.3g}): the chains found lower loss than at w*, so w* is "
-            "not a local minimum at this scale. Train longer, or raise localization."
-        )
-    if np.isfinite(rhat) and rhat > 1.01:
-        messages.append(
-            f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree. Run more draws/burn-in or "
-            "check the step size."
-        )
+    acceptance = sampler_stats.get("acceptance_rate")
+    messages = diagnostics.health_checks(
+        llc_trace,
+        loss_trace,
+        center_trace,
+        nbeta=nbeta,
+        diverged=diverged,
+        divergence_step=divergence_step,
+        llc_mean=llc_mean,
+        llc_mcse=llc_mcse,
+        rhat=rhat,
+        ess=ess,
+        num_params=num_params,
+        acceptance_rate=None if acceptance is None else np.mean(acceptance, axis=1),
+    )
     if diverged.any():
         warnings.warn(
             f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages[: diverged.sum()]),

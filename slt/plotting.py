@@ -31,10 +31,13 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_llc_trace(result: Any, *, true_llc: float | None = None, title: str | None = None):
-    """Per-chain λ̂ per draw (moving average, burn-in shaded) and the running mean of λ̂ over kept draws.
+    """Per chain: the minibatch loss per draw, λ̂ per draw (moving averages, burn-in shaded) and the
+    running mean of λ̂ over kept draws.
 
-    The left panel shows whether the chains have equilibrated (a flat band after burn-in, no drift); the
-    right one how the estimate settles. Diverged chains are marked in the legend.
+    The loss panel shows the chains leaving w* (dashed: L_n(w*)) and settling; a loss ending below the dashed
+    line means w* is not a local minimum. The middle panel shows whether λ̂ has equilibrated (a flat band
+    after burn-in, no drift); the right one how the estimate settles. Diverged chains are marked in the
+    legend.
 
     Args:
         result: an :class:`slt.LLCResult`.
@@ -42,13 +45,23 @@ def plot_llc_trace(result: Any, *, true_llc: float | None = None, title: str | N
         title: figure title.
     """
     plt = _pyplot()
-    fig, (ax_draw, ax_mean) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    fig, (ax_loss, ax_draw, ax_mean) = plt.subplots(1, 3, figsize=(15, 3.8), constrained_layout=True)
     burn = result.burnin_llc_trace.shape[1]
     per_draw = np.concatenate([result.burnin_llc_trace, result.llc_trace], axis=1)
     window = max(1, per_draw.shape[1] // 200)
     smooth = _moving_average(per_draw, window)
     steps = np.arange(smooth.shape[1]) + (window - 1) / 2
     labels = [f"chain {c}" + (" (diverged)" if result.diverged[c] else "") for c in range(result.num_chains)]
+
+    losses = _moving_average(np.concatenate([result.burnin_loss_trace, result.loss_trace], axis=1), window)
+    for c in range(losses.shape[0]):
+        ax_loss.plot(steps, losses[c], lw=0.8, alpha=0.9)
+    if burn:
+        ax_loss.axvspan(0, burn, color="0.9", zorder=-1)
+    ax_loss.axhline(result.init_loss, color="k", ls="--", lw=1, label="$L_n(w^*)$")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel(f"minibatch loss (moving average of {window})")
+    ax_loss.legend(fontsize=7)
     for c in range(per_draw.shape[0]):
         ax_draw.plot(steps, smooth[c], lw=0.8, alpha=0.9, label=labels[c])
     if burn:

@@ -176,7 +176,9 @@ def llc_trajectory(
         same_tree = jax.tree_util.tree_structure(t.position) == jax.tree_util.tree_structure(first.position)
         if not same_tree or t.loss != first.loss:
             raise ValueError(f"checkpoint {i} does not have the structure of checkpoint 0; all must match.")
-    cfg = SamplingSettings.validated(num_data=first.num_data, step_size=step_size, **settings)
+    cfg = SamplingSettings.validated(
+        num_data=first.num_data, step_size=step_size, num_params=first.num_parameters, **settings
+    )
     per_example = [check_loss_at_center(t, cfg.chunk_size) for t in targets]
 
     chunk = min(checkpoint_batch_size, num)
