@@ -71,6 +71,8 @@ class LLCResult:
         sampler_params: the sampler's hyperparameters other than ``step_size``.
         sampler_stats: the sampler's other per-draw statistics, each (C, D) over the kept draws (e.g.
             ``acceptance_rate`` for MALA).
+        calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
+            the step size (``wall_time`` then includes it).
     """
 
     llc_mean: float
@@ -99,6 +101,7 @@ class LLCResult:
     wall_time: float
     sampler_params: dict = dataclasses.field(default_factory=dict)
     sampler_stats: dict = dataclasses.field(default_factory=dict)
+    calibration: Any = None
 
     @property
     def acceptance_rate(self) -> np.ndarray | None:
@@ -295,8 +298,8 @@ def estimate_llc(
     key,
     step_size,
     num_chains: int = 4,
-    num_draws: int = 2000,
-    num_burnin: int = 1000,
+    num_draws: int | None = None,
+    num_burnin: int | None = None,
     batch_size: int | None = None,
     nbeta: float | None = None,
     localization: float = 1.0,
@@ -307,6 +310,8 @@ def estimate_llc(
     where=None,
     progress: bool = False,
     chunk_size: int = 1024,
+    precision: float = 0.02,
+    time_budget: float = 120.0,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient :math:`\hat\lambda(w^*)` with SGLD-family chains.
 
@@ -328,8 +333,15 @@ def estimate_llc(
         model_or_loss: ``loss_fn(params, batch)`` (batch mean of a per-example NLL), an ``nnx.Module``,
             or a linen module (see the call forms).
         key: a ``jax.random.key``. Same key, same result, bit for bit.
-        step_size: ε, the SGLD step size (noise variance per step).
-        num_chains, num_draws, num_burnin: chains; kept draws per chain; discarded steps before them.
+        step_size: ε, the SGLD step size (noise variance per step), or ``"auto"``: run
+            :func:`slt.calibrate` first (same sampler, nβ, γ, batch size and chains), take its step size, and
+            choose ``num_burnin`` / ``num_draws`` (where left at ``None``) from the mixing measured there:
+            with τ = the integrated autocorrelation time of λ̂ (draws per effective draw) and s the per-draw
+            std, ``num_burnin = max(calibration burn-in, 20 τ)`` and ``num_draws`` such that the MCSE is
+            about ``precision`` × |λ̂| (at least 400 effective draws), both capped so the run takes about
+            ``time_budget`` seconds. ``result.calibration`` holds the calibration.
+        num_chains, num_draws, num_burnin: chains; kept draws per chain; discarded steps before them
+            (defaults 2000 and 1000 for a fixed step size).
         batch_size: minibatch size m (indices drawn uniformly with replacement on device); default
             ``min(n, 256)``. ``batch_size = n`` gives exact full-batch gradients.
         nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` with the full data size n (Lau et al.).
@@ -342,6 +354,8 @@ def estimate_llc(
             for pytrees and linen, an NNX filter for NNX models. Default: every (``nnx.Param``) leaf.
         progress: show a progress bar (a host callback every 1% of the steps).
         chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
+        precision: with ``step_size="auto"``: target relative MCSE of λ̂.
+        time_budget: with ``step_size="auto"``: seconds the sampling run (after calibration) may take.
 
     Returns:
         :class:`LLCResult`.
@@ -355,6 +369,29 @@ def estimate_llc(
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
+    calibration = None
+    if isinstance(step_size, str):
+        if step_size != "auto":
+            raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
+        key, cal_key = jax.random.split(key)
+        calibration, step_size, num_burnin, num_draws = _auto_settings(
+            target,
+            cal_key,
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            batch_size=batch_size,
+            nbeta=nbeta,
+            localization=localization,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            precision=precision,
+            time_budget=time_budget,
+            progress=progress,
+            chunk_size=chunk_size,
+        )
+    num_draws = 2000 if num_draws is None else num_draws
+    num_burnin = 1000 if num_burnin is None else num_burnin
     settings = SamplingSettings.validated(
         num_data=target.num_data,
         step_size=step_size,
@@ -387,7 +424,33 @@ def estimate_llc(
         description="LLC",
     )
     wall_time = time.perf_counter() - start
-    return settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time, info=trace.info)
+    result = settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time, info=trace.info)
+    if calibration is not None:
+        result.calibration = calibration
+        result.wall_time += calibration.wall_time
+    return result
+
+
+def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision, time_budget, progress, **kwargs):
+    """Calibrate the step size, then size burn-in and draws from the mixing measured in the chosen cell."""
+    from slt.calibration import _calibrate_target
+
+    precision = _positive_float(precision, "precision")
+    time_budget = _positive_float(time_budget, "time_budget")
+    cal = _calibrate_target(target, key=key, num_chains=num_chains, progress=progress, **kwargs)
+    g = cal.chosen
+    kept = cal.num_steps - cal.num_burnin
+    ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
+    tau = max(1.0, cal.num_chains * kept / ess)  # steps per effective draw
+    per_step = cal.per_step_seconds / (2.0 if cal.sampler == "sgld" else 1.0)  # calibration paid 2 gradients
+    max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
+    if num_burnin is None:
+        num_burnin = int(min(max(cal.num_burnin, 20 * tau), max_steps // 3))
+    if num_draws is None:
+        sd = cal.draw_std[g]
+        need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2)
+        num_draws = int(np.clip(np.ceil(need * tau / cal.num_chains), 2000, max(2000, max_steps - num_burnin)))
+    return cal, cal.step_size, num_burnin, num_draws
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,470 @@
+r"""Automatic step-size calibration for LLC estimation.
+
+What goes wrong with a hand-picked step size ε, and how each failure shows up in a grid over ε (all cells
+run from w* with the same random numbers, as one vmapped computation: grid × chains in one jit):
+
+* **Too large: bias upwards, then divergence.** For a quadratic loss, full-batch SGLD's stationary λ̂ is
+  :math:`\sum_i t h_i / [2 c_i (1 - \varepsilon c_i/4)]` with :math:`c_i = t h_i + \gamma`, :math:`t = n\beta`
+  (SCIENCE.md §1): a relative bias :math:`\approx \varepsilon c_i / 4`. Minibatch gradients add noise of
+  variance :math:`\varepsilon^2 t^2 v_i / (4m)` per step (:math:`v_i` the per-example gradient variance, m the
+  batch size); the stationary variance of direction i becomes
+  :math:`(1 + \varepsilon t^2 v_i/(4m)) / (c_i (1 - \varepsilon c_i/4))`. Near a well-specified minimum
+  :math:`v_i \approx h_i`, so the bias is :math:`\approx (\varepsilon c_i/4)(1 + n\beta/m)`: with the default
+  :math:`n\beta = n/\log n` and m = 100 it is ten times the deterministic one. Either way λ̂ grows
+  *linearly in ε* at small ε, and the chain is unstable beyond :math:`\varepsilon c_{\max} = 4`.
+* **Too small: not explored.** Directions the loss does not constrain relax at rate
+  :math:`\varepsilon\gamma/2` per step; a chain started at w* whose burn-in is short against
+  :math:`2/(\varepsilon\gamma)` is still spreading out, its λ̂ trace drifts upwards, and λ̂ comes out low.
+
+The choice rule (:func:`calibrate`):
+
+1. **Cap.** The top Hessian eigenvalue :math:`h_{\max}` of :math:`L_n` at w* (power iteration on
+   Hessian-vector products) gives :math:`c_{\max} = n\beta h_{\max} + \gamma`; the grid starts at
+   :math:`2/c_{\max}` (half the stability limit) and halves ``num_step_sizes - 1`` times.
+2. **Stable** cells: no chain diverged, λ̂ finite and not clearly above d/2 (no analytic model's LLC exceeds
+   it; "clearly" = by more than 10% plus 3 standard errors, since a regular model sits just below it), and
+   Metropolis acceptance (where the sampler reports it) at least 0.5.
+3. **Equilibrated** cells: the λ̂ trace of the kept draws is not drifting (|z| of last third vs first third
+   below :data:`slt.diagnostics.DRIFT_Z`) and R-hat < 1.1.
+4. **Plateau.** Over the stable, equilibrated cells, fit :math:`\hat\lambda(\varepsilon) = a + b\varepsilon`
+   (weighted least squares; the first-order behaviour above). The chosen ε is the *largest* such cell whose
+   predicted relative bias :math:`b\varepsilon / a` is at most ``bias_tolerance``: large enough to explore,
+   small enough that λ̂ has plateaued as ε shrinks. If no cell qualifies, the smallest stable cell is taken
+   and the result says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+
+from slt import diagnostics
+from slt.llc import SamplingSettings, check_loss_at_center, make_target
+from slt.sampling import as_key, run_grid
+from slt.targets import Target
+
+__all__ = ["CalibrationResult", "calibrate", "top_hessian_eigenvalue"]
+
+
+def top_hessian_eigenvalue(
+    target: Target, *, key: jax.Array, num_examples: int = 2048, num_iterations: int = 100
+) -> float:
+    r"""Largest eigenvalue of the Hessian of :math:`L_n` at w* by power iteration on Hessian-vector products.
+
+    Uses the first ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is estimated well by a
+    subset); each iteration costs one forward-over-reverse pass. Returns :math:`\max(h_{\max}, 0)`.
+    """
+    flat, unravel = jax.flatten_util.ravel_pytree(target.position)
+    m = min(num_examples, target.num_data)
+    data = jax.tree_util.tree_map(lambda x: x[:m], target.data)
+
+    @jax.jit
+    def power(flat, v0):
+        def loss(v):
+            return target.loss(unravel(v), target.frozen, data)
+
+        def hvp(u):
+            return jax.jvp(jax.grad(loss), (flat,), (u,))[1]
+
+        def body(_, carry):
+            v, _ = carry
+            hv = hvp(v)
+            norm = jnp.linalg.norm(hv)
+            return hv / jnp.where(norm > 0, norm, 1.0), jnp.vdot(v, hv)
+
+        v0 = v0 / jnp.linalg.norm(v0)
+        _, rayleigh = jax.lax.fori_loop(0, num_iterations, body, (v0, jnp.zeros((), flat.dtype)))
+        return rayleigh
+
+    v0 = jax.random.normal(key, flat.shape, flat.dtype)
+    return max(float(power(flat, v0)), 0.0)
+
+
+@dataclasses.dataclass
+class CalibrationResult:
+    """Result of :func:`calibrate`: one row per grid cell (G cells), and the chosen step size.
+
+    Attributes:
+        step_size: the chosen ε.
+        chosen: index of the chosen cell.
+        step_sizes: (G,) the grid, largest first.
+        llc_mean, llc_se, llc_mcse: (G,) λ̂ per cell, its standard error from the spread of chain means,
+            and ArviZ's MCSE; ``draw_std``: the per-draw standard deviation of λ̂.
+        rhat, ess, drift_z: (G,) diagnostics of each cell's λ̂ trace.
+        num_diverged: (G,) chains that diverged.
+        acceptance: (G,) mean Metropolis acceptance probability (NaN when the sampler reports none).
+        stable, equilibrated: (G,) the rule's cell classes (see the module docstring).
+        predicted_bias: (G,) :math:`b\\varepsilon/a` from the fitted line (NaN where no fit).
+        slope, intercept: the fitted :math:`b, a`.
+        hessian_top: :math:`h_{\\max}` of :math:`L_n` at w*; ``curvature_cap`` = :math:`2/(n\\beta h_{\\max}+\\gamma)`.
+        bias_tolerance, nbeta, localization, batch_size, num_chains, num_steps, num_burnin, sampler: settings.
+        note: how the choice was made, in words.
+        per_step_seconds: wall time per step of one cell (compile included; an upper bound).
+        wall_time: seconds for the whole calibration.
+    """
+
+    step_size: float
+    chosen: int
+    step_sizes: np.ndarray
+    llc_mean: np.ndarray
+    llc_se: np.ndarray
+    llc_mcse: np.ndarray
+    draw_std: np.ndarray
+    rhat: np.ndarray
+    ess: np.ndarray
+    drift_z: np.ndarray
+    num_diverged: np.ndarray
+    acceptance: np.ndarray
+    stable: np.ndarray
+    equilibrated: np.ndarray
+    predicted_bias: np.ndarray
+    slope: float
+    intercept: float
+    hessian_top: float
+    curvature_cap: float
+    bias_tolerance: float
+    nbeta: float
+    localization: float
+    batch_size: int
+    num_chains: int
+    num_steps: int
+    num_burnin: int
+    num_params: int
+    sampler: str
+    note: str
+    per_step_seconds: float
+    wall_time: float
+
+    def table(self) -> str:
+        """The grid as a plain-text table; the chosen row is marked with ``*``."""
+        lines = [
+            f"{'':1}{'step_size':>10} {'llc':>9} {'se':>7} {'rhat':>6} {'ess':>6} {'drift_z':>7} "
+            f"{'diverged':>8} {'accept':>6} {'stable':>6} {'equil':>5} {'bias':>7}"
+        ]
+        for g in range(len(self.step_sizes)):
+            lines.append(
+                f"{'*' if g == self.chosen else ' '}{self.step_sizes[g]:>10.3g} {self.llc_mean[g]:>9.4g} "
+                f"{self.llc_se[g]:>7.2g} {self.rhat[g]:>6.3f} {self.ess[g]:>6.0f} {self.drift_z[g]:>7.1f} "
+                f"{self.num_diverged[g]:>8d} {self.acceptance[g]:>6.3f} {self.stable[g]!s:>6} "
+                f"{self.equilibrated[g]!s:>5} {self.predicted_bias[g]:>+7.3f}"
+            )
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        head = (
+            f"calibration ({self.sampler}, nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, batch "
+            f"{self.batch_size}, {self.num_chains} chains × {self.num_steps} steps per cell, "
+            f"{len(self.step_sizes)} cells, {self.wall_time:.1f} s)\n"
+            f"h_max = {self.hessian_top:.4g} → grid cap 2/(nβ h_max + γ) = {self.curvature_cap:.3g}; "
+            f"chosen step_size = {self.step_size:.3g}\n{self.note}\n"
+        )
+        return head + self.table()
+
+    def __repr__(self) -> str:
+        llc = self.llc_mean[self.chosen]
+        return f"CalibrationResult(step_size={self.step_size:.3g}, llc≈{llc:.4g}, cells={len(self.step_sizes)})"
+
+    def plot(self, *, true_llc: float | None = None):
+        """λ̂ (± 2 se) against ε on a log axis, unstable and drifting cells marked, the chosen ε and the
+        fitted line; and the acceptance where reported. Returns the figure."""
+        from slt.plotting import _pyplot
+
+        plt = _pyplot()
+        has_acc = bool(np.isfinite(self.acceptance).any())
+        fig, axes = plt.subplots(
+            1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 3.8), squeeze=False, constrained_layout=True
+        )
+        ax = axes[0, 0]
+        eps = self.step_sizes
+        ok = self.stable & self.equilibrated
+        ax.errorbar(
+            eps[ok], self.llc_mean[ok], 2 * self.llc_se[ok], fmt="o", color="tab:blue", label="stable, equilibrated"
+        )
+        drifting = self.stable & ~self.equilibrated
+        ax.errorbar(
+            eps[drifting],
+            self.llc_mean[drifting],
+            2 * self.llc_se[drifting],
+            fmt="s",
+            mfc="none",
+            color="tab:orange",
+            label="drifting / R-hat high",
+        )
+        bad = ~self.stable & np.isfinite(self.llc_mean)
+        ax.plot(eps[bad], self.llc_mean[bad], "x", color="tab:red", label="unstable")
+        if np.isfinite(self.slope):
+            grid = np.geomspace(eps.min(), eps.max(), 100)
+            ax.plot(grid, self.intercept + self.slope * grid, color="0.5", lw=1, label="fit a + bε")
+        ax.axvline(self.step_size, color="k", ls=":", label=f"chosen ε = {self.step_size:.2g}")
+        if true_llc is not None:
+            ax.axhline(float(true_llc), color="tab:red", ls="--", lw=1, label=f"true λ = {float(true_llc):.3g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("step size ε")
+        ax.set_ylabel("$\\hat\\lambda$")
+        finite = self.llc_mean[np.isfinite(self.llc_mean) & self.stable]
+        if finite.size:
+            span = finite.max() - min(finite.min(), 0)
+            ax.set_ylim(min(finite.min(), 0) - 0.1 * span, finite.max() + 0.3 * span)
+        ax.legend(fontsize=7)
+        if has_acc:
+            ax2 = axes[0, 1]
+            ax2.plot(eps, self.acceptance, "o-")
+            ax2.axhline(diagnostics.ACCEPTANCE_LOW, color="0.5", ls="--", lw=1)
+            ax2.axvline(self.step_size, color="k", ls=":")
+            ax2.set_xscale("log")
+            ax2.set_xlabel("step size ε")
+            ax2.set_ylabel("mean Metropolis acceptance")
+        fig.suptitle(f"step-size calibration ({self.sampler})")
+        return fig
+
+
+def _fit_line(eps, llc, se):
+    w = 1.0 / np.maximum(se, 1e-12 + 1e-6 * np.abs(llc)) ** 2
+    design = np.stack([np.ones_like(eps), eps], axis=1)
+    coef, *_ = np.linalg.lstsq(design * np.sqrt(w)[:, None], llc * np.sqrt(w), rcond=None)
+    return float(coef[0]), float(coef[1])
+
+
+def calibrate(
+    model_or_loss,
+    *args,
+    key,
+    step_sizes=None,
+    num_step_sizes: int = 12,
+    nbeta: float | None = None,
+    localization: float = 1.0,
+    num_chains: int = 4,
+    num_steps: int = 4000,
+    num_burnin: int | None = None,
+    batch_size: int | None = None,
+    sampler: Any = "sgld",
+    sampler_params: dict | None = None,
+    bias_tolerance: float = 0.05,
+    loss=None,
+    where=None,
+    progress: bool = False,
+    chunk_size: int = 1024,
+) -> CalibrationResult:
+    r"""Choose the LLC step size from a grid of step sizes run as **one** vmapped computation.
+
+    Same call forms as :func:`slt.estimate_llc`. Every cell runs ``num_chains`` chains for ``num_steps``
+    steps (the first ``num_burnin``, default half, are discarded) with the same random numbers, so
+    differences between cells are differences of ε, not of noise. The rule is in the module docstring of
+    :mod:`slt.calibration`: cap the grid by the curvature at w*, keep the stable and equilibrated cells, fit
+    λ̂ linearly in ε, and take the largest ε whose predicted relative bias is at most ``bias_tolerance``.
+
+    For ``sampler="sgld"`` the cells run :func:`slt.samplers.sgld.sgld_with_acceptance`, the same chains
+    with the MALA acceptance probability of every step recorded (one extra gradient per step).
+
+    Args:
+        step_sizes: the grid (any order); default: ``num_step_sizes`` values halving from the curvature
+            cap :math:`2/(n\beta h_{\max} + \gamma)`.
+        bias_tolerance: largest acceptable predicted relative bias of λ̂ at the chosen ε.
+        Others: as in :func:`slt.estimate_llc`.
+
+    Returns:
+        :class:`CalibrationResult`.
+    """
+    key = as_key(key)
+    target = make_target(model_or_loss, *args, loss=loss, where=where)
+    return _calibrate_target(
+        target,
+        key=key,
+        step_sizes=step_sizes,
+        num_step_sizes=num_step_sizes,
+        nbeta=nbeta,
+        localization=localization,
+        num_chains=num_chains,
+        num_steps=num_steps,
+        num_burnin=num_burnin,
+        batch_size=batch_size,
+        sampler=sampler,
+        sampler_params=sampler_params,
+        bias_tolerance=bias_tolerance,
+        progress=progress,
+        chunk_size=chunk_size,
+    )
+
+
+def _calibrate_target(
+    target: Target,
+    *,
+    key,
+    step_sizes=None,
+    num_step_sizes: int = 12,
+    nbeta=None,
+    localization=1.0,
+    num_chains=4,
+    num_steps=4000,
+    num_burnin=None,
+    batch_size=None,
+    sampler="sgld",
+    sampler_params=None,
+    bias_tolerance=0.05,
+    progress=False,
+    chunk_size=1024,
+) -> CalibrationResult:
+    start = time.perf_counter()
+    settings = SamplingSettings.validated(
+        num_data=target.num_data,
+        step_size=1.0,
+        num_chains=num_chains,
+        num_draws=num_steps,
+        num_burnin=0,
+        batch_size=batch_size,
+        nbeta=nbeta,
+        localization=localization,
+        sampler=sampler,
+        sampler_params=sampler_params,
+        chunk_size=chunk_size,
+        num_params=target.num_parameters,
+    )
+    if num_burnin is None:
+        num_burnin = num_steps // 2
+    if isinstance(num_burnin, bool) or not isinstance(num_burnin, (int, np.integer)) or not 0 <= num_burnin < num_steps:
+        raise ValueError(f"`num_burnin` must be an integer in [0, num_steps); got {num_burnin!r}.")
+    if num_steps - num_burnin < 12:
+        raise ValueError(f"calibration needs at least 12 kept steps per cell; got {num_steps - num_burnin}.")
+    bias_tolerance = float(bias_tolerance)
+    if not (math.isfinite(bias_tolerance) and bias_tolerance > 0):
+        raise ValueError(f"`bias_tolerance` must be a positive number; got {bias_tolerance!r}.")
+    per_example = check_loss_at_center(target, settings.chunk_size)
+    hess_key, run_key = jax.random.split(key)
+    h_max = top_hessian_eigenvalue(target, key=hess_key)
+    cap = 2.0 / (settings.nbeta * h_max + settings.localization) if (h_max > 0 or settings.localization > 0) else 1.0
+    if step_sizes is None:
+        if isinstance(num_step_sizes, bool) or not isinstance(num_step_sizes, int) or num_step_sizes < 3:
+            raise ValueError(f"`num_step_sizes` must be an integer >= 3; got {num_step_sizes!r}.")
+        eps = cap * 0.5 ** np.arange(num_step_sizes)
+    else:
+        eps = np.sort(np.asarray(step_sizes, dtype=np.float64).reshape(-1))[::-1]
+        if eps.size < 3 or not np.all(np.isfinite(eps) & (eps > 0)):
+            raise ValueError(f"`step_sizes` must hold at least 3 positive finite numbers; got {step_sizes!r}.")
+
+    run_sampler = settings.sampler
+    if run_sampler == "sgld":
+        from slt.samplers.sgld import sgld_with_acceptance
+
+        run_sampler = sgld_with_acceptance
+    t0 = time.perf_counter()
+    trace = run_grid(
+        target,
+        keys=jnp.stack([run_key] * eps.size),
+        example_losses_at_center=per_example,
+        nbeta=settings.nbeta,
+        localization=settings.localization,
+        num_chains=settings.num_chains,
+        num_steps=num_steps,
+        batch_size=settings.batch_size,
+        sampler=run_sampler,
+        sampler_params={"step_size": eps, **dict(settings.sampler_params)},
+        progress=progress,
+        description="calibration",
+    )
+    per_step = (time.perf_counter() - t0) / (num_steps * eps.size)
+
+    G = eps.size
+    llc = settings.nbeta * (np.asarray(trace.loss, np.float64) - np.asarray(trace.loss_at_center, np.float64))
+    kept = llc[:, :, num_burnin:]
+    diverged = ~np.isfinite(llc).all(axis=2)  # (G, C)
+    acc_trace = trace.info.get("acceptance_rate")
+    stats = {k: np.full(G, np.nan) for k in ("mean", "se", "mcse", "rhat", "ess", "drift", "acc", "sd")}
+    for g in range(G):
+        good = kept[g][~diverged[g]]
+        if acc_trace is not None:
+            stats["acc"][g] = (
+                float(np.mean(np.asarray(acc_trace)[g][~diverged[g]][:, num_burnin:])) if good.size else np.nan
+            )
+        if good.shape[0] == 0:
+            continue
+        chain_means = good.mean(axis=1)
+        stats["mean"][g] = chain_means.mean()
+        stats["sd"][g] = good.std()
+        stats["se"][g] = chain_means.std(ddof=1) / np.sqrt(len(chain_means)) if len(chain_means) > 1 else np.nan
+        stats["mcse"][g] = diagnostics.mcse(good)
+        stats["rhat"][g] = diagnostics.rhat(good) if len(chain_means) > 1 else np.nan
+        stats["ess"][g] = diagnostics.ess(good)
+        stats["drift"][g] = diagnostics.drift_z(good)
+    se = np.where(np.isfinite(stats["se"]), stats["se"], stats["mcse"])
+    d_half = target.num_parameters / 2
+    num_diverged = diverged.sum(axis=1)
+    stable = (
+        (num_diverged == 0)
+        & np.isfinite(stats["mean"])
+        & (stats["mean"] - 3 * np.nan_to_num(se) <= 1.1 * d_half)
+        & ~(stats["acc"] < 0.5)
+    )
+    equilibrated = stable & (np.abs(np.nan_to_num(stats["drift"])) <= diagnostics.DRIFT_Z) & ~(stats["rhat"] >= 1.1)
+
+    ok = np.flatnonzero(equilibrated)
+    slope = intercept = float("nan")
+    predicted = np.full(G, np.nan)
+    if ok.size >= 2:
+        intercept, slope = _fit_line(eps[ok], stats["mean"][ok], se[ok])
+        if intercept > 0:
+            predicted = np.maximum(slope, 0.0) * eps / intercept
+    if np.isfinite(predicted[ok]).any() and (predicted[ok] <= bias_tolerance).any():
+        candidates = ok[predicted[ok] <= bias_tolerance]
+        chosen = int(candidates[np.argmax(eps[candidates])])
+        note = (
+            f"chose the largest stable, equilibrated ε whose predicted bias b·ε/a = {predicted[chosen]:+.3f} is within "
+            f"{bias_tolerance:g} (fit over {ok.size} cells: a = {intercept:.4g}, b = {slope:.4g})."
+        )
+    elif ok.size:
+        chosen = int(ok[np.argmin(eps[ok])])
+        note = (
+            "no equilibrated cell has a predicted bias within the tolerance (or too few cells to fit): chose the "
+            "smallest equilibrated ε. Consider a larger batch_size (minibatch noise inflates λ̂ by about "
+            "nβ/batch_size times the discretization bias) or more calibration steps."
+        )
+    elif stable.any():
+        chosen = int(np.flatnonzero(stable)[np.argmin(eps[stable])])
+        note = (
+            "no cell equilibrated within the calibration run (λ̂ traces still drifting): chose the smallest "
+            "stable ε. Increase num_steps, or localization (flat directions relax in about 2/(εγ) steps)."
+        )
+    else:
+        raise ValueError(
+            "calibration found no stable step size: every cell diverged or exceeded d/2. Pass smaller "
+            f"`step_sizes` (the grid was {eps.min():.3g} to {eps.max():.3g}) or check the model and data."
+        )
+    return CalibrationResult(
+        step_size=float(eps[chosen]),
+        chosen=chosen,
+        step_sizes=eps,
+        llc_mean=stats["mean"],
+        llc_se=se,
+        llc_mcse=stats["mcse"],
+        draw_std=stats["sd"],
+        rhat=stats["rhat"],
+        ess=stats["ess"],
+        drift_z=stats["drift"],
+        num_diverged=num_diverged,
+        acceptance=stats["acc"],
+        stable=stable,
+        equilibrated=equilibrated,
+        predicted_bias=predicted,
+        slope=slope,
+        intercept=intercept,
+        hessian_top=h_max,
+        curvature_cap=cap,
+        bias_tolerance=bias_tolerance,
+        nbeta=settings.nbeta,
+        localization=settings.localization,
+        batch_size=settings.batch_size,
+        num_chains=settings.num_chains,
+        num_steps=num_steps,
+        num_burnin=int(num_burnin),
+        num_params=target.num_parameters,
+        sampler=settings.sampler_name,
+        note=note,
+        per_step_seconds=per_step,
+        wall_time=time.perf_counter() - start,
+    )

@@ -1,0 +1,135 @@
+"""calibrate and step_size="auto": the grid runs in one compile, the rule's classes are right on cells whose
+fate is known, and the chosen step gives λ̂ within tolerance of values known in closed form."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import slt
+from slt.models.regression import quadratic_llc
+from slt.sampling import _run_batched
+
+CAL = dict(num_steps=1500, num_step_sizes=8, num_chains=4, batch_size=100)
+
+
+def hessian_eigenvalues(problem):
+    x = np.asarray(problem.data[0], dtype=np.float64)
+    return np.linalg.eigvalsh(x.T @ x / x.shape[0])
+
+
+@pytest.fixture(scope="module")
+def calibrated(regression):
+    before = _run_batched._cache_size()
+    cal = slt.calibrate(regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), **CAL)
+    return cal, _run_batched._cache_size() - before
+
+
+def test_grid_is_one_compilation_and_capped_by_curvature(calibrated, regression):
+    cal, compiles = calibrated
+    assert compiles <= 1
+    h = hessian_eigenvalues(regression)
+    t = cal.nbeta
+    # power iteration's Rayleigh quotient approaches h_max from below
+    assert h.max() * (1 - 1e-2) <= cal.hessian_top <= h.max() * (1 + 1e-5)
+    assert cal.step_sizes[0] == pytest.approx(2 / (t * cal.hessian_top + cal.localization), rel=1e-6)
+    np.testing.assert_allclose(cal.step_sizes[1:] / cal.step_sizes[:-1], 0.5)
+    assert len(cal.table().splitlines()) == 1 + len(cal.step_sizes)
+
+
+def minibatch_sgld_llc(problem, t, gamma, eps, m):
+    """Stationary E[t(L - L*)] of minibatch SGLD (indices with replacement) on least squares, exact in the
+    discretization and first order in the minibatch noise: per Hessian eigendirection i, the variance is
+    (1 + ε t² v_i / (4m)) / (c_i (1 - ε c_i / 4)) with c_i = t h_i + γ and v_i the per-example gradient
+    variance along it (module docstring of slt.calibration)."""
+    x = np.asarray(problem.data[0], np.float64)
+    r = np.asarray(problem.data[1], np.float64) - x @ np.asarray(problem.params, np.float64)
+    h, u = np.linalg.eigh(x.T @ x / x.shape[0])
+    v = np.einsum("ji,jk,ki->i", u, np.cov((-r[:, None] * x).T, bias=True), u)
+    c = t * h + gamma
+    return float(np.sum(t * h / 2 * (1 + eps * t**2 * v / (4 * m)) / (c * (1 - eps * c / 4))))
+
+
+def test_minibatch_sgld_formula_matches_a_long_run(regression):
+    """The formula the calibration tests rely on, checked once against a long run at a step where the
+    minibatch term is visible (+4%) on top of the discretization term (+3%)."""
+    t = slt.default_nbeta(1000)
+    res = slt.estimate_llc(
+        regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), step_size=7.9e-4,
+        num_draws=20_000, num_burnin=2000, batch_size=100,
+    )
+    exact = minibatch_sgld_llc(regression, t, 1.0, 7.9e-4, 100)
+    assert exact > 1.06 * minibatch_sgld_llc(regression, t, 1.0, 0.0, 100)
+    assert abs(res.llc_mean - exact) < 4 * res.llc_mcse, (res.llc_mean, exact, res.llc_mcse)
+
+
+def test_chosen_step_has_small_bias_and_is_not_needlessly_small(calibrated, regression):
+    """At the chosen ε the exact stationary λ̂ is within two grid steps' worth of the tolerance of its ε → 0
+    value (the fitted slope is noisy; one halving of the grid doubles the bias), and the rule did not
+    retreat to a step far smaller than needed. The largest cell (ε c_max = 2) is far off or unstable."""
+    cal, _ = calibrated
+    assert cal.stable[cal.chosen] and cal.equilibrated[cal.chosen]
+    assert cal.predicted_bias[cal.chosen] <= cal.bias_tolerance
+    limit = minibatch_sgld_llc(regression, cal.nbeta, cal.localization, 0.0, cal.batch_size)
+    at_chosen = minibatch_sgld_llc(regression, cal.nbeta, cal.localization, cal.step_size, cal.batch_size)
+    bias = at_chosen / limit - 1
+    assert cal.bias_tolerance / 8 <= bias <= 2 * cal.bias_tolerance, (bias, cal.summary())
+    assert abs(cal.llc_mean[0] / limit - 1) > 0.2 or not cal.stable[0], cal.summary()
+
+
+def test_acceptance_is_recorded_for_sgld_and_falls_with_the_step(calibrated):
+    cal, _ = calibrated
+    acc = cal.acceptance
+    assert np.all((acc >= 0) & (acc <= 1))
+    assert acc[-1] > acc[0]
+
+
+def test_unstable_cells_are_flagged(regression):
+    """Steps beyond the stability limit ε c_max = 4 diverge and are never chosen."""
+    h = hessian_eigenvalues(regression)
+    t = slt.default_nbeta(regression.data[0].shape[0])
+    limit = 4 / (t * h.max() + 1.0)
+    grid = [limit * 8, limit * 4, limit / 20, limit / 40, limit / 80]
+    cal = slt.calibrate(
+        regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), step_sizes=grid,
+        num_steps=600, num_chains=2, batch_size=100,
+    )
+    assert cal.num_diverged[0] == 2 and cal.num_diverged[1] == 2
+    assert not cal.stable[:2].any()
+    assert cal.step_size <= limit / 20
+    fig = cal.plot()
+    assert len(fig.axes) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"step_sizes": [1e-4, 1e-5]}, "step_sizes"),
+        ({"step_sizes": [1e-4, -1e-5, 1e-6]}, "step_sizes"),
+        ({"bias_tolerance": 0.0}, "bias_tolerance"),
+        ({"num_steps": 100, "num_burnin": 100}, "num_burnin"),
+        ({"num_step_sizes": 2}, "num_step_sizes"),
+    ],
+)
+def test_bad_arguments_name_themselves(regression, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        slt.calibrate(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), **kwargs)
+
+
+def test_auto_step_size_records_the_calibration_and_is_accurate(regression):
+    res = slt.estimate_llc(
+        regression.loss_fn, regression.params, regression.data, key=jax.random.key(1), step_size="auto",
+        batch_size=100, time_budget=10.0,
+    )
+    exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
+    assert res.calibration is not None
+    assert res.step_size == res.calibration.step_size
+    assert res.num_draws >= 2000 and res.burnin_llc_trace.shape[1] >= res.calibration.num_burnin
+    assert res.llc_mean == pytest.approx(exact, rel=0.05), res.summary()
+
+
+def test_auto_rejects_other_strings(regression):
+    with pytest.raises(ValueError, match="step_size"):
+        slt.estimate_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(1),
+                         step_size="fast")
