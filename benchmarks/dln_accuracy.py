@@ -7,6 +7,11 @@ benchmarks/RESULTS.md under ``## Accuracy: <label>``.
 
     python benchmarks/dln_accuracy.py                       # the default table
     python benchmarks/dln_accuracy.py --point true --write  # w* = generating parameter instead
+    python benchmarks/dln_accuracy.py --columns sgld:2e-6 sgld:auto rmsprop_sgld:auto sghmc:auto sgnht:auto --write
+
+With ``--columns``, each column is ``sampler:step`` (a number, or ``auto`` for ``step_size="auto"`` with
+every other argument at its default: batch size, burn-in and draws chosen by the library), and the table
+has λ̂ and its relative error per column, then the median and max |error| and the seconds per column.
 """
 
 from __future__ import annotations
@@ -50,9 +55,7 @@ def run(args) -> list[dict]:
     rows = []
     configs = CONFIGS if not args.only else [CONFIGS[i] for i in args.only]
     for widths, rank in configs:
-        problem = slt.models.deep_linear_network(
-            widths, rank, num_data=args.num_data, seed=args.seed, point=args.point
-        )
+        problem = slt.models.deep_linear_network(widths, rank, num_data=args.num_data, seed=args.seed, point=args.point)
         lam = float(problem.true_llc)
         start = time.perf_counter()
         res = slt.estimate_llc(
@@ -87,8 +90,7 @@ def run(args) -> list[dict]:
 
 
 HEADER = (
-    "| widths | L | r | d | λ (m) | λ̂ ± std | rel. error | R-hat | seconds |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| widths | L | r | d | λ (m) | λ̂ ± std | rel. error | R-hat | seconds |\n|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -112,6 +114,97 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_columns(args) -> tuple[list[dict], list[str]]:
+    rows = []
+    configs = CONFIGS if not args.only else [CONFIGS[i] for i in args.only]
+    for widths, rank in configs:
+        problem = slt.models.deep_linear_network(widths, rank, num_data=args.num_data, seed=args.seed, point=args.point)
+        lam = float(problem.true_llc)
+        row = dict(
+            widths="-".join(map(str, widths)),
+            layers=len(widths) - 1,
+            rank=rank,
+            d=problem.num_parameters,
+            lam=lam,
+            m=problem.multiplicity,
+            cells={},
+        )
+        for column in args.columns:
+            sampler, step = column.split(":")
+            kwargs = {}
+            if step == "auto":
+                kwargs = dict(step_size="auto", time_budget=args.time_budget)
+            else:
+                kwargs = dict(
+                    step_size=float(step),
+                    num_chains=args.num_chains,
+                    num_draws=args.num_draws,
+                    num_burnin=args.num_burnin,
+                    batch_size=args.batch_size,
+                )
+            start = time.perf_counter()
+            res = slt.estimate_llc(
+                problem.loss_fn,
+                problem.params,
+                problem.data,
+                key=jax.random.key(args.seed),
+                sampler=sampler,
+                localization=args.localization,
+                **kwargs,
+            )
+            seconds = time.perf_counter() - start
+            row["cells"][column] = dict(
+                est=res.llc_mean,
+                rel=(res.llc_mean - lam) / lam,
+                seconds=seconds,
+                step=res.step_size,
+                draws=res.num_draws,
+                rhat=res.rhat,
+            )
+            print(
+                f"  {row['widths']} r{rank} {column}: λ̂ {res.llc_mean:.3f} vs {lam:g} ({res.llc_mean / lam - 1:+.1%}),"
+                f" ε {res.step_size:.3g}, {res.num_draws} draws, R-hat {res.rhat:.3f}, {seconds:.1f} s",
+                flush=True,
+            )
+        rows.append(row)
+    return rows, list(args.columns)
+
+
+def format_columns(rows, columns) -> str:
+    head = "| widths | L | r | d | λ | " + " | ".join(columns) + " |"
+    lines = [head, "|" + "---|" * (5 + len(columns))]
+    for r in rows:
+        cells = [f"{c['est']:.2f} ({c['rel']:+.1%})" for c in (r["cells"][k] for k in columns)]
+        lines.append(
+            f"| {r['widths']} | {r['layers']} | {r['rank']} | {r['d']} | {r['lam']:g} | " + " | ".join(cells) + " |"
+        )
+
+    def col_stats(sel, k):
+        errs = [abs(r["cells"][k]["rel"]) for r in sel]
+        return f"{statistics.median(errs):.1%} / {max(errs):.1%}" if errs else "—"
+
+    lines.append("| **median / max, all** | | | | | " + " | ".join(col_stats(rows, k) for k in columns) + " |")
+    two = [r for r in rows if r["layers"] == 2]
+    if two:
+        lines.append("| **median / max, 2 layers** | | | | | " + " | ".join(col_stats(two, k) for k in columns) + " |")
+    lines.append(
+        "| **seconds (total)** | | | | | "
+        + " | ".join(f"{sum(r['cells'][k]['seconds'] for r in rows):.0f}" for k in columns)
+        + " |"
+    )
+    lines.append("")
+    lines.append("Chosen step sizes / kept draws per cell (auto columns):")
+    for r in rows:
+        lines.append(
+            f"- {r['widths']} r{r['rank']}: "
+            + "; ".join(
+                f"{k} ε {r['cells'][k]['step']:.2g}, {r['cells'][k]['draws']} draws, {r['cells'][k]['seconds']:.0f} s"
+                for k in columns
+            )
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step-size", type=float, default=2e-6)
@@ -127,7 +220,35 @@ def main(argv=None):
     parser.add_argument("--label", default=None, help="section label for RESULTS.md")
     parser.add_argument("--note", default="", help="text put under the table")
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--columns", nargs="*", help="sampler:step columns, step a number or 'auto'")
+    parser.add_argument("--time-budget", type=float, default=120.0, help="time_budget for auto columns")
     args = parser.parse_args(argv)
+
+    if args.columns:
+        start = time.perf_counter()
+        rows, columns = run_columns(args)
+        total = time.perf_counter() - start
+        table = format_columns(rows, columns)
+        print(table)
+        if args.write:
+            command = "python " + " ".join(["benchmarks/dln_accuracy.py", *sys.argv[1:]])
+            body = "\n".join(
+                [
+                    "Cells: λ̂ (relative error against Aoyagi's λ). Fixed-step columns use the core issue's settings "
+                    f"(batch {args.batch_size}, {args.num_chains} chains × {args.num_draws} draws after "
+                    f'{args.num_burnin}); `auto` columns call `estimate_llc(step_size="auto")` with every other '
+                    "argument at its default (batch 256, 4 chains; burn-in and draws chosen from the calibration).",
+                    "",
+                    f"Run {datetime.date.today()} on {jax.devices()[0].device_kind} ({jax.devices()[0].platform}, JAX "
+                    f"{jax.__version__}), total {total:.0f} s: `{command}`",
+                    "",
+                    table,
+                    "",
+                    args.note,
+                ]
+            )
+            write_section(f"Accuracy per sampler: {args.label or 'DLN'}", body)
+        return
 
     print(HEADER)
     start = time.perf_counter()
@@ -144,19 +265,21 @@ def main(argv=None):
             f"n = {args.num_data}, x ~ N(0, I), y = Wx + N(0, I), w* = `point={args.point!r}`, seed {args.seed}."
         )
         command = "python " + " ".join(["benchmarks/dln_accuracy.py", *sys.argv[1:]])
-        body = "\n".join([
-            f"{settings}",
-            "",
-            f"Run {datetime.date.today()} on {platform.machine()} CPU ({jax.devices()[0].platform}, JAX "
-            f"{jax.__version__}), total {total:.0f} s: `{command}`",
-            "",
-            HEADER,
-            *[format_row(r) for r in rows],
-            "",
-            text,
-            "",
-            args.note,
-        ])
+        body = "\n".join(
+            [
+                f"{settings}",
+                "",
+                f"Run {datetime.date.today()} on {platform.machine()} CPU ({jax.devices()[0].platform}, JAX "
+                f"{jax.__version__}), total {total:.0f} s: `{command}`",
+                "",
+                HEADER,
+                *[format_row(r) for r in rows],
+                "",
+                text,
+                "",
+                args.note,
+            ]
+        )
         write_section(f"Accuracy: {label}", body)
 
 
