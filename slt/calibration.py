@@ -56,10 +56,13 @@ __all__ = ["CalibrationResult", "calibrate", "top_hessian_eigenvalue"]
 def top_hessian_eigenvalue(
     target: Target, *, key: jax.Array, num_examples: int = 2048, num_iterations: int = 100
 ) -> float:
-    r"""Largest eigenvalue of the Hessian of :math:`L_n` at w* by power iteration on Hessian-vector products.
+    r"""Largest |eigenvalue| of the Hessian of :math:`L_n` at w* by power iteration on Hessian-vector products.
 
-    Uses the first ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is estimated well by a
-    subset); each iteration costs one forward-over-reverse pass. Returns :math:`\max(h_{\max}, 0)`.
+    The spectral radius is what limits a gradient step's stability. At a singular point (e.g. w* = 0 of a
+    product model) the Hessian can be indefinite with eigenvalues ±σ, where the Rayleigh quotient of a
+    power iterate is meaningless; the norm :math:`\lVert Hv\rVert` of the normalized iterate converges to the
+    radius either way. Uses the first ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is
+    estimated well by a subset); each iteration costs one forward-over-reverse pass.
     """
     flat, unravel = jax.flatten_util.ravel_pytree(target.position)
     m = min(num_examples, target.num_data)
@@ -77,14 +80,14 @@ def top_hessian_eigenvalue(
             v, _ = carry
             hv = hvp(v)
             norm = jnp.linalg.norm(hv)
-            return hv / jnp.where(norm > 0, norm, 1.0), jnp.vdot(v, hv)
+            return hv / jnp.where(norm > 0, norm, 1.0), norm
 
         v0 = v0 / jnp.linalg.norm(v0)
-        _, rayleigh = jax.lax.fori_loop(0, num_iterations, body, (v0, jnp.zeros((), flat.dtype)))
-        return rayleigh
+        _, radius = jax.lax.fori_loop(0, num_iterations, body, (v0, jnp.zeros((), flat.dtype)))
+        return radius
 
     v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    return max(float(power(flat, v0)), 0.0)
+    return float(power(flat, v0))
 
 
 @dataclasses.dataclass
@@ -339,6 +342,9 @@ def _calibrate_target(
     hess_key, run_key = jax.random.split(key)
     h_max = top_hessian_eigenvalue(target, key=hess_key)
     cap = 2.0 / (settings.nbeta * h_max + settings.localization) if (h_max > 0 or settings.localization > 0) else 1.0
+    if settings.sampler == "rmsprop_sgld":
+        # its effective step is ε/(sqrt(V) + δ), up to ε/δ where gradients are small (slt.samplers.rmsprop_sgld)
+        cap *= dict(settings.sampler_params).get("eps", 0.1)
     if step_sizes is None:
         if isinstance(num_step_sizes, bool) or not isinstance(num_step_sizes, int) or num_step_sizes < 3:
             raise ValueError(f"`num_step_sizes` must be an integer >= 3; got {num_step_sizes!r}.")

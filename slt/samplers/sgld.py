@@ -11,6 +11,20 @@ as in Lau et al. (arXiv 2308.12108, eq. (13)). blackjax writes the same update a
 We do not call ``blackjax.sgld``: its ``grad_estimator`` interface returns the gradient only, so recording
 the minibatch loss :math:`L_{B_t}(w_t)` (which the LLC needs at every draw) would cost a second forward
 pass per step. Here the loss comes from the same ``value_and_grad`` evaluation.
+
+:func:`sgld_with_acceptance` runs the same chain (the same positions, bit for bit, for the same key) and also
+reports the Metropolis–Hastings acceptance probability that MALA (:mod:`slt.samplers.mala`) would give each
+SGLD step, computed on the step's own minibatch,
+
+.. math::
+
+    a_t = \min\Big(1,\ \exp\big[U_B(w_t) - U_B(w_{t+1}) + \tfrac12\lVert\xi_t\rVert^2
+        - \tfrac{1}{2\varepsilon}\lVert w_t - w_{t+1} + \tfrac\varepsilon2\nabla U_B(w_{t+1})\rVert^2\big]\Big)
+
+(:math:`\xi_t` the step's standard normal noise). Nothing is rejected: it is a diagnostic of the step size
+(Lau et al., arXiv 2308.12108, use it to flag steps too large for the local geometry; a mean far below 1
+means the discretization is coarse there). It costs one more ``value_and_grad`` per step, at
+:math:`w_{t+1}`, on the same minibatch.
 """
 
 from __future__ import annotations
@@ -22,8 +36,9 @@ import jax.numpy as jnp
 
 from slt.posterior import LocalPosterior
 from slt.samplers.base import SamplingAlgorithm, normal_like
+from slt.samplers.mala import acceptance_probability, langevin_log_ratio
 
-__all__ = ["SGLDState", "SGLDInfo", "build_kernel", "sgld"]
+__all__ = ["SGLDState", "SGLDInfo", "SGLDAcceptanceInfo", "build_kernel", "sgld", "sgld_with_acceptance"]
 
 
 class SGLDState(NamedTuple):
@@ -34,8 +49,23 @@ class SGLDInfo(NamedTuple):
     loss: jax.Array  # L_B(w_t) at the position the step started from
 
 
+class SGLDAcceptanceInfo(NamedTuple):
+    loss: jax.Array  # L_B(w_t) at the position the step started from
+    acceptance_rate: jax.Array  # min(1, MH ratio) of this SGLD step as a MALA proposal, on the same minibatch
+
+
 def init(position) -> SGLDState:
     return SGLDState(position)
+
+
+def _sgld_move(position, grad, noise, step_size):
+    scale = jnp.sqrt(step_size)
+    return jax.tree_util.tree_map(
+        lambda w, g, z: (w - 0.5 * step_size * g + scale * z).astype(w.dtype),
+        position,
+        grad,
+        noise,
+    )
 
 
 def build_kernel(posterior: LocalPosterior):
@@ -44,14 +74,22 @@ def build_kernel(posterior: LocalPosterior):
     def kernel(rng_key, state: SGLDState, batch, step_size) -> tuple[SGLDState, SGLDInfo]:
         loss, grad = posterior.loss_and_grad(state.position, batch)
         noise = normal_like(rng_key, state.position)
-        scale = jnp.sqrt(step_size)
-        position = jax.tree_util.tree_map(
-            lambda w, g, z: (w - 0.5 * step_size * g + scale * z).astype(w.dtype),
-            state.position,
-            grad,
-            noise,
-        )
+        position = _sgld_move(state.position, grad, noise, step_size)
         return SGLDState(position), SGLDInfo(loss)
+
+    return kernel
+
+
+def build_acceptance_kernel(posterior: LocalPosterior):
+    """Return ``kernel(rng_key, state, batch, step_size) -> (state, info)``: SGLD plus its MALA acceptance."""
+
+    def kernel(rng_key, state: SGLDState, batch, step_size) -> tuple[SGLDState, SGLDAcceptanceInfo]:
+        loss, grad = posterior.loss_and_grad(state.position, batch)
+        noise = normal_like(rng_key, state.position)
+        position = _sgld_move(state.position, grad, noise, step_size)
+        new_loss, new_grad = posterior.loss_and_grad(position, batch)
+        log_ratio = langevin_log_ratio(posterior, state.position, loss, position, new_loss, new_grad, noise, step_size)
+        return SGLDState(position), SGLDAcceptanceInfo(loss, acceptance_probability(log_ratio))
 
     return kernel
 
@@ -59,6 +97,18 @@ def build_kernel(posterior: LocalPosterior):
 def sgld(posterior: LocalPosterior, step_size) -> SamplingAlgorithm:
     """SGLD with step size ε (the variance of the injected noise per step)."""
     kernel = build_kernel(posterior)
+
+    def step(rng_key, state, batch):
+        return kernel(rng_key, state, batch, step_size)
+
+    return SamplingAlgorithm(init, step)
+
+
+def sgld_with_acceptance(posterior: LocalPosterior, step_size) -> SamplingAlgorithm:
+    """:func:`sgld` (identical positions for the same key) whose info also has ``acceptance_rate``: the MALA
+    acceptance probability of each SGLD step on its own minibatch (a step-size diagnostic; nothing is
+    rejected). One extra ``value_and_grad`` per step."""
+    kernel = build_acceptance_kernel(posterior)
 
     def step(rng_key, state, batch):
         return kernel(rng_key, state, batch, step_size)
