@@ -347,7 +347,11 @@ def estimate_llc(
         nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` with the full data size n (Lau et al.).
             devinterp's default, ``batch_size / log(batch_size)``, is a different quantity.
         localization: γ, the strength of the Gaussian pull towards w*.
-        sampler: ``"sgld"`` or a factory ``factory(posterior, step_size=...) -> SamplingAlgorithm``.
+        sampler: ``"sgld"``, ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"``, ``"mala"`` (full batch; see
+            :mod:`slt.samplers`), or a factory ``factory(posterior, step_size=..., **params) ->
+            SamplingAlgorithm``. All use SGLD's ε convention.
+        sampler_params: the sampler's other hyperparameters, e.g. ``{"friction": 0.1}`` for SGHMC
+            (traced: changing them does not recompile).
         estimator: ``"paired"`` (default) or ``"plain"``; see the module docstring.
         loss: for model forms, ``loss(outputs, targets) -> scalar`` (see :mod:`slt.losses`).
         where: which parameters move (weight-restricted LLC): a path predicate ``(path, leaf) -> bool``
