@@ -7,6 +7,7 @@ closed-form learning coefficients to validate them against, and reference models
 from __future__ import annotations
 
 from slt import callbacks, diagnostics, dynamics, losses, models, samplers, theory
+from slt.calibration import CalibrationResult, calibrate
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
 from slt.sampling import run_chains
@@ -15,6 +16,8 @@ from slt.targets import Target
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationResult",
+    "calibrate",
     "LLCResult",
     "LocalPosterior",
     "SamplingWarning",
