@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from slt import callbacks, diagnostics, dynamics, losses, models, samplers, theory
 from slt.calibration import CalibrationResult, calibrate
+from slt.free_energy import (
+    LocalFreeEnergyResult,
+    MultiplicityResult,
+    MultiTemperatureResult,
+    WBICResult,
+    fit_free_energy_expansion,
+    fit_multiplicity,
+    llc_multitemperature,
+    local_free_energy,
+    wbic,
+)
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
 from slt.sampling import run_chains
@@ -16,6 +27,15 @@ from slt.targets import Target
 __version__ = "0.1.0"
 
 __all__ = [
+    "LocalFreeEnergyResult",
+    "MultiplicityResult",
+    "MultiTemperatureResult",
+    "WBICResult",
+    "fit_free_energy_expansion",
+    "fit_multiplicity",
+    "llc_multitemperature",
+    "local_free_energy",
+    "wbic",
     "CalibrationResult",
     "calibrate",
     "LLCResult",
