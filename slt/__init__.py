@@ -6,7 +6,7 @@ closed-form learning coefficients to validate them against, and reference models
 
 from __future__ import annotations
 
-from slt import callbacks, diagnostics, dynamics, losses, models, samplers, theory
+from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, samplers, theory
 from slt.calibration import CalibrationResult, calibrate
 from slt.free_energy import (
     LocalFreeEnergyResult,
@@ -46,6 +46,7 @@ __all__ = [
     "default_nbeta",
     "diagnostics",
     "dynamics",
+    "ground_truth",
     "estimate_llc",
     "losses",
     "models",

@@ -1,0 +1,395 @@
+r"""Exact ground truth for the LLC: the localized tempered posterior sampled with NUTS (NumPyro).
+
+:func:`nuts_llc` samples
+
+.. math::
+
+    p(w) \propto \exp\big(-U(w)\big), \qquad
+    U(w) = n\beta\, L_n(w) + \frac{\gamma}{2}\lVert w - w^*\rVert^2
+
+with the *full-data* loss :math:`L_n` (no minibatches) and the No-U-Turn sampler (Hoffman & Gelman, JMLR 15,
+2014), which has a Metropolis correction: its only error is Monte-Carlo error, and it reports it. It returns
+the plain estimate :math:`\hat\lambda = n\beta\,(\mathbb E[L_n(w)] - L_n(w^*))` (Lau et al., arXiv 2308.12108,
+Def. 3; SCIENCE.md §1) as an :class:`~slt.llc.LLCResult`, directly comparable with :func:`slt.estimate_llc` at
+the same nβ and γ. The difference between an SGLD estimate and this value is *sampler error* (step size,
+minibatch noise, too few steps); the difference between this value and the learning coefficient λ is the
+*finite-nβ effect* of the posterior itself (``benchmarks/nuts_split.py``).
+
+Implementation: NumPyro's functional NUTS (``numpyro.infer.hmc.hmc(potential_fn, algo="NUTS")``: step size
+by dual averaging and a diagonal or dense mass matrix adapted during warmup, as ``numpyro.infer.NUTS`` does
+under ``MCMC``), driven by our own ``lax.scan`` in one jitted function: the chains (``vmap`` or ``lax.map``),
+warmup and sampling compile once, and a second call with the same loss and shapes does not compile again.
+Only scalars are recorded per draw, never the d-dimensional samples.
+
+Precision: :math:`n\beta L_n(w)` is large (about n/log n times the loss) and λ̂ is a small difference of
+such numbers, so by default the potential and the losses are computed in float64 inside a local
+``jax.enable_x64`` context; the global JAX setting (and every other computation of the library) is unchanged.
+Floating parameters and data are cast to float64 for the run (exact), so the posterior is that of the same
+function of the same numbers, only evaluated more precisely.
+
+Cost: every leapfrog step evaluates the gradient of :math:`L_n` on the whole data set, and NUTS takes
+tens to hundreds of them per draw on singular posteriors. For models whose loss depends on the data only
+through a few statistics (linear models with squared error: :math:`X^\top X`, :math:`X^\top Y`), pass
+``full_loss``, an exactly equal but cheaper :math:`L_n`; it is checked against the data loss first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from slt.llc import LLCResult, SamplingWarning, check_loss_at_center, make_target, summarize
+from slt.posterior import resolve_nbeta
+from slt.sampling import as_key
+
+__all__ = ["nuts_llc"]
+
+CHAIN_METHODS = ("vectorized", "sequential")
+
+
+def _x64(enabled: bool):
+    """A context in which JAX creates float64 arrays; the global setting is restored on exit."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if hasattr(jax, "enable_x64"):  # a config context manager (jax 0.10, 0.12)
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # older jax
+
+    return enable_x64()
+
+
+def _to_float64(tree):
+    """Cast floating-point array leaves to float64 (integer leaves, e.g. class labels, are left alone)."""
+
+    def cast(x):
+        if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.asarray(x, jnp.float64)
+        return x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+class _MeanLoss:
+    """:math:`L_n` of the flattened parameters: the target's loss on all the data, or ``full_loss``.
+
+    Hashable by value (the loss object, ``full_loss`` and ``rebuild``), so that it can be a static argument
+    of the jitted run and equal problems share one compilation.
+    """
+
+    def __init__(self, loss, full_loss, rebuild):
+        self.loss, self.full_loss, self.rebuild = loss, full_loss, rebuild
+
+    def __call__(self, position, frozen, data):
+        if self.full_loss is None:
+            return self.loss(position, frozen, data)
+        return self.full_loss(position if self.rebuild is None else self.rebuild(position))
+
+    def _key(self):
+        return (self.loss, self.full_loss, self.rebuild)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, _MeanLoss) and other._key() == self._key()
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "mean_loss",
+        "num_warmup",
+        "num_samples",
+        "max_tree_depth",
+        "dense_mass",
+        "vectorized",
+    ),
+)
+def _run_nuts(
+    chain_keys,
+    position,
+    frozen,
+    data,
+    nbeta,
+    localization,
+    target_accept_prob,
+    *,
+    mean_loss,
+    num_warmup,
+    num_samples,
+    max_tree_depth,
+    dense_mass,
+    vectorized,
+):
+    """All chains of one NUTS run, started at w*; per-step scalars of shape (C, num_warmup + num_samples).
+
+    nβ, γ and the target acceptance are traced: changing them does not compile again.
+    """
+    from numpyro.infer.hmc import hmc
+
+    center, unravel = ravel_pytree(position)
+
+    def potential(z):
+        return nbeta * mean_loss(unravel(z), frozen, data) + 0.5 * localization * jnp.sum(jnp.square(z - center))
+
+    init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
+
+    def one_chain(key):
+        state = init_kernel(
+            center,
+            num_warmup,
+            target_accept_prob=target_accept_prob,
+            dense_mass=dense_mass,
+            max_tree_depth=max_tree_depth,
+            rng_key=key,
+        )
+
+        def step(state, _):
+            state = sample_kernel(state)
+            prior = 0.5 * localization * jnp.sum(jnp.square(state.z - center))
+            record = {
+                "loss": (state.potential_energy - prior) / nbeta,  # L_n(w) of the draw, as NUTS saw it
+                "accept_prob": state.accept_prob,
+                "num_steps": state.num_steps,
+                "diverging": state.diverging,
+                "step_size": state.adapt_state.step_size,
+            }
+            return state, record
+
+        _, records = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
+        return records
+
+    return jax.vmap(one_chain)(chain_keys) if vectorized else jax.lax.map(one_chain, chain_keys)
+
+
+def _check_full_loss(mean_loss: _MeanLoss, data_loss: _MeanLoss, position, frozen, data, nbeta: float) -> None:
+    """Raise unless ``full_loss`` equals the data loss at w* and at two points around it.
+
+    The criterion is on the potential: nβ·|Δ L_n| must be far below 1 (the posterior density changes by the
+    factor exp(nβ·Δ L_n)). The points are fixed (numpy seed 0), so the check does not consume the user's key.
+    """
+    flat, unravel = ravel_pytree(position)
+    tol = 10 * float(jnp.finfo(flat.dtype).eps)  # rounding of the two ways of summing, relative to nβ L_n
+    rng = np.random.default_rng(0)
+    for scale in (0.0, 1e-2, 0.3):
+        pos = unravel(flat + scale * jnp.asarray(rng.standard_normal(flat.shape), flat.dtype))
+        a = float(mean_loss(pos, frozen, data))
+        b = float(data_loss(pos, frozen, data))
+        if not (math.isfinite(a) and abs(nbeta * (a - b)) <= 1e-3 + tol * abs(nbeta * b)):
+            where = "at w*" if scale == 0 else f"at w* + Gaussian noise of scale {scale}"
+            raise ValueError(
+                f"`full_loss` does not equal the mean loss over `data` {where}: full_loss = {a!r}, data loss = "
+                f"{b!r} (nβ·difference {nbeta * (a - b):.3g}). It must be the same function L_n(params), "
+                "e.g. computed from sufficient statistics of the data."
+            )
+
+
+def nuts_llc(
+    model_or_loss,
+    *args,
+    key,
+    nbeta: float | None = None,
+    localization: float = 1.0,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    dense_mass: bool = False,
+    chain_method: str = "vectorized",
+    full_loss: Callable | None = None,
+    x64: bool = True,
+    loss=None,
+    where=None,
+    chunk_size: int = 1024,
+) -> LLCResult:
+    r"""λ̂ from the exact localized tempered posterior, sampled with NumPyro's NUTS on the full-data potential.
+
+    Call forms (as :func:`slt.estimate_llc`)::
+
+        nuts_llc(loss_fn, params, data, key=...)                  # loss_fn(params, batch) -> scalar
+        nuts_llc(nnx_model, (x, y), loss=slt.losses.gaussian_nll, key=...)
+        nuts_llc(linen_module, variables, (x, y), loss=..., key=...)
+
+    The potential is :math:`U(w) = n\beta L_n(w) + \frac\gamma2\lVert w-w^*\rVert^2` over the flattened moving
+    parameters (``jax.flatten_util.ravel_pytree``), with :math:`L_n` the loss of the whole data set in one
+    call. Every chain starts at w*; NUTS adapts its step size and mass matrix during ``num_warmup`` steps,
+    which are discarded (their losses are kept in ``burnin_loss_trace``). The estimate is the plain one,
+    :math:`n\beta(\overline{L_n(w)} - L_n(w^*))` over the kept draws, with :math:`L_n(w)` of each draw read
+    off its potential energy.
+
+    Args:
+        model_or_loss: ``loss_fn(params, batch)`` (batch mean of a per-example NLL) or a Flax model; see
+            the call forms.
+        key: a ``jax.random.key``. Same key, same result.
+        nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` (Lau et al.), as in :func:`slt.estimate_llc`.
+        localization: γ ≥ 0 (γ = 0 only where :math:`e^{-n\beta L_n}` is integrable by itself).
+        num_chains: independent chains, all started at w*.
+        num_warmup: adaptation steps per chain (dual-averaging step size, mass matrix), discarded.
+        num_samples: kept draws per chain.
+        target_accept_prob: NUTS's target acceptance probability; raise it (0.9–0.99) when divergences
+            are reported.
+        max_tree_depth: at most :math:`2^{\text{depth}} - 1` leapfrog steps per draw.
+        dense_mass: adapt a dense mass matrix instead of a diagonal one (d × d: only for small d).
+        chain_method: ``"vectorized"`` (all chains in one ``vmap``: each step waits for the longest tree,
+            but shares the work; best for small models on CPU) or ``"sequential"`` (``lax.map``).
+        full_loss: optional ``full_loss(params) -> L_n(params)``, an exactly equal but cheaper form of the
+            mean loss over ``data`` (e.g. from sufficient statistics), called with the parameters in the
+            form ``loss_fn`` takes them. It is checked against the data loss at w* and at perturbed points,
+            then replaces it in the potential. Only for the ``loss_fn`` call form.
+        x64: compute in float64 inside a local ``jax.enable_x64`` context (default). ``False`` runs in the
+            dtype of the parameters.
+        loss, where: as in :func:`slt.estimate_llc` (output loss for model forms; which parameters move).
+        chunk_size: examples per chunk when checking the loss at w* (as in :func:`slt.estimate_llc`).
+
+    Returns:
+        :class:`~slt.llc.LLCResult` with ``sampler="nuts"``, ``estimator="plain"``, ``batch_size = n``,
+        ``num_burnin = num_warmup`` (the warmup draws are the burn-in), ``step_size`` the mean over chains
+        of NUTS's adapted step size, ``loss_trace`` the full-data loss of every kept draw,
+        ``loss_at_center_trace`` filled with :math:`L_n(w^*)` (``init_loss``, computed in the same precision
+        as the draws), and ``sampler_stats`` with per-draw ``accept_prob`` (NUTS's mean acceptance
+        statistic over the tree, which the step-size adaptation drives to ``target_accept_prob``; not a
+        Metropolis acceptance rate, so it is not reported as ``acceptance_rate``), ``tree_depth``,
+        ``num_steps`` (leapfrog steps), ``diverging`` and ``step_size``. Divergent transitions among the
+        kept draws, and trees that hit ``max_tree_depth``, are listed in ``warnings`` and raised as a
+        :class:`~slt.llc.SamplingWarning`: a divergence means the sampler could not resolve part of the
+        posterior (often the neighbourhood of a singularity), so λ̂ may be biased.
+
+    Raises:
+        ValueError: bad arguments (the message names the argument), or a loss that is not finite at w*.
+        ImportError: NumPyro is not installed.
+    """
+    key = as_key(key)
+    target = make_target(model_or_loss, *args, loss=loss, where=where)
+    nbeta = resolve_nbeta(nbeta, target.num_data)
+    try:
+        gamma = float(localization)
+    except (TypeError, ValueError):
+        gamma = float("nan")
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
+    num_chains = _positive_int(num_chains, "num_chains")
+    num_warmup = _positive_int(num_warmup, "num_warmup")
+    num_samples = _positive_int(num_samples, "num_samples")
+    max_tree_depth = _positive_int(max_tree_depth, "max_tree_depth")
+    chunk_size = _positive_int(chunk_size, "chunk_size")
+    try:
+        target_accept = float(target_accept_prob)
+    except (TypeError, ValueError):
+        target_accept = float("nan")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"`target_accept_prob` must be in (0, 1); got {target_accept_prob!r}.")
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}; got {chain_method!r}.")
+    if full_loss is not None:
+        if not callable(full_loss):
+            raise ValueError(f"`full_loss` must be callable as full_loss(params) -> scalar; got {type(full_loss)}.")
+        if loss is not None:
+            raise ValueError("`full_loss` is only for the loss_fn(params, batch) call form, not for models.")
+    try:
+        import numpyro  # noqa: F401
+    except ImportError as err:
+        raise ImportError("nuts_llc needs NumPyro: pip install numpyro") from err
+    check_loss_at_center(target, chunk_size)  # a finite scalar batch mean at w*, as estimate_llc checks
+
+    data_loss = _MeanLoss(target.loss, None, None)
+    mean_loss = data_loss if full_loss is None else _MeanLoss(target.loss, full_loss, target.rebuild)
+    cast = _to_float64 if x64 else (lambda tree: tree)
+    with _x64(x64):
+        position, frozen, data = cast(target.position), cast(target.frozen), cast(target.data)
+        if full_loss is not None:
+            _check_full_loss(mean_loss, data_loss, position, frozen, data, nbeta)
+        loss_at_center = float(jax.jit(mean_loss)(position, frozen, data))
+        if not math.isfinite(loss_at_center):
+            raise ValueError(f"the full-data loss at w* is not finite ({loss_at_center}); check `params` and data.")
+        start = time.perf_counter()
+        records = _run_nuts(
+            jax.random.split(key, num_chains),
+            position,
+            frozen,
+            data,
+            nbeta,
+            gamma,
+            target_accept,
+            mean_loss=mean_loss,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            max_tree_depth=max_tree_depth,
+            dense_mass=bool(dense_mass),
+            vectorized=chain_method == "vectorized",
+        )
+        records = {k: np.asarray(v) for k, v in records.items()}
+        wall_time = time.perf_counter() - start
+
+    losses = records.pop("loss").astype(np.float64)
+    records["tree_depth"] = np.floor(np.log2(np.maximum(records["num_steps"], 1))).astype(np.int64) + 1
+    step_sizes = records["step_size"][:, -1].astype(np.float64)
+    result = summarize(
+        losses,
+        np.full_like(losses, loss_at_center),
+        num_burnin=num_warmup,
+        init_loss=loss_at_center,
+        nbeta=nbeta,
+        estimator="plain",
+        info=records,
+        num_params=target.num_parameters,
+        localization=gamma,
+        step_size=float(np.mean(step_sizes)),
+        batch_size=target.num_data,
+        num_data=target.num_data,
+        sampler="nuts",
+        wall_time=wall_time,
+        sampler_params={
+            "num_warmup": num_warmup,
+            "target_accept_prob": target_accept,
+            "max_tree_depth": max_tree_depth,
+            "dense_mass": float(bool(dense_mass)),
+        },
+    )
+    _report_nuts_health(result, max_tree_depth)
+    return result
+
+
+def _report_nuts_health(result: LLCResult, max_tree_depth: int) -> None:
+    """Add NUTS's own findings (divergent transitions, saturated trees) to ``result.warnings`` and warn."""
+    found = []
+    diverging = np.asarray(result.sampler_stats["diverging"], bool)
+    per_chain = diverging.sum(axis=1)
+    if per_chain.any():
+        chains = ", ".join(f"chain {c}: {k}" for c, k in enumerate(per_chain) if k)
+        found.append(
+            f"NUTS had {int(per_chain.sum())} divergent transitions in {diverging.size} kept draws ({chains}): "
+            "part of the posterior (often the neighbourhood of a singularity) was not resolved at the adapted "
+            "step size, so λ̂ may be biased. Raise target_accept_prob (e.g. 0.95 or 0.99)."
+        )
+    saturated = np.asarray(result.sampler_stats["num_steps"]) >= 2**max_tree_depth - 1
+    if saturated.mean() > 0.01:
+        found.append(
+            f"{saturated.mean():.0%} of the kept draws hit max_tree_depth = {max_tree_depth} (trajectories cut "
+            "short): the chains mix more slowly than the draw count suggests. Raise max_tree_depth."
+        )
+    accept = float(np.mean(result.sampler_stats["accept_prob"]))
+    target_accept = result.sampler_params["target_accept_prob"]
+    if accept < target_accept - 0.15:
+        found.append(
+            f"NUTS's mean acceptance statistic is {accept:.2f}, far below its target {target_accept:g}: the "
+            "step-size adaptation did not settle. Raise num_warmup."
+        )
+    if found:
+        result.warnings.extend(found)
+        warnings.warn(" ".join(found), SamplingWarning, stacklevel=3)

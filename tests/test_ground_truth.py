@@ -1,0 +1,168 @@
+"""``slt.ground_truth.nuts_llc``: NUTS on the full-data localized posterior against exact values.
+
+Tolerances follow the Monte-Carlo error: each accuracy test first asserts that the run's MCSE is small
+enough for the tolerance to mean something, then that the estimate is within the tolerance of the exact
+value and within a few MCSE of it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import slt
+from slt.ground_truth import nuts_llc
+from slt.models.regression import quadratic_llc
+
+pytestmark = pytest.mark.filterwarnings("error::slt.llc.SamplingWarning")
+
+# One set of static settings for the regression runs, so that they share one compilation.
+NUTS_SETTINGS = dict(num_chains=4, num_warmup=500, num_samples=2000)
+
+
+def _hessian_eigenvalues(problem) -> np.ndarray:
+    x = np.asarray(problem.data[0], np.float64)
+    return np.linalg.eigvalsh(x.T @ x / len(x))
+
+
+@pytest.fixture(scope="module")
+def regression_run(regression):
+    return nuts_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), **NUTS_SETTINGS)
+
+
+def test_matches_exact_quadratic_value_at_default_nbeta(regression, regression_run):
+    """Regular model at nβ = n/log n, γ = 1: within 5% of Σ t h_i / (2 (t h_i + γ))."""
+    res = regression_run
+    exact = quadratic_llc(_hessian_eigenvalues(regression), res.nbeta, 1.0)
+    assert res.nbeta == pytest.approx(regression.num_data / np.log(regression.num_data))
+    assert res.llc_mcse < 0.015 * exact  # so that 5% is more than 3 MCSE
+    assert abs(res.llc_mean - exact) < 0.05 * exact
+    assert abs(res.llc_mean - exact) < 4 * res.llc_mcse
+    assert res.rhat < 1.01
+    assert res.sampler == "nuts" and res.estimator == "plain"
+    assert res.llc_trace.shape == (4, 2000) and res.burnin_loss_trace.shape == (4, 500)
+    assert set(res.sampler_stats) >= {"accept_prob", "tree_depth", "num_steps", "diverging", "step_size"}
+    assert res.sampler_stats["accept_prob"].shape == (4, 2000)
+    assert res.step_size > 0 and res.init_loss == pytest.approx(
+        float(regression.loss_fn(regression.params, regression.data)), rel=1e-5
+    )
+
+
+def test_matches_exact_value_where_localization_matters(regression):
+    """Small nβ, large γ: the exact value (≈ 0.9) is far from d/2 = 2, so nβ and γ must both be right."""
+    nbeta, gamma = 3.0, 4.0
+    res = nuts_llc(
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(1),
+        nbeta=nbeta,
+        localization=gamma,
+        **NUTS_SETTINGS,
+    )
+    exact = quadratic_llc(_hessian_eigenvalues(regression), nbeta, gamma)
+    assert abs(exact - 2.0) > 0.5
+    assert res.llc_mcse < 0.015 * exact
+    assert abs(res.llc_mean - exact) < 0.05 * exact
+    assert abs(res.llc_mean - exact) < 4 * res.llc_mcse
+
+
+def test_same_key_same_result_and_global_precision_unchanged(regression, regression_run):
+    again = nuts_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), **NUTS_SETTINGS)
+    np.testing.assert_array_equal(again.llc_trace, regression_run.llc_trace)
+    np.testing.assert_array_equal(again.sampler_stats["num_steps"], regression_run.sampler_stats["num_steps"])
+    # float64 only inside the call: the global JAX setting is untouched
+    assert jnp.zeros(1).dtype == jnp.float32
+    assert regression_run.loss_trace.dtype == np.float64
+
+
+def _normal_crossing_exact(nbeta: float, gamma: float) -> float:
+    r"""t E[x²y²] under p ∝ exp(-t x²y² - γ(x²+y²)/2), reduced to one dimension.
+
+    Given y, x is Gaussian with precision a(y) = 2 t y² + γ, so E[x² | y] = 1/a(y) and the marginal of y is
+    ∝ exp(-γ y²/2) / sqrt(a(y)); then t E[x²y²] = E_y[t y² / a(y)], a smooth 1-D integral.
+    """
+    y = np.linspace(-14 / np.sqrt(gamma), 14 / np.sqrt(gamma), 400_001)
+    a = 2 * nbeta * y**2 + gamma
+    weight = np.exp(-0.5 * gamma * y**2) / np.sqrt(a)
+    return float(np.sum(nbeta * y**2 / a * weight) / np.sum(weight))
+
+
+@pytest.fixture(scope="module")
+def crossing():
+    return slt.models.normal_crossing([1, 1], num_data=1000)
+
+
+CROSSING_SETTINGS = dict(num_warmup=500, num_samples=8000)  # shared by the two tests: one compilation
+
+
+def test_normal_crossing_against_quadrature(crossing):
+    """K = x²y² (λ = 1/2, m = 2): a singular posterior whose exact tempered value is a 1-D integral."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = nuts_llc(
+            crossing.loss_fn,
+            crossing.params,
+            crossing.data,
+            key=jax.random.key(2),
+            target_accept_prob=0.99,  # the narrow arms of the cross: at 0.95, ~0.2% of transitions diverge
+            **CROSSING_SETTINGS,
+        )
+    assert all(str(w.message).startswith("NUTS had") for w in caught), [str(w.message) for w in caught]
+    # divergences, if any, are rare, and reported
+    num_divergent = int(np.sum(res.sampler_stats["diverging"]))
+    assert num_divergent <= 1e-3 * res.sampler_stats["diverging"].size
+    assert (num_divergent > 0) == any("divergent" in w for w in res.warnings)
+    exact = _normal_crossing_exact(res.nbeta, 1.0)
+    assert 0.3 < exact < 0.5  # well below the limit 1/2 at this t (slow convergence for m = 2)
+    assert res.llc_mcse < 0.015 * exact
+    assert abs(res.llc_mean - exact) < 0.05 * exact
+    assert abs(res.llc_mean - exact) < 4 * res.llc_mcse
+
+
+def test_divergences_are_reported(crossing):
+    """A low target acceptance (large adapted step) on the singular cross: divergences are warned about."""
+    with pytest.warns(slt.SamplingWarning, match="divergent transitions"):
+        res = nuts_llc(
+            crossing.loss_fn,
+            crossing.params,
+            crossing.data,
+            key=jax.random.key(3),
+            target_accept_prob=0.5,
+            **CROSSING_SETTINGS,
+        )
+    assert np.sum(res.sampler_stats["diverging"]) > 0
+    assert any("divergent transitions" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(key=None), "key"),
+        (dict(num_chains=0), "num_chains"),
+        (dict(num_warmup=-1), "num_warmup"),
+        (dict(num_samples=2.5), "num_samples"),
+        (dict(nbeta=-1.0), "nbeta"),
+        (dict(localization=float("nan")), "localization"),
+        (dict(target_accept_prob=1.0), "target_accept_prob"),
+        (dict(max_tree_depth=0), "max_tree_depth"),
+        (dict(chain_method="parallel"), "chain_method"),
+        (dict(full_loss="not a function"), "full_loss"),
+    ],
+)
+def test_bad_arguments_name_the_argument(regression, kwargs, name):
+    kwargs = {"key": jax.random.key(0), **kwargs}
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        nuts_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
+
+
+def test_full_loss_must_equal_the_data_loss(regression):
+    def wrong(w):  # L_n of another data set
+        return regression.loss_fn(w, regression.data) + 1e-3 * jnp.sum(w)
+
+    with pytest.raises(ValueError, match="`full_loss` does not equal"):
+        nuts_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), full_loss=wrong)
