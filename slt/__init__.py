@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, samplers, theory
 from slt.calibration import CalibrationResult, calibrate
+from slt.comparison import ModelComparison, compare_models
 from slt.free_energy import (
     LocalFreeEnergyResult,
     MultiplicityResult,
@@ -38,6 +39,8 @@ __all__ = [
     "wbic",
     "CalibrationResult",
     "calibrate",
+    "compare_models",
+    "ModelComparison",
     "LLCResult",
     "LocalPosterior",
     "SamplingWarning",

@@ -184,8 +184,9 @@ def health_checks(
         if llc_mean - 3 * (llc_mcse if np.isfinite(llc_mcse) else 0.0) > bound:
             messages.append(
                 f"the estimate {llc_mean:.4g} exceeds d/2 = {bound:g}, which no learning coefficient of an "
-                "analytic model can: the step size is too large (discretization inflates λ̂). Lower "
-                "step_size, or use slt.calibrate."
+                "analytic model can reach: usually the step size is too large (discretization inflates λ̂), "
+                "so lower step_size or use slt.calibrate. (A non-analytic model, e.g. with ReLUs, can exceed "
+                "d/2 at finite n even under exact sampling.)"
             )
     z = drift_z(llc)
     if np.isfinite(z) and abs(z) > DRIFT_Z:

@@ -10,6 +10,7 @@ from slt.models._problem import ReferenceProblem
 from slt.models.dln import deep_linear_network, dln_loss
 from slt.models.potentials import normal_crossing
 from slt.models.regression import linear_regression
+from slt.models.tms import tms
 
 __all__ = [
     "ReferenceProblem",
@@ -17,4 +18,5 @@ __all__ = [
     "dln_loss",
     "linear_regression",
     "normal_crossing",
+    "tms",
 ]
