@@ -47,47 +47,48 @@ import numpy as np
 
 from slt import diagnostics
 from slt.llc import SamplingSettings, check_loss_at_center, make_target
+from slt.samplers import get_sampler
 from slt.sampling import as_key, run_grid
 from slt.targets import Target
 
-__all__ = ["CalibrationResult", "calibrate", "top_hessian_eigenvalue"]
+__all__ = ["CalibrationResult", "calibrate", "hessian_radius", "top_hessian_eigenvalue"]
+
+
+def hessian_radius(fun, flat: jax.Array, v0: jax.Array, num_iterations: int) -> jax.Array:
+    r"""Spectral radius of the Hessian of a scalar ``fun`` at ``flat`` by power iteration on Hessian-vector
+    products (pure and traceable: usable under ``jit``, ``vmap`` and ``lax.map``).
+
+    The radius, not the top eigenvalue, is what limits a gradient step's stability. At a singular point
+    (e.g. w* = 0 of a product model) the Hessian can be indefinite with eigenvalues ±σ, where the Rayleigh
+    quotient of a power iterate is meaningless; the norm :math:`\lVert Hv\rVert` of the normalized iterate
+    converges to the radius either way. Each iteration costs one forward-over-reverse pass.
+    """
+    grad = jax.grad(fun)
+
+    def body(_, carry):
+        v, _ = carry
+        hv = jax.jvp(grad, (flat,), (v,))[1]
+        norm = jnp.linalg.norm(hv)
+        return hv / jnp.where(norm > 0, norm, 1.0), norm
+
+    v0 = v0 / jnp.linalg.norm(v0)
+    return jax.lax.fori_loop(0, num_iterations, body, (v0, jnp.zeros((), flat.dtype)))[1]
 
 
 def top_hessian_eigenvalue(
     target: Target, *, key: jax.Array, num_examples: int = 2048, num_iterations: int = 100
 ) -> float:
-    r"""Largest |eigenvalue| of the Hessian of :math:`L_n` at w* by power iteration on Hessian-vector products.
-
-    The spectral radius is what limits a gradient step's stability. At a singular point (e.g. w* = 0 of a
-    product model) the Hessian can be indefinite with eigenvalues ±σ, where the Rayleigh quotient of a
-    power iterate is meaningless; the norm :math:`\lVert Hv\rVert` of the normalized iterate converges to the
-    radius either way. Uses the first ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is
-    estimated well by a subset); each iteration costs one forward-over-reverse pass.
-    """
+    r"""Spectral radius of the Hessian of :math:`L_n` at w* (:func:`hessian_radius`), on the first
+    ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is estimated well by a subset)."""
     flat, unravel = jax.flatten_util.ravel_pytree(target.position)
     m = min(num_examples, target.num_data)
     data = jax.tree_util.tree_map(lambda x: x[:m], target.data)
 
     @jax.jit
-    def power(flat, v0):
-        def loss(v):
-            return target.loss(unravel(v), target.frozen, data)
+    def radius(flat, v0):
+        return hessian_radius(lambda v: target.loss(unravel(v), target.frozen, data), flat, v0, num_iterations)
 
-        def hvp(u):
-            return jax.jvp(jax.grad(loss), (flat,), (u,))[1]
-
-        def body(_, carry):
-            v, _ = carry
-            hv = hvp(v)
-            norm = jnp.linalg.norm(hv)
-            return hv / jnp.where(norm > 0, norm, 1.0), norm
-
-        v0 = v0 / jnp.linalg.norm(v0)
-        _, radius = jax.lax.fori_loop(0, num_iterations, body, (v0, jnp.zeros((), flat.dtype)))
-        return radius
-
-    v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    return float(power(flat, v0))
+    return float(radius(flat, jax.random.normal(key, flat.shape, flat.dtype)))
 
 
 @dataclasses.dataclass
@@ -110,6 +111,7 @@ class CalibrationResult:
         bias_tolerance, nbeta, localization, batch_size, num_chains, num_steps, num_burnin, sampler: settings.
         note: how the choice was made, in words.
         per_step_seconds: wall time per step of one cell (compile included; an upper bound).
+        gradients_per_step: 2 when the cells ran the sampler's ``with_acceptance`` variant, else 1.
         wall_time: seconds for the whole calibration.
     """
 
@@ -144,6 +146,7 @@ class CalibrationResult:
     note: str
     per_step_seconds: float
     wall_time: float
+    gradients_per_step: int = 1
 
     def table(self) -> str:
         """The grid as a plain-text table; the chosen row is marked with ``*``."""
@@ -263,8 +266,10 @@ def calibrate(
     :mod:`slt.calibration`: cap the grid by the curvature at w*, keep the stable and equilibrated cells, fit
     λ̂ linearly in ε, and take the largest ε whose predicted relative bias is at most ``bias_tolerance``.
 
-    For ``sampler="sgld"`` the cells run :func:`slt.samplers.sgld.sgld_with_acceptance`, the same chains
-    with the MALA acceptance probability of every step recorded (one extra gradient per step).
+    A sampler factory may carry two optional attributes (see :class:`slt.samplers.SamplerFactory`):
+    ``with_acceptance``, a factory for the same chains that also records the MALA acceptance probability
+    of every step (SGLD has one: one extra gradient per step), and ``step_gain(params)``, the largest
+    effective step per unit ε (RMSprop-SGLD: 1/δ), which divides the curvature cap.
 
     Args:
         step_sizes: the grid (any order); default: ``num_step_sizes`` values halving from the curvature
@@ -342,9 +347,10 @@ def _calibrate_target(
     hess_key, run_key = jax.random.split(key)
     h_max = top_hessian_eigenvalue(target, key=hess_key)
     cap = 2.0 / (settings.nbeta * h_max + settings.localization) if (h_max > 0 or settings.localization > 0) else 1.0
-    if settings.sampler == "rmsprop_sgld":
-        # its effective step is ε/(sqrt(V) + δ), up to ε/δ where gradients are small (slt.samplers.rmsprop_sgld)
-        cap *= dict(settings.sampler_params).get("eps", 0.1)
+    factory = get_sampler(settings.sampler)
+    step_gain = getattr(factory, "step_gain", None)  # largest effective step per unit ε (preconditioners)
+    if step_gain is not None:
+        cap /= float(step_gain(dict(settings.sampler_params)))
     if step_sizes is None:
         if isinstance(num_step_sizes, bool) or not isinstance(num_step_sizes, int) or num_step_sizes < 3:
             raise ValueError(f"`num_step_sizes` must be an integer >= 3; got {num_step_sizes!r}.")
@@ -354,11 +360,7 @@ def _calibrate_target(
         if eps.size < 3 or not np.all(np.isfinite(eps) & (eps > 0)):
             raise ValueError(f"`step_sizes` must hold at least 3 positive finite numbers; got {step_sizes!r}.")
 
-    run_sampler = settings.sampler
-    if run_sampler == "sgld":
-        from slt.samplers.sgld import sgld_with_acceptance
-
-        run_sampler = sgld_with_acceptance
+    run_sampler = getattr(factory, "with_acceptance", factory)  # same chains, acceptance recorded
     t0 = time.perf_counter()
     trace = run_grid(
         target,
@@ -470,6 +472,7 @@ def _calibrate_target(
         num_burnin=int(num_burnin),
         num_params=target.num_parameters,
         sampler=settings.sampler_name,
+        gradients_per_step=2 if run_sampler is not factory else 1,
         note=note,
         per_step_seconds=per_step,
         wall_time=time.perf_counter() - start,

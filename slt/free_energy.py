@@ -48,15 +48,16 @@ By default the step at :math:`t_k` is
 
 .. math:: \varepsilon_k = \varepsilon\,\max\Big(1, \frac{T h_* + \gamma}{t_k h_0 + \gamma}\Big),
 
-with ε the given ``step_size`` (meant for the top temperature T), :math:`h_*` the largest Hessian
-eigenvalue of :math:`L_n` at w* and :math:`h_0` the largest one at draws from the prior (power iteration
-on a data subset). For a quadratic loss (:math:`h_* = h_0`) this keeps :math:`\varepsilon_k c(t_k)` equal
-to its value at T, so every temperature mixes in about as many steps as the top one, with the same
-relative discretization bias :math:`\varepsilon c/4` (SCIENCE.md §1). When the curvature grows away from w*
-(singular models: :math:`h_0 > h_*`), the scale-up is smaller: :math:`\varepsilon_k c(t_k)` stays at most
-its top-temperature value wherever the typical curvature of :math:`L_n` at temperature t is at most
-:math:`h_0` (and at least :math:`h_*` at T); for a purely singular point (:math:`h_* = 0`, e.g.
-:math:`K = w^4`) it is the same step everywhere. Pass an array to choose every step yourself.
+with ε the given ``step_size`` (meant for the top temperature T), :math:`h_*` the Hessian's spectral radius
+for :math:`L_n` at w* and :math:`h_0` the largest one at draws from the prior (power iteration on a data
+subset, :func:`slt.calibration.hessian_radius`). For a quadratic loss (:math:`h_* = h_0`) this keeps
+:math:`\varepsilon_k c(t_k)` equal to its value at T, so every temperature mixes in about as many steps as the
+top one, with the same relative discretization bias :math:`\varepsilon c/4` (SCIENCE.md §1). When the
+curvature grows away from w* (singular models: :math:`h_0 > h_*`), the scale-up is smaller:
+:math:`\varepsilon_k c(t_k)` stays at most its top-temperature value wherever the typical curvature of
+:math:`L_n` at temperature t is at most :math:`h_0` (and at least :math:`h_*` at T); for a purely singular
+point (:math:`h_* = 0`, e.g. :math:`K = w^4`) it is the same step everywhere. Pass an array to choose every
+step yourself.
 
 **Multi-temperature LLC** (Wei, Murfet, Gong, Li, Gell-Redman, Quella, arXiv 2010.11560; Watanabe 2013):
 :math:`\mathbb E_\beta[nL_n] \approx nL_n(w^*) + \lambda/\beta` plus terms that vary slowly with β, so λ
@@ -88,7 +89,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from slt import diagnostics
-from slt.llc import SamplingSettings, SamplingWarning, check_loss_at_center, make_target
+from slt.calibration import hessian_radius
+from slt.llc import SamplingSettings, SamplingWarning, _positive_float, check_loss_at_center, make_target
 from slt.posterior import default_nbeta
 from slt.samplers.base import normal_like
 from slt.sampling import as_key, run_chains, run_grid
@@ -511,7 +513,7 @@ def _prior_statistics(
 
     Returns ``(excess, curvatures)``: the paired :math:`L_B(w) - L_B(w^*)` at ``num_samples`` draws (one
     minibatch each), and, if ``curvature_batch`` > 0, the largest Hessian eigenvalue of the loss on a random
-    subset of that many examples (Rayleigh quotient after power iteration) at w* (entry 0) and at
+    subset of that many examples (spectral radius, :func:`slt.calibration.hessian_radius`) at w* (entry 0) and at
     ``_CURVATURE_DRAWS`` further prior draws. Sequential ``lax.map`` loops: cheap to compile, and memory stays
     that of one minibatch evaluation.
     """
@@ -541,18 +543,8 @@ def _prior_statistics(
         draw = _prior_draw(draw_key, center, localization)
         position = jax.tree_util.tree_map(lambda c, d: jnp.where(at_center, c, d), center, draw)
         flat, _ = ravel_pytree(position)
-        grad = jax.grad(lambda v: loss(unravel(v), frozen, batch))
-
-        def hvp(v):
-            return jax.jvp(grad, (flat,), (v,))[1]
-
-        def body(v, _):
-            hv = hvp(v)
-            return hv / (jnp.linalg.norm(hv) + jnp.finfo(flat.dtype).tiny), None
-
         v0 = jax.random.normal(start_key, flat.shape, flat.dtype)
-        v, _ = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=_CURVATURE_ITERS)
-        return jnp.vdot(v, hvp(v))
+        return hessian_radius(lambda v: loss(unravel(v), frozen, batch), flat, v0, _CURVATURE_ITERS)
 
     flags = jnp.arange(_CURVATURE_DRAWS + 1) == 0
     curvatures = jax.lax.map(top_eigenvalue, (jax.random.split(curvature_key, _CURVATURE_DRAWS + 1), flags))
@@ -560,14 +552,12 @@ def _prior_statistics(
 
 
 def _curvature_scales(curvatures: np.ndarray) -> tuple[float, float]:
-    """(h_*, h_0): top Hessian eigenvalue at w* (clipped at 0) and the largest |eigenvalue| at prior draws
-    (at least h_*)."""
+    """(h_*, h_0): the Hessian's spectral radius at w* and the largest one at the prior draws (at least h_*);
+    non-finite radii are ignored."""
     out = np.asarray(curvatures, dtype=np.float64)
-    h_center = max(float(out[0]), 0.0) if np.isfinite(out[0]) else 0.0
-    at_prior = np.abs(out[1:])
-    at_prior = at_prior[np.isfinite(at_prior)]
-    h_prior = max(float(at_prior.max()) if at_prior.size else h_center, h_center)
-    return h_center, h_prior
+    h_center = float(out[0]) if np.isfinite(out[0]) else 0.0
+    at_prior = out[1:][np.isfinite(out[1:])]
+    return h_center, max(float(at_prior.max()) if at_prior.size else h_center, h_center)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -611,16 +601,6 @@ def _check_step_sizes(step_size, num_temperatures: int) -> tuple[float, np.ndarr
             raise ValueError(f"`step_size` entries must be positive finite numbers; got {arr}.")
         return float(arr.max()), arr
     return float(arr), None
-
-
-def _check_positive(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a positive number; got {value!r}.") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a positive finite number; got {value!r}.")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -805,8 +785,8 @@ def _free_energy_of_target(
     num_temperatures = _check_num_temperatures(num_temperatures)
     top_step, explicit_steps = _check_step_sizes(step_size, num_temperatures)
     n = target.num_data
-    top = float(n) if nbeta is None else _check_positive(nbeta, "nbeta")
-    tail_tolerance = _check_positive(tail_tolerance, "tail_tolerance")
+    top = float(n) if nbeta is None else _positive_float(nbeta, "nbeta")
+    tail_tolerance = _positive_float(tail_tolerance, "tail_tolerance")
     if (
         isinstance(num_prior_samples, bool)
         or not isinstance(num_prior_samples, (int, np.integer))
@@ -814,7 +794,7 @@ def _free_energy_of_target(
     ):
         raise ValueError(f"`num_prior_samples` must be an integer >= 2; got {num_prior_samples!r}.")
     if min_nbeta is not None:
-        min_nbeta = _check_positive(min_nbeta, "min_nbeta")
+        min_nbeta = _positive_float(min_nbeta, "min_nbeta")
         if min_nbeta >= top:
             raise ValueError(f"`min_nbeta` ({min_nbeta:g}) must be below the top temperature nβ = {top:g}.")
     problem = _problem(
@@ -1220,7 +1200,7 @@ def llc_multitemperature(
     n = target.num_data
     if nbetas is None:
         num_temperatures = _check_num_temperatures(num_temperatures)
-        spread = _check_positive(spread, "spread")
+        spread = _positive_float(spread, "spread")
         if spread <= 1:
             raise ValueError(f"`spread` must be > 1 (the grid spans t*/spread … t*·spread); got {spread}.")
         centre = default_nbeta(n)

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from slt.llc import LLCResult, SamplingWarning, check_loss_at_center, make_target, summarize
+from slt.llc import LLCResult, SamplingWarning, _positive_int, check_loss_at_center, make_target, summarize
 from slt.posterior import resolve_nbeta
 from slt.sampling import as_key
 
@@ -76,12 +76,6 @@ def _to_float64(tree):
         return x
 
     return jax.tree_util.tree_map(cast, tree)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 class _MeanLoss:

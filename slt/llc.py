@@ -446,7 +446,7 @@ def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision,
     kept = cal.num_steps - cal.num_burnin
     ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
     tau = max(1.0, cal.num_chains * kept / ess)  # steps per effective draw
-    per_step = cal.per_step_seconds / (2.0 if cal.sampler == "sgld" else 1.0)  # calibration paid 2 gradients
+    per_step = cal.per_step_seconds / cal.gradients_per_step  # the run below records no acceptance
     max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
     if num_burnin is None:
         num_burnin = int(min(max(cal.num_burnin, 20 * tau), max_steps // 3))

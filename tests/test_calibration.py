@@ -132,3 +132,26 @@ def test_auto_rejects_other_strings(regression):
     with pytest.raises(ValueError, match="step_size"):
         slt.estimate_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(1),
                          step_size="fast")
+
+
+def test_preconditioned_sampler_caps_the_grid_by_its_step_gain(regression):
+    """RMSprop-SGLD's effective step reaches ε/δ: its factory's ``step_gain`` divides the curvature cap, whether
+    the sampler is named or passed as the factory itself; it has no acceptance variant (one gradient per step)."""
+    kwargs = dict(key=jax.random.key(0), num_steps=40, num_step_sizes=3, num_chains=2, batch_size=100)
+    by_name = slt.calibrate(
+        regression.loss_fn, regression.params, regression.data, sampler="rmsprop_sgld",
+        sampler_params={"eps": 0.05}, **kwargs,
+    )
+    h = by_name.hessian_top
+    assert by_name.curvature_cap == pytest.approx(0.05 * 2 / (by_name.nbeta * h + by_name.localization), rel=1e-6)
+    assert by_name.gradients_per_step == 1 and np.isnan(by_name.acceptance).all()
+    by_factory = slt.calibrate(
+        regression.loss_fn, regression.params, regression.data, sampler=slt.samplers.rmsprop_sgld,
+        sampler_params={"eps": 0.05}, **kwargs,
+    )
+    assert by_factory.curvature_cap == by_name.curvature_cap
+
+
+def test_sgld_calibration_records_acceptance_through_its_variant(calibrated):
+    cal, _ = calibrated
+    assert cal.gradients_per_step == 2

@@ -29,7 +29,13 @@ class SamplingAlgorithm(NamedTuple):
 
 
 class SamplerFactory(Protocol):
-    """``factory(posterior, **hyperparameters) -> SamplingAlgorithm``. Must be hashable (a function is)."""
+    """``factory(posterior, **hyperparameters) -> SamplingAlgorithm``. Must be hashable (a function is).
+
+    Optional attributes that :func:`slt.calibrate` reads:
+
+    * ``with_acceptance``: a factory for the same chains whose info also has ``acceptance_rate``;
+    * ``step_gain(params) -> float``: the largest effective step per unit ε (1 unless preconditioned).
+    """
 
     def __call__(self, posterior: Any, **hyperparameters: Any) -> SamplingAlgorithm: ...
 

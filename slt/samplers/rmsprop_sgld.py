@@ -114,3 +114,11 @@ def rmsprop_sgld(posterior: LocalPosterior, step_size, alpha=0.99, eps=0.1) -> S
         return kernel(rng_key, state, batch, step_size, alpha, eps)
 
     return SamplingAlgorithm(init, step)
+
+
+def _step_gain(params: dict) -> float:
+    """Largest effective step per unit ε: G = 1/(sqrt(V) + δ) <= 1/δ (used to cap calibration grids)."""
+    return 1.0 / float(params.get("eps", 0.1))
+
+
+rmsprop_sgld.step_gain = _step_gain

@@ -114,3 +114,7 @@ def sgld_with_acceptance(posterior: LocalPosterior, step_size) -> SamplingAlgori
         return kernel(rng_key, state, batch, step_size)
 
     return SamplingAlgorithm(init, step)
+
+
+# calibration (slt.calibrate) runs this variant to record the acceptance of each step
+sgld.with_acceptance = sgld_with_acceptance
