@@ -56,6 +56,8 @@ CONFIGS = [
     ([10, 15, 15, 10], 3),
     ([8, 6, 4], 2),
     ([10, 5, 10], 2),
+    ([5, 5, 5, 5, 5], 2),  # 4 and 5 layers: the largest errors of the accuracy table (m = 4, 7)
+    ([6, 8, 8, 8, 8, 6], 2),
 ]
 
 
@@ -108,9 +110,11 @@ def run_one(widths, rank, args) -> dict:
             step_size=args.step_size,
             sampler=args.sampler,
             num_chains=args.num_chains,
-            num_draws=args.draws,
-            num_burnin=args.burnin,
-            batch_size=args.batch_size,
+            **(
+                {}  # auto: burn-in, draws and batch size at estimate_llc's defaults
+                if args.step_size == "auto"
+                else dict(num_draws=args.draws, num_burnin=args.burnin, batch_size=args.batch_size)
+            ),
             localization=args.localization,
         )
         sgld_seconds = time.perf_counter() - start
@@ -161,10 +165,14 @@ def format_row(r: dict) -> str:
     )
 
 
+def _step_size(text: str):
+    return text if text == "auto" else float(text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sampler", default="sgld", help="sampler name for slt.estimate_llc")
-    parser.add_argument("--step-size", type=float, default=2e-6)
+    parser.add_argument("--step-size", type=_step_size, default=2e-6, help="a number or 'auto'")
     parser.add_argument("--draws", type=int, default=40_000, help="kept draws per chain of the SGLD-family run")
     parser.add_argument("--burnin", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -200,9 +208,14 @@ def main(argv=None):
             f"{args.seed}. NUTS (`slt.ground_truth.nuts_llc`, float64, full-data potential via the data's "
             f"second moments): {args.num_chains} chains × {args.nuts_samples} draws after {args.nuts_warmup} "
             f"warmup, target acceptance {args.target_accept:g}, {'dense' if args.dense_mass else 'diagonal'} "
-            f"mass matrix, max tree depth {args.max_tree_depth}. {args.sampler}: ε = {args.step_size:g}, batch "
-            f"{args.batch_size}, {args.num_chains} chains × {args.draws} draws after {args.burnin} burn-in "
-            "(paired estimator)."
+            f"mass matrix, max tree depth {args.max_tree_depth}. "
+            + (
+                f"{args.sampler}: `estimate_llc(step_size=\"auto\")` with every other argument at its default "
+                f"({args.num_chains} chains; batch, burn-in and draws chosen by it; paired estimator)."
+                if args.step_size == "auto"
+                else f"{args.sampler}: ε = {args.step_size:g}, batch {args.batch_size}, {args.num_chains} chains × "
+                f"{args.draws} draws after {args.burnin} burn-in (paired estimator)."
+            )
         )
         shown = list(sys.argv[1:])
         if "--note" in shown:  # the note is printed below the table; the command line only marks it

@@ -113,6 +113,11 @@ class CalibrationResult:
         per_step_seconds: wall time per step of one cell (compile included; an upper bound).
         gradients_per_step: 2 when the cells ran the sampler's ``with_acceptance`` variant, else 1.
         wall_time: seconds for the whole calibration.
+        chosen_position: the chosen cell's chains' final positions (leaves with a leading chain axis),
+            where ``estimate_llc(step_size="auto")`` starts its run; None for kernels without ``position``.
+        started_from: ``"w*"``, or ``"warm-up"`` when the cells started from warmed-up chains.
+        warmup_step_size, num_warmup, first: with ``step_size="auto"``: the warm-up run's ε and length,
+            and the first calibration (cells started at w*) that chose them.
     """
 
     step_size: float
@@ -147,6 +152,11 @@ class CalibrationResult:
     per_step_seconds: float
     wall_time: float
     gradients_per_step: int = 1
+    chosen_position: Any = dataclasses.field(default=None, repr=False)
+    started_from: str = "w*"
+    warmup_step_size: float = float("nan")
+    num_warmup: int = 0
+    first: Any = dataclasses.field(default=None, repr=False)
 
     def table(self) -> str:
         """The grid as a plain-text table; the chosen row is marked with ``*``."""
@@ -171,7 +181,15 @@ class CalibrationResult:
             f"h_max = {self.hessian_top:.4g} → grid cap 2/(nβ h_max + γ) = {self.curvature_cap:.3g}; "
             f"chosen step_size = {self.step_size:.3g}\n{self.note}\n"
         )
-        return head + self.table()
+        if self.started_from != "w*":
+            head += (
+                f"cells started from chains warmed up for {self.num_warmup} steps at ε = "
+                f"{self.warmup_step_size:.3g}, chosen from a first grid started at w*:\n"
+            )
+        text = head + self.table()
+        if self.first is not None:
+            text += "\n\nfirst calibration (cells started at w*):\n" + self.first.summary()
+        return text
 
     def __repr__(self) -> str:
         llc = self.llc_mean[self.chosen]
@@ -318,6 +336,8 @@ def _calibrate_target(
     bias_tolerance=0.05,
     progress=False,
     chunk_size=1024,
+    init_position=None,
+    max_step_size=None,
 ) -> CalibrationResult:
     start = time.perf_counter()
     settings = SamplingSettings.validated(
@@ -375,6 +395,7 @@ def _calibrate_target(
         sampler_params={"step_size": eps, **dict(settings.sampler_params)},
         progress=progress,
         description="calibration",
+        init_position=init_position,
     )
     per_step = (time.perf_counter() - t0) / (num_steps * eps.size)
 
@@ -418,12 +439,14 @@ def _calibrate_target(
         intercept, slope = _fit_line(eps[ok], stats["mean"][ok], se[ok])
         if intercept > 0:
             predicted = np.maximum(slope, 0.0) * eps / intercept
-    if np.isfinite(predicted[ok]).any() and (predicted[ok] <= bias_tolerance).any():
-        candidates = ok[predicted[ok] <= bias_tolerance]
+    allowed = ok if max_step_size is None else ok[eps[ok] <= max_step_size * (1 + 1e-9)]
+    if np.isfinite(predicted[allowed]).any() and (predicted[allowed] <= bias_tolerance).any():
+        candidates = allowed[predicted[allowed] <= bias_tolerance]
         chosen = int(candidates[np.argmax(eps[candidates])])
         note = (
             f"chose the largest stable, equilibrated ε whose predicted bias b·ε/a = {predicted[chosen]:+.3f} is within "
-            f"{bias_tolerance:g} (fit over {ok.size} cells: a = {intercept:.4g}, b = {slope:.4g})."
+            f"{bias_tolerance:g} (fit over {ok.size} cells: a = {intercept:.4g}, b = {slope:.4g})"
+            + ("." if max_step_size is None else f", at most the first calibration's {max_step_size:.3g}.")
         )
     elif ok.size:
         chosen = int(ok[np.argmin(eps[ok])])
@@ -443,6 +466,9 @@ def _calibrate_target(
             "calibration found no stable step size: every cell diverged or exceeded d/2. Pass smaller "
             f"`step_sizes` (the grid was {eps.min():.3g} to {eps.max():.3g}) or check the model and data."
         )
+    final_position = getattr(trace.final_state, "position", None)  # user kernels may name it otherwise
+    if final_position is not None:
+        final_position = jax.tree_util.tree_map(lambda x: x[chosen], final_position)
     return CalibrationResult(
         step_size=float(eps[chosen]),
         chosen=chosen,
@@ -476,4 +502,6 @@ def _calibrate_target(
         note=note,
         per_step_seconds=per_step,
         wall_time=time.perf_counter() - start,
+        chosen_position=final_position,
+        started_from="w*" if init_position is None else "warm-up",
     )

@@ -333,13 +333,26 @@ def estimate_llc(
         model_or_loss: ``loss_fn(params, batch)`` (batch mean of a per-example NLL), an ``nnx.Module``,
             or a linen module (see the call forms).
         key: a ``jax.random.key``. Same key, same result, bit for bit.
-        step_size: ε, the SGLD step size (noise variance per step), or ``"auto"``: run
-            :func:`slt.calibrate` first (same sampler, nβ, γ, batch size and chains), take its step size, and
-            choose ``num_burnin`` / ``num_draws`` (where left at ``None``) from the mixing measured there:
-            with τ = the integrated autocorrelation time of λ̂ (draws per effective draw) and s the per-draw
-            std, ``num_burnin = max(calibration burn-in, 20 τ)`` and ``num_draws`` such that the MCSE is
-            about ``precision`` × |λ̂| (at least 400 effective draws), both capped so the run takes about
-            ``time_budget`` seconds. ``result.calibration`` holds the calibration.
+        step_size: ε, the SGLD step size (noise variance per step), or ``"auto"``, four stages (same
+            sampler, nβ, γ, batch size and chains throughout):
+
+            1. :func:`slt.calibrate` from w* (cells capped by the curvature at w*);
+            2. a *warm-up* at ε_w, the largest stable cell at most 16× the step chosen in 1 whose predicted
+               bias is at most 50%, for 1/(ε_w γ) steps: the directions the loss leaves nearly flat spread
+               out at rate ε γ per step, far too slowly at the final ε (their λ̂ contribution barely
+               depends on ε, see ``slt.llc._warm_up``);
+            3. a second calibration, ε_w halving 8 times, its cells starting from the warm chains, so the
+               fitted bias slope is that of the explored posterior rather than of the neighbourhood of w*;
+            4. the run, from the chosen cell's chains, with ``num_burnin`` / ``num_draws`` (where left at
+               ``None``) from the mixing measured in that cell: with τ = the integrated autocorrelation time
+               of λ̂ (draws per effective draw) and s the per-draw std, ``num_burnin = max(calibration
+               burn-in, 20 τ)`` and ``num_draws`` such that the MCSE is about ``precision`` × |λ̂| (at
+               least 400 effective draws).
+
+            Warm-up, burn-in and draws are capped so they take about ``time_budget`` seconds (the warm-up at
+            most a third). ``result.calibration`` holds the second calibration (``.first``,
+            ``.warmup_step_size`` and ``.num_warmup`` the rest); without a warm-up (the first choice is
+            already the largest admissible step, or the warm-up diverged) the first.
         num_chains, num_draws, num_burnin: chains; kept draws per chain; discarded steps before them
             (defaults 2000 and 1000 for a fixed step size).
         batch_size: minibatch size m (indices drawn uniformly with replacement on device); default
@@ -359,7 +372,8 @@ def estimate_llc(
         progress: show a progress bar (a host callback every 1% of the steps).
         chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
         precision: with ``step_size="auto"``: target relative MCSE of λ̂.
-        time_budget: with ``step_size="auto"``: seconds the sampling run (after calibration) may take.
+        time_budget: with ``step_size="auto"``: seconds the warm-up and sampling runs (after the
+            calibrations) may take.
 
     Returns:
         :class:`LLCResult`.
@@ -373,12 +387,12 @@ def estimate_llc(
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
-    calibration = None
+    calibration = init_position = None
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
         key, cal_key = jax.random.split(key)
-        calibration, step_size, num_burnin, num_draws = _auto_settings(
+        calibration, step_size, num_burnin, num_draws, init_position = _auto_settings(
             target,
             cal_key,
             num_chains=num_chains,
@@ -426,6 +440,7 @@ def estimate_llc(
         sampler_params=settings.all_sampler_params,
         progress=progress,
         description="LLC",
+        init_position=init_position,
     )
     wall_time = time.perf_counter() - start
     result = settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time, info=trace.info)
@@ -435,26 +450,109 @@ def estimate_llc(
     return result
 
 
+# Warm-up of ``step_size="auto"``: the largest first-grid cell at most WARMUP_FACTOR times the chosen ε whose
+# predicted bias is at most WARMUP_BIAS, run for 1/(ε_w γ) steps (at most a third of the step budget).
+WARMUP_FACTOR = 16
+WARMUP_BIAS = 0.5
+WARMUP_GRID = 8  # cells of the second calibration, halving from ε_w
+
+
 def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision, time_budget, progress, **kwargs):
-    """Calibrate the step size, then size burn-in and draws from the mixing measured in the chosen cell."""
+    """Calibrate at w*, warm up at a larger step, recalibrate from the warm chains, then size burn-in and draws
+    from the mixing measured in the chosen cell (see :func:`estimate_llc`). Returns
+    ``(calibration, step_size, num_burnin, num_draws, init_position)``."""
     from slt.calibration import _calibrate_target
 
     precision = _positive_float(precision, "precision")
     time_budget = _positive_float(time_budget, "time_budget")
-    cal = _calibrate_target(target, key=key, num_chains=num_chains, progress=progress, **kwargs)
+    first_key, warm_key, second_key = jax.random.split(key, 3)
+    first = _calibrate_target(target, key=first_key, num_chains=num_chains, progress=progress, **kwargs)
+    per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
+    max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
+    cal = first
+    warm = _warm_up(target, first, warm_key, max_steps=max_steps // 3, num_chains=num_chains, progress=progress, **kwargs)
+    if warm is not None:
+        warm_eps, num_warmup, position = warm
+        cal = _calibrate_target(
+            target,
+            key=second_key,
+            step_sizes=warm_eps * 0.5 ** np.arange(WARMUP_GRID),
+            num_chains=num_chains,
+            progress=progress,
+            init_position=position,
+            # Exploring only adds curvature the cells at w* did not see (singular valleys), so the warm grid
+            # may lower the step but not raise it; this also guards against a noisy fit on short cells.
+            max_step_size=first.step_size,
+            **kwargs,
+        )
+        cal.first, cal.warmup_step_size, cal.num_warmup = first, warm_eps, num_warmup
+        max_steps = max(2000, max_steps - num_warmup)
     g = cal.chosen
     kept = cal.num_steps - cal.num_burnin
     ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
     tau = max(1.0, cal.num_chains * kept / ess)  # steps per effective draw
-    per_step = cal.per_step_seconds / cal.gradients_per_step  # the run below records no acceptance
-    max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
     if num_burnin is None:
         num_burnin = int(min(max(cal.num_burnin, 20 * tau), max_steps // 3))
     if num_draws is None:
         sd = cal.draw_std[g]
         need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2)
         num_draws = int(np.clip(np.ceil(need * tau / cal.num_chains), 2000, max(2000, max_steps - num_burnin)))
-    return cal, cal.step_size, num_burnin, num_draws
+    return cal, cal.step_size, num_burnin, num_draws, cal.chosen_position
+
+
+def _warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
+    r"""Relax the slow directions before the step size is chosen for good.
+
+    A chain started at w* spreads along the directions the loss leaves (nearly) flat at rate
+    :math:`\varepsilon\gamma` per step, so at the small ε that a bias tolerance of a few percent demands it
+    needs ~1/(εγ) steps (10⁵-10⁶ for DLNs at γ = 1) and λ̂ creeps up all the while: the calibration cells
+    and a short run both read low. Those directions do not care much about ε (the bias of direction i is
+    ∝ ε c_i, small where the curvature c_i is small), so they are relaxed at a step ε_w up to
+    ``WARMUP_FACTOR`` times larger, for 1/(ε_w γ) steps; the stiff directions, biased at ε_w, re-equilibrate
+    within ~2/(ε c_i) steps once the step is lowered (the second calibration's burn-in). Returns
+    ``(ε_w, steps, final positions)``, or None when there is nothing to gain (the chosen ε is already the
+    largest admissible one), the kernel has no ``position``, or the warm-up diverged at ε_w and at ε_w/4.
+    """
+    eps = first.step_sizes
+    admissible = first.stable & (eps <= WARMUP_FACTOR * first.step_size) & ~(first.predicted_bias > WARMUP_BIAS)
+    if first.chosen_position is None or not admissible.any() or eps[admissible].max() <= first.step_size:
+        return None
+    warm_eps = float(eps[admissible].max())
+    settings = SamplingSettings.validated(
+        num_data=target.num_data,
+        step_size=warm_eps,
+        num_chains=num_chains,
+        num_params=target.num_parameters,
+        **{k: v for k, v in kwargs.items() if k != "bias_tolerance"},
+    )
+    per_example = check_loss_at_center(target, settings.chunk_size)
+    for attempt in range(2):
+        gamma = settings.localization
+        steps = max_steps if gamma <= 0 else int(np.clip(np.ceil(1.0 / (warm_eps * gamma)), 2000, max(2000, max_steps)))
+        trace = run_chains(
+            target,
+            key=jax.random.fold_in(key, attempt),
+            example_losses_at_center=per_example,
+            nbeta=settings.nbeta,
+            localization=gamma,
+            num_chains=num_chains,
+            num_steps=steps,
+            batch_size=settings.batch_size,
+            sampler=settings.sampler,
+            sampler_params={**settings.all_sampler_params, "step_size": warm_eps},
+            progress=progress,
+            description="warm-up",
+        )
+        position = getattr(trace.final_state, "position", None)
+        finite = np.isfinite(trace.loss).all() and all(
+            bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree_util.tree_leaves(position)
+        )
+        if position is not None and finite:
+            return warm_eps, steps, position
+        warm_eps /= 4
+        if warm_eps <= first.step_size:
+            return None
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -115,15 +115,21 @@ def _sample(
     localization,
     sampler_params,
     bar_id,
+    init_position=None,
 ):
     """One run: returns ``(info, losses_at_center, final_state)``; ``info`` is the kernel's info pytree with
-    every leaf of shape ``(num_chains, num_steps)`` (``info.loss`` is :math:`L_B(w_t)`)."""
+    every leaf of shape ``(num_chains, num_steps)`` (``info.loss`` is :math:`L_B(w_t)`). The chains start
+    at w* (``center``), or at ``init_position`` (leaves with a leading chain axis) when given; the
+    localization always pulls towards ``center``."""
     num_data = example_losses_at_center.shape[0]
     full_batch = batch_size == num_data
     posterior = LocalPosterior(loss, center, frozen, nbeta, localization)
     algorithm = sampler(posterior, **sampler_params)
     chain_keys = jax.random.split(key, num_chains)
-    init_state = jax.vmap(lambda _: algorithm.init(center))(jnp.arange(num_chains))
+    if init_position is None:
+        init_state = jax.vmap(lambda _: algorithm.init(center))(jnp.arange(num_chains))
+    else:
+        init_state = jax.vmap(algorithm.init)(init_position)
     full_loss_at_center = jnp.mean(example_losses_at_center)
 
     block = min(RNG_BLOCK, num_steps)
@@ -193,6 +199,7 @@ def _run_batched(
     sampler_params,
     bar_id,
     batched,
+    init_position=None,
 ):
     """``_sample`` vmapped over a leading axis of the arguments named in ``batched`` (a subset of
     :data:`BATCHABLE`), all in one jit: checkpoints of a trajectory (centres, frozen leaves, per-example
@@ -230,6 +237,7 @@ def _run_batched(
             kw["localization"],
             kw["sampler_params"],
             bar_id,
+            init_position,
         )
 
     in_axes = tuple(0 if name in batched else None for name in names)
@@ -283,8 +291,11 @@ def run_chains(
     sampler_params: dict | None = None,
     progress: bool = False,
     description: str = "sampling",
+    init_position=None,
 ) -> ChainTrace:
-    """Run ``num_chains`` chains for ``num_steps`` steps from w* and record the per-step losses.
+    """Run ``num_chains`` chains for ``num_steps`` steps from w* (or from ``init_position``, a pytree like
+    the moving parameters with a leading chain axis, e.g. a previous run's ``final_state.position``) and
+    record the per-step losses.
 
     Arguments are assumed validated (see :func:`slt.estimate_llc`). Compiles once per combination of
     loss, sampler, shapes and the static sizes; hyperparameter values (``nbeta``, ``localization``,
@@ -310,6 +321,7 @@ def run_chains(
             jnp.float32(localization),
             _float_params(sampler_params),
             jnp.int32(bar_id),
+            init_position,
         )
         trace = _trace(*out)
     finally:
@@ -331,6 +343,7 @@ def run_grid(
     sampler_params: dict | None = None,
     progress: bool = False,
     description: str = "grid",
+    init_position=None,
 ) -> ChainTrace:
     """Run a grid of G hyperparameter cells × ``num_chains`` chains in **one** jitted computation.
 
@@ -338,7 +351,8 @@ def run_grid(
     differences between cells far less noisy). ``nbeta``, ``localization`` and each ``sampler_params``
     value are scalars (shared) or arrays of shape (G,) (one per cell). Every array of the returned
     :class:`ChainTrace` gains a leading axis G. Used for step-size calibration (a grid over ε) and
-    thermodynamic integration (a grid over nβ).
+    thermodynamic integration (a grid over nβ). ``init_position`` (leaves with a leading chain axis): where
+    every cell's chains start instead of w* (the same starts for all cells).
     """
     keys = jnp.asarray(keys)
     num_cells = keys.shape[0]
@@ -377,6 +391,7 @@ def run_grid(
             params,
             jnp.int32(bar_id),
             batched=tuple(batched),
+            init_position=init_position,
         )
         trace = _trace(*out)
     finally:

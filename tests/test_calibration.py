@@ -116,16 +116,57 @@ def test_bad_arguments_name_themselves(regression, kwargs, match):
         slt.calibrate(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), **kwargs)
 
 
-def test_auto_step_size_records_the_calibration_and_is_accurate(regression):
-    res = slt.estimate_llc(
+@pytest.fixture(scope="module")
+def auto_run(regression):
+    return slt.estimate_llc(
         regression.loss_fn, regression.params, regression.data, key=jax.random.key(1), step_size="auto",
         batch_size=100, time_budget=10.0,
     )
+
+
+def test_auto_step_size_records_the_calibration_and_is_accurate(regression, auto_run):
+    res = auto_run
     exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
     assert res.calibration is not None
     assert res.step_size == res.calibration.step_size
     assert res.num_draws >= 2000 and res.burnin_llc_trace.shape[1] >= res.calibration.num_burnin
     assert res.llc_mean == pytest.approx(exact, rel=0.05), res.summary()
+
+
+def test_auto_warms_up_at_a_larger_step_then_recalibrates_from_the_warm_chains(auto_run):
+    """Stages 2-4 of step_size="auto": a warm-up at ε_w (a first-grid cell above the first choice, at most 16×
+    it), a second grid halving from ε_w whose cells start from the warm chains and whose choice may not exceed
+    the first, and a run that starts where the chosen cell's chains ended, not at w*."""
+    res = auto_run
+    cal, first = res.calibration, res.calibration.first
+    assert first is not None and first.started_from == "w*" and cal.started_from == "warm-up"
+    assert first.step_size < cal.warmup_step_size <= 16 * first.step_size
+    assert cal.warmup_step_size in first.step_sizes[first.stable]
+    assert cal.num_warmup >= 2000
+    np.testing.assert_allclose(cal.step_sizes, cal.warmup_step_size * 0.5 ** np.arange(len(cal.step_sizes)))
+    assert res.step_size == cal.step_size <= first.step_size
+    assert "warmed up for" in cal.summary() and "first calibration" in cal.summary()
+    # A run from w* records λ̂ = 0 exactly at its first step (w_0 = w*, the same minibatch); this one does not.
+    assert np.all(res.burnin_llc_trace[:, 0] != 0)
+    assert cal.chosen_position is not None and jax.tree_util.tree_leaves(cal.chosen_position)[0].shape[0] == 4
+
+
+def test_a_run_starts_from_init_position(regression):
+    """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
+    from slt.llc import check_loss_at_center, make_target
+    from slt.sampling import run_chains
+
+    target = make_target(regression.loss_fn, regression.params, regression.data)
+    per_example = check_loss_at_center(target, 1024)
+    starts = regression.params[None] + 0.1 * jax.random.normal(jax.random.key(0), (2,) + regression.params.shape)
+    trace = run_chains(
+        target, key=jax.random.key(1), example_losses_at_center=per_example, nbeta=100.0, localization=1.0,
+        num_chains=2, num_steps=3, batch_size=target.num_data, sampler_params={"step_size": 1e-4},
+        init_position=starts,
+    )
+    expected = [float(regression.loss_fn(w, regression.data)) for w in starts]
+    np.testing.assert_allclose(trace.loss[:, 0], expected, rtol=1e-5)
+    assert np.all(trace.loss[:, 0] > per_example.mean())
 
 
 def test_auto_rejects_other_strings(regression):
