@@ -210,7 +210,7 @@ def main(argv=None):
             f"warmup, target acceptance {args.target_accept:g}, {'dense' if args.dense_mass else 'diagonal'} "
             f"mass matrix, max tree depth {args.max_tree_depth}. "
             + (
-                f"{args.sampler}: `estimate_llc(step_size=\"auto\")` with every other argument at its default "
+                f'{args.sampler}: `estimate_llc(step_size="auto")` with every other argument at its default '
                 f"({args.num_chains} chains; batch, burn-in and draws chosen by it; paired estimator)."
                 if args.step_size == "auto"
                 else f"{args.sampler}: ε = {args.step_size:g}, batch {args.batch_size}, {args.num_chains} chains × "

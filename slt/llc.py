@@ -470,7 +470,9 @@ def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision,
     per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
     max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
     cal = first
-    warm = _warm_up(target, first, warm_key, max_steps=max_steps // 3, num_chains=num_chains, progress=progress, **kwargs)
+    warm = _warm_up(
+        target, first, warm_key, max_steps=max_steps // 3, num_chains=num_chains, progress=progress, **kwargs
+    )
     if warm is not None:
         warm_eps, num_warmup, position = warm
         cal = _calibrate_target(
