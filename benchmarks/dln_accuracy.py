@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -114,6 +116,26 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+NUTS_REFERENCE = Path(__file__).with_name("nuts_reference.json")  # written by benchmarks/nuts_split.py
+
+
+def nuts_reference(widths, rank, args) -> dict | None:
+    """The exact-posterior λ̂ (NUTS) at these nβ, γ, n and seed from ``nuts_reference.json``, if it holds one
+    (the run with the most draws); only for w* the minimizer, which is where nuts_split.py puts it."""
+    if args.point != "minimum" or not NUTS_REFERENCE.exists():
+        return None
+    prefix = f"{'-'.join(map(str, widths))} r{rank} n={args.num_data} seed={args.seed} gamma={args.localization:g} "
+    entries = [(k, v) for k, v in json.loads(NUTS_REFERENCE.read_text()).items() if k.startswith(prefix)]
+    if not entries:
+        return None
+
+    def num_draws(entry):
+        fields = dict(f.split("=") for f in entry[0].split() if "=" in f)
+        return int(fields["samples"]) * int(fields["chains"])
+
+    return max(entries, key=num_draws)[1]
+
+
 def run_columns(args) -> tuple[list[dict], list[str]]:
     rows = []
     configs = CONFIGS if not args.only else [CONFIGS[i] for i in args.only]
@@ -128,6 +150,7 @@ def run_columns(args) -> tuple[list[dict], list[str]]:
             lam=lam,
             m=problem.multiplicity,
             cells={},
+            nuts=nuts_reference(widths, rank, args),
         )
         for column in args.columns:
             sampler, step = column.split(":")
@@ -171,24 +194,57 @@ def run_columns(args) -> tuple[list[dict], list[str]]:
 
 
 def format_columns(rows, columns) -> str:
-    head = "| widths | L | r | d | λ | " + " | ".join(columns) + " |"
-    lines = [head, "|" + "---|" * (5 + len(columns))]
+    has_nuts = any(r.get("nuts") for r in rows)
+    nuts_head = "NUTS (exact posterior) | " if has_nuts else ""
+    head = "| widths | L | r | d | λ | " + nuts_head + " | ".join(columns) + " |"
+    lines = [head, "|" + "---|" * (5 + has_nuts + len(columns))]
+    empty = "| | | | | " + ("| " if has_nuts else "")  # after the label: L, r, d, λ (and NUTS) left empty
     for r in rows:
         cells = [f"{c['est']:.2f} ({c['rel']:+.1%})" for c in (r["cells"][k] for k in columns)]
+        nuts = ""
+        if has_nuts:
+            nuts = f"{r['nuts']['nuts']:.2f} ({r['nuts']['nuts'] / r['lam'] - 1:+.1%}) | " if r.get("nuts") else "— | "
         lines.append(
-            f"| {r['widths']} | {r['layers']} | {r['rank']} | {r['d']} | {r['lam']:g} | " + " | ".join(cells) + " |"
+            f"| {r['widths']} | {r['layers']} | {r['rank']} | {r['d']} | {r['lam']:g} | "
+            + nuts
+            + " | ".join(cells)
+            + " |"
         )
 
-    def col_stats(sel, k):
-        errs = [abs(r["cells"][k]["rel"]) for r in sel]
+    def col_stats(sel, k, against=None):
+        if against == "nuts":
+            errs = [abs(r["cells"][k]["est"] - r["nuts"]["nuts"]) / r["lam"] for r in sel if r.get("nuts")]
+        else:
+            errs = [abs(r["cells"][k]["rel"]) for r in sel]
         return f"{statistics.median(errs):.1%} / {max(errs):.1%}" if errs else "—"
 
-    lines.append("| **median / max, all** | | | | | " + " | ".join(col_stats(rows, k) for k in columns) + " |")
-    two = [r for r in rows if r["layers"] == 2]
-    if two:
-        lines.append("| **median / max, 2 layers** | | | | | " + " | ".join(col_stats(two, k) for k in columns) + " |")
+    def nuts_stats(sel):
+        if not has_nuts:
+            return ""
+        errs = [abs(r["nuts"]["nuts"] / r["lam"] - 1) for r in sel if r.get("nuts")]
+        return (f"{statistics.median(errs):.1%} / {max(errs):.1%}" if errs else "—") + " | "
+
     lines.append(
-        "| **seconds (total)** | | | | | "
+        "| **median / max, all** | | | | | " + nuts_stats(rows) + " | ".join(col_stats(rows, k) for k in columns) + " |"
+    )
+    two = [r for r in rows if r["layers"] == 2]
+    if two and len(two) < len(rows):
+        lines.append(
+            "| **median / max, 2 layers** | | | | | "
+            + nuts_stats(two)
+            + " | ".join(col_stats(two, k) for k in columns)
+            + " |"
+        )
+    if has_nuts:
+        lines.append(
+            "| **median / max \\|λ̂ − λ̂_NUTS\\|/λ** (sampler error, rows with NUTS) "
+            + empty
+            + " | ".join(col_stats(rows, k, "nuts") for k in columns)
+            + " |"
+        )
+    lines.append(
+        "| **seconds (total)** "
+        + empty
         + " | ".join(f"{sum(r['cells'][k]['seconds'] for r in rows):.0f}" for k in columns)
         + " |"
     )

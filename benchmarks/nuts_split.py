@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -80,27 +82,59 @@ class DLNMomentLoss:
         return self.scale * (quad - 2.0 * jnp.sum(product * self.syx) + self.syy)
 
 
-def run_one(widths, rank, args) -> dict:
+NUTS_FIELDS = ("nuts", "nuts_mcse", "nuts_rhat", "nuts_div", "nuts_depth", "nuts_seconds")
+
+
+def nuts_cache_key(widths, rank, args) -> str:
+    """Everything the NUTS value depends on (the SGLD-family settings do not enter)."""
+    return (
+        f"{'-'.join(map(str, widths))} r{rank} n={args.num_data} seed={args.seed} gamma={args.localization:g} "
+        f"chains={args.num_chains} warmup={args.nuts_warmup} samples={args.nuts_samples} "
+        f"accept={args.target_accept:g} dense={args.dense_mass} depth={args.max_tree_depth}"
+    )
+
+
+def run_nuts(problem, args) -> dict:
+    start = time.perf_counter()
+    nuts = nuts_llc(
+        problem.loss_fn,
+        problem.params,
+        problem.data,
+        key=jax.random.key(args.seed),
+        localization=args.localization,
+        num_chains=args.num_chains,
+        num_warmup=args.nuts_warmup,
+        num_samples=args.nuts_samples,
+        target_accept_prob=args.target_accept,
+        dense_mass=args.dense_mass,
+        max_tree_depth=args.max_tree_depth,
+        full_loss=DLNMomentLoss(problem.data),
+    )
+    return dict(
+        nuts=float(nuts.llc_mean),
+        nuts_mcse=float(nuts.llc_mcse),
+        nuts_rhat=float(nuts.rhat),
+        nuts_div=int(np.sum(nuts.sampler_stats["diverging"])),
+        nuts_depth=float(np.mean(nuts.sampler_stats["tree_depth"])),
+        nuts_seconds=time.perf_counter() - start,
+        nbeta=float(nuts.nbeta),
+    )
+
+
+def run_one(widths, rank, args, cache: dict) -> dict:
     problem = slt.models.deep_linear_network(widths, rank, num_data=args.num_data, seed=args.seed)
     lam = float(problem.true_llc)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        start = time.perf_counter()
-        nuts = nuts_llc(
-            problem.loss_fn,
-            problem.params,
-            problem.data,
-            key=jax.random.key(args.seed),
-            localization=args.localization,
-            num_chains=args.num_chains,
-            num_warmup=args.nuts_warmup,
-            num_samples=args.nuts_samples,
-            target_accept_prob=args.target_accept,
-            dense_mass=args.dense_mass,
-            max_tree_depth=args.max_tree_depth,
-            full_loss=DLNMomentLoss(problem.data),
-        )
-        nuts_seconds = time.perf_counter() - start
+        key = nuts_cache_key(widths, rank, args)
+        nuts = cache.get(key) if args.nuts_cache else None
+        if nuts is None:
+            nuts = run_nuts(problem, args)
+            if args.nuts_cache:
+                cache[key] = {**nuts, "date": str(datetime.date.today()), "jax": jax.__version__}
+                Path(args.nuts_cache).write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        else:
+            print(f"  NUTS for {key} reused from {args.nuts_cache} (run {nuts.get('date')})", file=sys.stderr)
         start = time.perf_counter()
         sgld = slt.estimate_llc(
             problem.loss_fn,
@@ -120,7 +154,7 @@ def run_one(widths, rank, args) -> dict:
         sgld_seconds = time.perf_counter() - start
     for w in caught:
         print(f"  warning ({'-'.join(map(str, widths))}): {w.message}", file=sys.stderr)
-    assert sgld.nbeta == nuts.nbeta, "both must sample the same posterior"
+    assert np.isclose(sgld.nbeta, nuts["nbeta"]), "both must sample the same posterior"
     return dict(
         widths="-".join(map(str, widths)),
         layers=len(widths) - 1,
@@ -128,20 +162,16 @@ def run_one(widths, rank, args) -> dict:
         d=problem.num_parameters,
         lam=lam,
         m=problem.multiplicity,
-        nuts=nuts.llc_mean,
-        nuts_mcse=nuts.llc_mcse,
-        nuts_rhat=nuts.rhat,
-        nuts_div=int(np.sum(nuts.sampler_stats["diverging"])),
-        nuts_depth=float(np.mean(nuts.sampler_stats["tree_depth"])),
+        **{k: nuts[k] for k in NUTS_FIELDS},
         sgld=sgld.llc_mean,
+        sgld_step=sgld.step_size,
         sgld_mcse=sgld.llc_mcse,
         sgld_rhat=sgld.rhat,
         total=(sgld.llc_mean - lam) / lam,
-        sampler_err=(sgld.llc_mean - nuts.llc_mean) / lam,
-        sampler_se=float(np.hypot(sgld.llc_mcse, nuts.llc_mcse)) / lam,
-        finite=(nuts.llc_mean - lam) / lam,
-        finite_se=nuts.llc_mcse / lam,
-        nuts_seconds=nuts_seconds,
+        sampler_err=(sgld.llc_mean - nuts["nuts"]) / lam,
+        sampler_se=float(np.hypot(sgld.llc_mcse, nuts["nuts_mcse"])) / lam,
+        finite=(nuts["nuts"] - lam) / lam,
+        finite_se=nuts["nuts_mcse"] / lam,
         sgld_seconds=sgld_seconds,
     )
 
@@ -158,7 +188,8 @@ def header(sampler: str) -> str:
 def format_row(r: dict) -> str:
     return (
         f"| {r['widths']} | {r['layers']} | {r['rank']} | {r['d']} | {r['lam']:g} ({r['m']}) | "
-        f"{r['nuts']:.2f} ± {r['nuts_mcse']:.2f} | {r['sgld']:.2f} ± {r['sgld_mcse']:.2f} | {r['total']:+.1%} | "
+        f"{r['nuts']:.2f} ± {r['nuts_mcse']:.2f} | {r['sgld']:.2f} ± {r['sgld_mcse']:.2f} (ε {r['sgld_step']:.2g}) | "
+        f"{r['total']:+.1%} | "
         f"{r['sampler_err']:+.1%} ± {r['sampler_se']:.1%} | {r['finite']:+.1%} ± {r['finite_se']:.1%} | "
         f"{r['nuts_rhat']:.3f}, {r['nuts_div']}, {r['nuts_depth']:.1f} | {r['nuts_seconds']:.0f} | "
         f"{r['sgld_seconds']:.0f} |"
@@ -185,6 +216,11 @@ def main(argv=None):
     parser.add_argument("--localization", type=float, default=1.0)
     parser.add_argument("--num-data", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--nuts-cache",
+        default=str(Path(__file__).with_name("nuts_reference.json")),
+        help="JSON file of NUTS results, reused when every NUTS setting matches ('' to always rerun)",
+    )
     parser.add_argument("--only", type=int, nargs="*", help="indices into CONFIGS")
     parser.add_argument("--label", default=None, help="suffix of the RESULTS.md heading")
     parser.add_argument("--note", default="", help="text put under the table")
@@ -192,11 +228,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     configs = CONFIGS if args.only is None else [CONFIGS[i] for i in args.only]
+    cache = json.loads(Path(args.nuts_cache).read_text()) if args.nuts_cache and Path(args.nuts_cache).exists() else {}
     print(header(args.sampler), flush=True)
     start = time.perf_counter()
     rows = []
     for widths, rank in configs:
-        rows.append(run_one(widths, rank, args))
+        rows.append(run_one(widths, rank, args, cache))
         print(format_row(rows[-1]), flush=True)
     total = time.perf_counter() - start
     print(f"total {total:.0f} s")
@@ -229,6 +266,8 @@ def main(argv=None):
                 f"Run {datetime.date.today()} on {platform.machine()} CPU ({jax.devices()[0].platform}, JAX "
                 f"{jax.__version__}), total {total:.0f} s: `{command}`",
                 "",
+                "NUTS results are cached in `benchmarks/nuts_reference.json` (keyed by every NUTS setting, with "
+                "the date of the run) and reused by later runs with the same NUTS settings. "
                 "Errors are relative to λ; total = sampler error + finite-nβ effect. ± is one Monte-Carlo standard "
                 "error (ArviZ MCSE of the λ̂ trace; both runs' combined for the sampler error). NUTS columns: R-hat, "
                 "divergent transitions among the kept draws, mean tree depth.",

@@ -26,9 +26,13 @@ The choice rule (:func:`calibrate`):
    Metropolis acceptance (where the sampler reports it) at least 0.5.
 3. **Equilibrated** cells: the λ̂ trace of the kept draws is not drifting (|z| of last third vs first third
    below :data:`slt.diagnostics.DRIFT_Z`) and R-hat < 1.1.
-4. **Plateau.** Over the stable, equilibrated cells, fit :math:`\hat\lambda(\varepsilon) = a + b\varepsilon`
-   (weighted least squares; the first-order behaviour above). The chosen ε is the *largest* such cell whose
-   predicted relative bias :math:`b\varepsilon / a` is at most ``bias_tolerance``: large enough to explore,
+4. **Plateau.** For each stable, equilibrated cell, fit :math:`\hat\lambda(\varepsilon) = a + b\varepsilon`
+   (weighted least squares; the first-order behaviour above) through it and the equilibrated cells at
+   smaller ε (at least :data:`MIN_FIT_CELLS` in all): its predicted relative bias is :math:`b\varepsilon/a`.
+   Only the cells below count because λ̂(ε) is linear only at small ε: on singular models it bends upwards,
+   and for SGNHT (whose thermostat absorbs more heat the larger ε) it flattens, long before the chain
+   diverges, and a line through the large-ε cells would misstate the intercept. The chosen ε is the
+   *largest* cell whose predicted bias is at most ``bias_tolerance``: large enough to explore,
    small enough that λ̂ has plateaued as ε shrinks. If no cell qualifies, the smallest stable cell is taken
    and the result says so.
 """
@@ -105,14 +109,16 @@ class CalibrationResult:
         num_diverged: (G,) chains that diverged.
         acceptance: (G,) mean Metropolis acceptance probability (NaN when the sampler reports none).
         stable, equilibrated: (G,) the rule's cell classes (see the module docstring).
-        predicted_bias: (G,) :math:`b\\varepsilon/a` from the fitted line (NaN where no fit).
-        slope, intercept: the fitted :math:`b, a`.
+        predicted_bias: (G,) :math:`b\\varepsilon/a` from each cell's line (through it and the equilibrated
+            cells below it; NaN where no fit).
+        slope, intercept: :math:`b, a` of the chosen cell's line (NaN when the choice was a fallback).
         hessian_top: :math:`h_{\\max}` of :math:`L_n` at w*; ``curvature_cap`` = :math:`2/(n\\beta h_{\\max}+\\gamma)`.
         bias_tolerance, nbeta, localization, batch_size, num_chains, num_steps, num_burnin, sampler: settings.
         note: how the choice was made, in words.
         per_step_seconds: wall time per step of one cell (compile included; an upper bound).
         gradients_per_step: 2 when the cells ran the sampler's ``with_acceptance`` variant, else 1.
         wall_time: seconds for the whole calibration.
+        by_rule: whether a cell met the plateau rule (False: a fallback, see ``note``).
         chosen_position: the chosen cell's chains' final positions (leaves with a leading chain axis),
             where ``estimate_llc(step_size="auto")`` starts its run; None for kernels without ``position``.
         started_from: ``"w*"``, or ``"warm-up"`` when the cells started from warmed-up chains.
@@ -152,6 +158,7 @@ class CalibrationResult:
     per_step_seconds: float
     wall_time: float
     gradients_per_step: int = 1
+    by_rule: bool = True
     chosen_position: Any = dataclasses.field(default=None, repr=False)
     started_from: str = "w*"
     warmup_step_size: float = float("nan")
@@ -224,7 +231,7 @@ class CalibrationResult:
         bad = ~self.stable & np.isfinite(self.llc_mean)
         ax.plot(eps[bad], self.llc_mean[bad], "x", color="tab:red", label="unstable")
         if np.isfinite(self.slope):
-            grid = np.geomspace(eps.min(), eps.max(), 100)
+            grid = np.geomspace(eps.min(), self.step_size, 100)  # the chosen cell's line: it and the cells below
             ax.plot(grid, self.intercept + self.slope * grid, color="0.5", lw=1, label="fit a + bε")
         ax.axvline(self.step_size, color="k", ls=":", label=f"chosen ε = {self.step_size:.2g}")
         if true_llc is not None:
@@ -247,6 +254,9 @@ class CalibrationResult:
             ax2.set_ylabel("mean Metropolis acceptance")
         fig.suptitle(f"step-size calibration ({self.sampler})")
         return fig
+
+
+MIN_FIT_CELLS = 3  # a candidate's bias line goes through it and at least two equilibrated cells below it
 
 
 def _fit_line(eps, llc, se):
@@ -435,17 +445,27 @@ def _calibrate_target(
     ok = np.flatnonzero(equilibrated)
     slope = intercept = float("nan")
     predicted = np.full(G, np.nan)
-    if ok.size >= 2:
-        intercept, slope = _fit_line(eps[ok], stats["mean"][ok], se[ok])
-        if intercept > 0:
-            predicted = np.maximum(slope, 0.0) * eps / intercept
+    fits = {}
+    for g in ok:
+        # The line through this cell and the equilibrated cells *below* it: λ̂(ε) is linear only at small ε
+        # (on singular models it bends up, or for SGNHT flattens, long before divergence), so the cells above a
+        # candidate say nothing about its bias.
+        below = ok[eps[ok] <= eps[g]]
+        if below.size < MIN_FIT_CELLS:
+            continue
+        a, b = _fit_line(eps[below], stats["mean"][below], se[below])
+        if a > 0:
+            predicted[g] = max(b, 0.0) * eps[g] / a
+            fits[g] = (a, b, below.size)
     allowed = ok if max_step_size is None else ok[eps[ok] <= max_step_size * (1 + 1e-9)]
-    if np.isfinite(predicted[allowed]).any() and (predicted[allowed] <= bias_tolerance).any():
-        candidates = allowed[predicted[allowed] <= bias_tolerance]
+    candidates = allowed[predicted[allowed] <= bias_tolerance]
+    if candidates.size:
         chosen = int(candidates[np.argmax(eps[candidates])])
+        intercept, slope, num_fit = fits[chosen]
         note = (
             f"chose the largest stable, equilibrated ε whose predicted bias b·ε/a = {predicted[chosen]:+.3f} is within "
-            f"{bias_tolerance:g} (fit over {ok.size} cells: a = {intercept:.4g}, b = {slope:.4g})"
+            f"{bias_tolerance:g} (line through it and the {num_fit - 1} equilibrated cells below it: a = "
+            f"{intercept:.4g}, b = {slope:.4g})"
             + ("." if max_step_size is None else f", at most the first calibration's {max_step_size:.3g}.")
         )
     elif ok.size:
@@ -502,6 +522,7 @@ def _calibrate_target(
         note=note,
         per_step_seconds=per_step,
         wall_time=time.perf_counter() - start,
+        by_rule=bool(candidates.size),
         chosen_position=final_position,
         started_from="w*" if init_position is None else "warm-up",
     )

@@ -342,7 +342,8 @@ def estimate_llc(
                out at rate ε γ per step, far too slowly at the final ε (their λ̂ contribution barely
                depends on ε, see ``slt.llc._warm_up``);
             3. a second calibration, ε_w halving 8 times, its cells starting from the warm chains, so the
-               fitted bias slope is that of the explored posterior rather than of the neighbourhood of w*;
+               fitted bias slope is that of the explored posterior rather than of the neighbourhood of w*
+               (its choice may lower the first one, not raise it, unless the first was a fallback);
             4. the run, from the chosen cell's chains, with ``num_burnin`` / ``num_draws`` (where left at
                ``None``) from the mixing measured in that cell: with τ = the integrated autocorrelation time
                of λ̂ (draws per effective draw) and s the per-draw std, ``num_burnin = max(calibration
@@ -483,8 +484,9 @@ def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision,
             progress=progress,
             init_position=position,
             # Exploring only adds curvature the cells at w* did not see (singular valleys), so the warm grid
-            # may lower the step but not raise it; this also guards against a noisy fit on short cells.
-            max_step_size=first.step_size,
+            # may lower a step the first grid chose by its rule, not raise it (also a guard against a noisy
+            # fit on short cells); a first choice that was a fallback (no plateau seen from w*) is no bound.
+            max_step_size=first.step_size if first.by_rule else None,
             **kwargs,
         )
         cal.first, cal.warmup_step_size, cal.num_warmup = first, warm_eps, num_warmup
