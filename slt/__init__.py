@@ -7,7 +7,7 @@ closed-form learning coefficients to validate them against, and reference models
 from __future__ import annotations
 
 from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, samplers, theory
-from slt.calibration import CalibrationResult, calibrate
+from slt.calibration import CalibrationResult, CalibrationSweep, calibrate
 from slt.comparison import ModelComparison, compare_models
 from slt.free_energy import (
     LocalFreeEnergyResult,
@@ -38,6 +38,7 @@ __all__ = [
     "local_free_energy",
     "wbic",
     "CalibrationResult",
+    "CalibrationSweep",
     "calibrate",
     "compare_models",
     "ModelComparison",

@@ -77,6 +77,35 @@ def test_chosen_step_has_small_bias_and_is_not_needlessly_small(calibrated, regr
     assert abs(cal.llc_mean[0] / limit - 1) > 0.2 or not cal.stable[0], cal.summary()
 
 
+def test_sweep_over_nbeta_and_localization_is_one_compilation_and_each_pair_obeys_the_rule(regression):
+    """calibrate(nbeta=[...], localization=[...]): every ε × nβ × γ cell in one jit, each pair's grid capped by
+    its own 2/(nβ h_max + γ), and each pair's chosen ε has the small exact bias of the single-pair test.
+    (This test found that a 10% d/2 margin left the (600, 1) pair three admissible cells and a chosen ε with
+    10.1% exact bias; see D_HALF_MARGIN.)"""
+    before = _run_batched._cache_size()
+    sweep = slt.calibrate(
+        regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), nbeta=[150.0, 600.0],
+        localization=[1.0, 300.0], **CAL,
+    )
+    assert _run_batched._cache_size() - before <= 1
+    assert isinstance(sweep, slt.CalibrationSweep)
+    assert sweep.pairs == [(150.0, 1.0), (150.0, 300.0), (600.0, 1.0), (600.0, 300.0)]
+    h_max = hessian_eigenvalues(regression).max()
+    for (t, gamma), cal in zip(sweep.pairs, sweep.results):
+        assert cal.nbeta == t and cal.localization == gamma
+        assert cal.step_sizes[0] == pytest.approx(2 / (t * h_max + gamma), rel=1e-2)
+        limit = minibatch_sgld_llc(regression, t, gamma, 0.0, cal.batch_size)
+        bias = minibatch_sgld_llc(regression, t, gamma, cal.step_size, cal.batch_size) / limit - 1
+        assert cal.bias_tolerance / 8 <= bias <= 2 * cal.bias_tolerance, (t, gamma, bias, cal.summary())
+    assert sweep[600.0, 300.0] is sweep.results[3]
+    np.testing.assert_array_equal(sweep.step_sizes, [r.step_size for r in sweep.results])
+    assert len(sweep.table().splitlines()) == 5 and "calibration sweep" in sweep.summary()
+    fig = sweep.plot()
+    assert len(fig.axes) == 1
+    with pytest.raises(KeyError):
+        sweep[1.0, 1.0]
+
+
 def test_acceptance_is_recorded_for_sgld_and_falls_with_the_step(calibrated):
     cal, _ = calibrated
     acc = cal.acceptance

@@ -34,7 +34,10 @@ class SamplerFactory(Protocol):
     Optional attributes that :func:`slt.calibrate` reads:
 
     * ``with_acceptance``: a factory for the same chains whose info also has ``acceptance_rate``;
-    * ``step_gain(params) -> float``: the largest effective step per unit ε (1 unless preconditioned).
+    * ``step_gain(params) -> float``: the largest effective step per unit ε (1 unless preconditioned);
+    * ``calibration_check(means, params) -> bool array``: given the per-cell means of the kernel's info
+      statistics (each shape (G,)) and its hyperparameters, which calibration cells are in the regime where
+      the sampler is valid (others count as unstable).
     """
 
     def __call__(self, posterior: Any, **hyperparameters: Any) -> SamplingAlgorithm: ...

@@ -118,3 +118,25 @@ def sgnht(posterior: LocalPosterior, step_size, diffusion=0.1) -> SamplingAlgori
         return kernel(rng_key, state, batch, step_size, diffusion)
 
     return SamplingAlgorithm(init, step)
+
+
+# Calibration cells whose mean thermostat exceeds this multiple of ``diffusion`` count as unstable.
+MAX_THERMOSTAT_RATIO = 2.0
+
+
+def _calibration_check(means: dict, params: dict):
+    r"""Cells where the thermostat is not mostly busy removing minibatch heat: mean ξ ≤ 2a.
+
+    With gradient noise of variance σ² per coordinate the thermostat settles at ξ ≈ a + εσ²/4, and removes
+    that heat from every coordinate alike, while minibatch noise heats mostly the stiff directions (one
+    scalar thermostat, anisotropic noise). Once the removed heat exceeds the injected diffusion
+    (ξ > 2a) the stiff directions stay hot, λ̂ is biased upwards, and it grows ever more slowly with ε
+    (the friction grows with it): a flat stretch of λ̂(ε) that is not the plateau the calibration looks for.
+    """
+    import numpy as np
+
+    thermostat = np.asarray(means.get("thermostat"))
+    return ~(thermostat > MAX_THERMOSTAT_RATIO * float(params.get("diffusion", 0.1)))
+
+
+sgnht.calibration_check = _calibration_check
