@@ -293,7 +293,10 @@ def main(argv=None):
                     "Cells: λ̂ (relative error against Aoyagi's λ). Fixed-step columns use the core issue's settings "
                     f"(batch {args.batch_size}, {args.num_chains} chains × {args.num_draws} draws after "
                     f'{args.num_burnin}); `auto` columns call `estimate_llc(step_size="auto")` with every other '
-                    "argument at its default (batch 256, 4 chains; burn-in and draws chosen from the calibration).",
+                    "argument at its default (batch 256, 4 chains; a first calibration from w*, a warm-up at a larger "
+                    "step, a second calibration from the warm chains, burn-in and draws chosen from it; time_budget "
+                    f"{args.time_budget:g} s). The NUTS column, where present, is the exact posterior's λ̂ at the same "
+                    "nβ and γ from `benchmarks/nuts_reference.json` (`benchmarks/nuts_split.py`).",
                     "",
                     f"Run {datetime.date.today()} on {jax.devices()[0].device_kind} ({jax.devices()[0].platform}, JAX "
                     f"{jax.__version__}), total {total:.0f} s: `{command}`",

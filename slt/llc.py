@@ -72,7 +72,8 @@ class LLCResult:
         sampler_stats: the sampler's other per-draw statistics, each (C, D) over the kept draws (e.g.
             ``acceptance_rate`` for MALA).
         calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
-            the step size (``wall_time`` then includes it).
+            the step size (``.first``: the calibration from w* before the warm-up); ``wall_time`` then
+            includes both calibrations and the warm-up.
     """
 
     llc_mean: float
@@ -393,6 +394,7 @@ def estimate_llc(
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
         key, cal_key = jax.random.split(key)
+        auto_start = time.perf_counter()
         calibration, step_size, num_burnin, num_draws, init_position = _auto_settings(
             target,
             cal_key,
@@ -409,6 +411,7 @@ def estimate_llc(
             progress=progress,
             chunk_size=chunk_size,
         )
+        auto_seconds = time.perf_counter() - auto_start
     num_draws = 2000 if num_draws is None else num_draws
     num_burnin = 1000 if num_burnin is None else num_burnin
     settings = SamplingSettings.validated(
@@ -447,7 +450,7 @@ def estimate_llc(
     result = settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time, info=trace.info)
     if calibration is not None:
         result.calibration = calibration
-        result.wall_time += calibration.wall_time
+        result.wall_time += auto_seconds  # calibrations and warm-up
     return result
 
 
