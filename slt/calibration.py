@@ -653,7 +653,8 @@ def _choose(
         )
     else:
         raise ValueError(
-            "calibration found no stable step size: every cell diverged or exceeded d/2. Pass smaller "
+            "calibration found no stable step size: every cell diverged, exceeded d/2 or failed the sampler's "
+            "regime check (see `sampler_stats`, e.g. SGNHT's thermostat). Pass smaller "
             f"`step_sizes` (the grid was {eps.min():.3g} to {eps.max():.3g}) or check the model and data."
         )
     if final_position is not None:

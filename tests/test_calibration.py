@@ -227,3 +227,22 @@ def test_preconditioned_sampler_caps_the_grid_by_its_step_gain(regression):
 def test_sgld_calibration_records_acceptance_through_its_variant(calibrated):
     cal, _ = calibrated
     assert cal.gradients_per_step == 2
+
+
+def test_sgnht_cells_whose_thermostat_fights_minibatch_heat_are_unstable(regression):
+    """SGNHT's calibration_check: a cell whose mean thermostat exceeds 1.2 × diffusion (minibatch heat over 20%
+    of the injected noise) counts as unstable; the per-cell means of the sampler's statistics are recorded."""
+    from slt.samplers import sgnht
+
+    check = sgnht.calibration_check({"thermostat": np.array([0.1, 0.119, 0.121, 0.5, np.nan])}, {"diffusion": 0.1})
+    np.testing.assert_array_equal(check, [True, True, False, False, True])
+    cal = slt.calibrate(
+        regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), sampler="sgnht",
+        step_sizes=np.geomspace(1e-2, 1e-5, 8), num_steps=1500, num_chains=2, batch_size=50,
+    )
+    xi = cal.sampler_stats["thermostat"]
+    assert xi.shape == cal.step_sizes.shape
+    hot = xi > 1.2 * 0.1
+    assert hot.any() and not hot.all()  # batch 50: the large cells are heated, the small ones not
+    assert not cal.stable[hot].any()
+    assert not hot[cal.chosen]

@@ -120,18 +120,21 @@ def sgnht(posterior: LocalPosterior, step_size, diffusion=0.1) -> SamplingAlgori
     return SamplingAlgorithm(init, step)
 
 
-# Calibration cells whose mean thermostat exceeds this multiple of ``diffusion`` count as unstable.
-MAX_THERMOSTAT_RATIO = 2.0
+# Calibration cells whose mean thermostat exceeds this multiple of ``diffusion`` count as unstable: the
+# minibatch heat it removes may be at most 20% of the injected diffusion. At 2× (heat = diffusion), rank-0
+# DLNs kept cells with ξ ≈ 1.5-1.7a whose λ̂ sat on a flat stretch 60% above the exact posterior.
+MAX_THERMOSTAT_RATIO = 1.2
 
 
 def _calibration_check(means: dict, params: dict):
-    r"""Cells where the thermostat is not mostly busy removing minibatch heat: mean ξ ≤ 2a.
+    r"""Cells where the thermostat is not busy removing minibatch heat: mean ξ ≤ 1.2a.
 
     With gradient noise of variance σ² per coordinate the thermostat settles at ξ ≈ a + εσ²/4, and removes
     that heat from every coordinate alike, while minibatch noise heats mostly the stiff directions (one
-    scalar thermostat, anisotropic noise). Once the removed heat exceeds the injected diffusion
-    (ξ > 2a) the stiff directions stay hot, λ̂ is biased upwards, and it grows ever more slowly with ε
+    scalar thermostat, anisotropic noise). Once the removed heat is a sizeable fraction of the injected
+    diffusion the stiff directions stay hot, λ̂ is biased upwards, and it grows ever more slowly with ε
     (the friction grows with it): a flat stretch of λ̂(ε) that is not the plateau the calibration looks for.
+    Below ξ = 1.2a the minibatch noise is a small correction and the chain behaves like SGHMC.
     """
     import numpy as np
 
