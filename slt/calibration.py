@@ -445,6 +445,7 @@ def _calibrate_target(
     chunk_size=1024,
     init_position=None,
     max_step_size=None,
+    example_losses_at_center=None,
 ):
     start = time.perf_counter()
     nbetas, sweep_nbeta = _as_values(nbeta, "nbeta")
@@ -477,7 +478,9 @@ def _calibrate_target(
     bias_tolerance = float(bias_tolerance)
     if not (math.isfinite(bias_tolerance) and bias_tolerance > 0):
         raise ValueError(f"`bias_tolerance` must be a positive number; got {bias_tolerance!r}.")
-    per_example = check_loss_at_center(target, settings.chunk_size)
+    per_example = example_losses_at_center  # a caller that already checked L_n(w*) passes them: one data pass
+    if per_example is None:
+        per_example = check_loss_at_center(target, settings.chunk_size)
     hess_key, run_key = jax.random.split(key)
     h_max = top_hessian_eigenvalue(target, key=hess_key)
     factory = get_sampler(settings.sampler)

@@ -389,13 +389,13 @@ def estimate_llc(
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
-    calibration = init_position = None
+    calibration = init_position = per_example = None
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
         key, cal_key = jax.random.split(key)
         auto_start = time.perf_counter()
-        calibration, step_size, num_burnin, num_draws, init_position = _auto_settings(
+        calibration, step_size, num_burnin, num_draws, init_position, per_example = _auto_settings(
             target,
             cal_key,
             num_chains=num_chains,
@@ -429,7 +429,8 @@ def estimate_llc(
         chunk_size=chunk_size,
         num_params=target.num_parameters,
     )
-    per_example = check_loss_at_center(target, settings.chunk_size)
+    if per_example is None:
+        per_example = check_loss_at_center(target, settings.chunk_size)
     start = time.perf_counter()
     trace = run_chains(
         target,
@@ -464,12 +465,14 @@ WARMUP_GRID = 8  # cells of the second calibration, halving from ε_w
 def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision, time_budget, progress, **kwargs):
     """Calibrate at w*, warm up at a larger step, recalibrate from the warm chains, then size burn-in and draws
     from the mixing measured in the chosen cell (see :func:`estimate_llc`). Returns
-    ``(calibration, step_size, num_burnin, num_draws, init_position)``."""
+    ``(calibration, step_size, num_burnin, num_draws, init_position, per-example losses at w*)``."""
     from slt.calibration import _calibrate_target
 
     precision = _positive_float(precision, "precision")
     time_budget = _positive_float(time_budget, "time_budget")
     first_key, warm_key, second_key = jax.random.split(key, 3)
+    per_example = check_loss_at_center(target, kwargs.get("chunk_size", 1024))  # one data pass for all stages
+    kwargs = {**kwargs, "example_losses_at_center": per_example}
     first = _calibrate_target(target, key=first_key, num_chains=num_chains, progress=progress, **kwargs)
     per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
     max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
@@ -504,7 +507,7 @@ def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision,
         sd = cal.draw_std[g]
         need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2)
         num_draws = int(np.clip(np.ceil(need * tau / cal.num_chains), 2000, max(2000, max_steps - num_burnin)))
-    return cal, cal.step_size, num_burnin, num_draws, cal.chosen_position
+    return cal, cal.step_size, num_burnin, num_draws, cal.chosen_position, per_example
 
 
 def _warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
@@ -525,14 +528,14 @@ def _warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
     if first.chosen_position is None or not admissible.any() or eps[admissible].max() <= first.step_size:
         return None
     warm_eps = float(eps[admissible].max())
+    per_example = kwargs.pop("example_losses_at_center")
     settings = SamplingSettings.validated(
         num_data=target.num_data,
         step_size=warm_eps,
         num_chains=num_chains,
         num_params=target.num_parameters,
-        **{k: v for k, v in kwargs.items() if k != "bias_tolerance"},
+        **kwargs,
     )
-    per_example = check_loss_at_center(target, settings.chunk_size)
     for attempt in range(2):
         gamma = settings.localization
         steps = max_steps if gamma <= 0 else int(np.clip(np.ceil(1.0 / (warm_eps * gamma)), 2000, max(2000, max_steps)))
