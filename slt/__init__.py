@@ -22,7 +22,7 @@ from slt.free_energy import (
 )
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
-from slt.sampling import run_chains
+from slt._src.driver import run_chains
 from slt.targets import Target
 
 __version__ = "0.1.0"

@@ -61,7 +61,7 @@ import numpy as np
 from slt import diagnostics
 from slt.llc import SamplingSettings, check_loss_at_center, make_target
 from slt.samplers import get_sampler
-from slt.sampling import as_key, run_grid
+from slt._src.driver import as_key, run_grid
 from slt.targets import Target
 
 __all__ = ["CalibrationResult", "CalibrationSweep", "calibrate", "hessian_radius", "top_hessian_eigenvalue"]

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from slt.llc import LLCResult, estimate_llc
-from slt.sampling import as_key
+from slt._src.driver import as_key
 
 __all__ = ["LLCTracker"]
 

@@ -44,7 +44,7 @@ import jax
 import numpy as np
 
 from slt.llc import LLCResult, estimate_llc, make_target
-from slt.sampling import as_key, per_example_losses
+from slt._src.driver import as_key, per_example_losses
 
 __all__ = ["Crossover", "ModelComparison", "compare_models", "crossover_num_data", "free_energy_asymptotic"]
 

@@ -93,7 +93,7 @@ from slt.calibration import hessian_radius
 from slt.llc import SamplingSettings, SamplingWarning, _positive_float, check_loss_at_center, make_target
 from slt.posterior import default_nbeta
 from slt.samplers.base import normal_like
-from slt.sampling import as_key, run_chains, run_grid
+from slt._src.driver import as_key, run_chains, run_grid
 from slt.targets import Target
 
 __all__ = [
@@ -684,8 +684,8 @@ def _mcse(z: np.ndarray) -> float:
 
 
 def _sample(problem: _Problem, nbetas, step_sizes, keys, *, progress: bool, description: str) -> _Run:
-    """All temperatures × chains in one jitted computation: :func:`slt.sampling.run_grid`, or
-    :func:`slt.sampling.run_chains` for a single temperature (the same chains; it compiles about 3× faster)."""
+    """All temperatures × chains in one jitted computation: :func:`slt._src.driver.run_grid`, or
+    :func:`slt._src.driver.run_chains` for a single temperature (the same chains; it compiles about 3× faster)."""
     s = problem.settings
     common = dict(
         example_losses_at_center=problem.per_example,
@@ -970,7 +970,7 @@ def local_free_energy(
     with a *normalized* Gaussian prior (so F(0) = 0; the identity :math:`dF/dt = \mathbb E_t[L_n]` is
     derived in the module docstring). :math:`\mathbb E_t[L_n] - L_n(w^*)` is estimated per draw by the
     paired minibatch difference :math:`L_B(w) - L_B(w^*)`; every temperature runs as one more batch axis of
-    a single jitted computation (:func:`slt.sampling.run_grid`), with independent keys per temperature.
+    a single jitted computation (:func:`slt._src.driver.run_grid`), with independent keys per temperature.
 
     Grid and quadrature (module docstring): ``num_temperatures`` nodes equally spaced in log nβ from
     :math:`t_1 = \text{tail\_tolerance} / e(0)` to nβ, the trapezoid rule in log nβ, and

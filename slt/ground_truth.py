@@ -49,7 +49,7 @@ from jax.flatten_util import ravel_pytree
 
 from slt.llc import LLCResult, SamplingWarning, _positive_int, check_loss_at_center, make_target, summarize
 from slt.posterior import resolve_nbeta
-from slt.sampling import as_key
+from slt._src.driver import as_key
 
 __all__ = ["nuts_llc"]
 

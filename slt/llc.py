@@ -35,7 +35,7 @@ import numpy as np
 from slt import diagnostics
 from slt.posterior import resolve_nbeta
 from slt.samplers import FULL_BATCH_SAMPLERS, get_sampler
-from slt.sampling import as_key, per_example_losses, run_chains
+from slt._src.driver import as_key, per_example_losses, run_chains
 from slt.targets import Target, from_linen, from_loss_fn, from_nnx
 
 __all__ = ["LLCResult", "SamplingSettings", "SamplingWarning", "estimate_llc", "make_target"]

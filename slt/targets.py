@@ -163,6 +163,10 @@ class _FunctionLoss:
         del frozen
         return _unwrap(self.loss_fn)(position, batch)
 
+    def params(self, position, frozen):
+        """The parameters in the user's form."""
+        return position
+
 
 @dataclasses.dataclass(frozen=True)
 class _MaskedFunctionLoss:
@@ -173,7 +177,11 @@ class _MaskedFunctionLoss:
     mask: tuple[bool, ...]
 
     def __call__(self, position, frozen, batch):
-        return _unwrap(self.loss_fn)(_merge_leaves(self.treedef, self.mask, position, frozen), batch)
+        return _unwrap(self.loss_fn)(self.params(position, frozen), batch)
+
+    def params(self, position, frozen):
+        """The parameters in the user's form."""
+        return _merge_leaves(self.treedef, self.mask, position, frozen)
 
 
 def _merge_leaves(treedef, mask, moving, frozen):
@@ -242,11 +250,14 @@ class _NNXLoss:
     output_loss: Callable
 
     def __call__(self, position, frozen, batch):
+        inputs, targets = batch
+        return _unwrap(self.output_loss)(self.params(position, frozen)(inputs), targets)
+
+    def params(self, position, frozen):
+        """The model, merged from the moving and frozen state."""
         from flax import nnx
 
-        model = nnx.merge(self.graphdef, position, *frozen)
-        inputs, targets = batch
-        return _unwrap(self.output_loss)(model(inputs), targets)
+        return nnx.merge(self.graphdef, position, *frozen)
 
 
 def from_nnx(model, data: PyTree, loss: Callable, *, where: Any = None) -> Target:
@@ -289,11 +300,14 @@ class _LinenLoss:
     mask: tuple[bool, ...]
 
     def __call__(self, position, frozen, batch):
-        moving_frozen, other_collections = frozen
-        params = _merge_leaves(self.treedef, self.mask, position, moving_frozen)
         inputs, targets = batch
-        outputs = _unwrap(self.module).apply({"params": params, **other_collections}, inputs)
+        outputs = _unwrap(self.module).apply(self.params(position, frozen), inputs)
         return _unwrap(self.output_loss)(outputs, targets)
+
+    def params(self, position, frozen):
+        """The module's variables."""
+        moving_frozen, other_collections = frozen
+        return {"params": _merge_leaves(self.treedef, self.mask, position, moving_frozen), **other_collections}
 
 
 def from_linen(module, variables, data: PyTree, loss: Callable, *, where: PathPredicate | None = None):

@@ -27,3 +27,30 @@ def small_dln():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+class _CompileCounter:
+    """Counts XLA compilations through ``jax.monitoring`` (the backend-compile event), not private caches."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.names: list[str] = []
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.names.append(str(kwargs.get("fun_name", "")))
+
+    def __call__(self, name: str | None = None) -> int:
+        return sum(1 for n in self.names if name is None or name in n)
+
+
+COMPILES = _CompileCounter()
+SAMPLER_CHUNK = "_chunk_impl"  # the driver's compiled chunk
+
+
+@pytest.fixture
+def compiles():
+    """``compiles(name=None)``: XLA compilations so far (of functions whose name contains ``name``)."""
+    return COMPILES

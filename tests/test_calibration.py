@@ -9,7 +9,7 @@ import pytest
 
 import slt
 from slt.models.regression import quadratic_llc
-from slt.sampling import _run_batched
+from conftest import COMPILES, SAMPLER_CHUNK
 
 CAL = dict(num_steps=1500, num_step_sizes=8, num_chains=4, batch_size=100)
 
@@ -21,9 +21,9 @@ def hessian_eigenvalues(problem):
 
 @pytest.fixture(scope="module")
 def calibrated(regression):
-    before = _run_batched._cache_size()
+    before = COMPILES(SAMPLER_CHUNK)
     cal = slt.calibrate(regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), **CAL)
-    return cal, _run_batched._cache_size() - before
+    return cal, COMPILES(SAMPLER_CHUNK) - before
 
 
 def test_grid_is_one_compilation_and_capped_by_curvature(calibrated, regression):
@@ -82,12 +82,12 @@ def test_sweep_over_nbeta_and_localization_is_one_compilation_and_each_pair_obey
     its own 2/(nβ h_max + γ), and each pair's chosen ε has the small exact bias of the single-pair test.
     (This test found that a 10% d/2 margin left the (600, 1) pair three admissible cells and a chosen ε with
     10.1% exact bias; see D_HALF_MARGIN.)"""
-    before = _run_batched._cache_size()
+    before = COMPILES(SAMPLER_CHUNK)
     sweep = slt.calibrate(
         regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), nbeta=[150.0, 600.0],
         localization=[1.0, 300.0], **CAL,
     )
-    assert _run_batched._cache_size() - before <= 1
+    assert COMPILES(SAMPLER_CHUNK) - before <= 1
     assert isinstance(sweep, slt.CalibrationSweep)
     assert sweep.pairs == [(150.0, 1.0), (150.0, 300.0), (600.0, 1.0), (600.0, 300.0)]
     h_max = hessian_eigenvalues(regression).max()
@@ -185,7 +185,7 @@ def test_auto_warms_up_at_a_larger_step_then_recalibrates_from_the_warm_chains(a
 def test_a_run_starts_from_init_position(regression):
     """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
     from slt.llc import check_loss_at_center, make_target
-    from slt.sampling import run_chains
+    from slt._src.driver import run_chains
 
     target = make_target(regression.loss_fn, regression.params, regression.data)
     per_example = check_loss_at_center(target, 1024)

@@ -12,7 +12,7 @@ from scipy.special import lambertw
 import slt
 from slt.comparison import crossover_num_data, free_energy_asymptotic
 from slt.models.regression import quadratic_llc
-from slt.sampling import _run
+from conftest import COMPILES, SAMPLER_CHUNK
 
 LOSS_A, LOSS_B = 0.0, 0.01  # basin A: all 3 coordinates quadratic (λ = 3/2); basin B: one (λ = 1/2)
 CENTER_A = jnp.array([10.0, 0.0, 0.0])
@@ -46,9 +46,9 @@ SETTINGS = dict(step_size=1e-3, num_chains=4, num_draws=2000, num_burnin=500, lo
 def test_estimated_llcs_match_the_exact_values_and_the_crossover_solves_the_equation(two_basins, key):
     points, x = two_basins
     n = x.shape[0]
-    before = _run._cache_size()
+    before = COMPILES(SAMPLER_CHUNK)
     comp = slt.compare_models(two_basin_loss, points, x, key=key, batch_size=n, **SETTINGS)
-    assert _run._cache_size() - before <= 1  # both points share one compilation
+    assert COMPILES(SAMPLER_CHUNK) - before <= 1  # both points share one compilation
     t = n / math.log(n)
     h2 = np.mean(np.asarray(x, np.float64) ** 2, axis=0)
     exact = {

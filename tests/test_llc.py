@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import slt
+import slt._src.driver
 from slt.models.potentials import normal_crossing_llc_exact
 from slt.models.regression import quadratic_llc
 from slt.samplers.sgld import SGLDInfo, SGLDState
-from slt.sampling import _run
+from conftest import COMPILES, SAMPLER_CHUNK
 
 FAST = dict(num_chains=2, num_draws=20, num_burnin=5, batch_size=50, step_size=1e-4)
 
@@ -126,7 +127,7 @@ def test_legacy_prng_key_gives_the_same_numbers(small_dln):
 
 def test_second_call_does_not_recompile(small_dln, key):
     slt.estimate_llc(small_dln.loss_fn, small_dln.params, small_dln.data, key=key, **FAST)
-    before = _run._cache_size()
+    before = COMPILES(SAMPLER_CHUNK)
     # new hyperparameter values and a new key: still the same compiled program
     slt.estimate_llc(
         small_dln.loss_fn,
@@ -137,7 +138,7 @@ def test_second_call_does_not_recompile(small_dln, key):
         nbeta=123.0,
         localization=5.0,
     )
-    assert _run._cache_size() == before
+    assert COMPILES(SAMPLER_CHUNK) == before
 
 
 def test_progress_bar_does_not_change_the_numbers(small_dln, key):
@@ -179,7 +180,7 @@ def test_paired_minibatch_loss_at_center_matches_direct_evaluation(small_dln, ke
     assert centre.std() > 0
     # mean of 800 independent batch means of size 50: standard error std(per-example)/sqrt(50*800)
     target = slt.llc.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
-    per_example = slt.sampling.per_example_losses(target)
+    per_example = slt._src.driver.per_example_losses(target)
     se = per_example.std() / math.sqrt(50 * centre.size)
     assert abs(centre.mean() - per_example.mean()) < 5 * se
 

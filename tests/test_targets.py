@@ -9,7 +9,7 @@ import pytest
 from flax import linen, nnx
 
 import slt
-from slt.sampling import _run
+from conftest import COMPILES, SAMPLER_CHUNK
 from slt.targets import from_loss_fn, path_names
 
 KW = dict(step_size=1e-4, num_chains=2, num_draws=60, num_burnin=10, batch_size=32)
@@ -41,9 +41,9 @@ def supervised():
 def test_nnx_form_runs_and_a_new_instance_does_not_recompile(supervised, key):
     res = slt.estimate_llc(MLP(nnx.Rngs(0)), supervised, loss=slt.losses.gaussian_nll, key=key, **KW)
     assert np.isfinite(res.llc_mean)
-    before = _run._cache_size()
+    before = COMPILES(SAMPLER_CHUNK)
     slt.estimate_llc(MLP(nnx.Rngs(1)), supervised, loss=slt.losses.gaussian_nll, key=key, **KW)
-    assert _run._cache_size() == before
+    assert COMPILES(SAMPLER_CHUNK) == before
 
 
 def test_nnx_form_equals_the_plain_function_form(supervised, key):

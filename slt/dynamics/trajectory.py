@@ -23,8 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt.llc import LLCResult, SamplingSettings, check_loss_at_center, make_target
-from slt.samplers import get_sampler
-from slt.sampling import _run_batched, as_key
+from slt._src.driver import as_key, run_chains
 
 __all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints"]
 
@@ -182,8 +181,6 @@ def llc_trajectory(
     per_example = [check_loss_at_center(t, cfg.chunk_size) for t in targets]
 
     chunk = min(checkpoint_batch_size, num)
-    factory = get_sampler(cfg.sampler)
-    sampler_params = {"step_size": jnp.float32(cfg.step_size)}
     results: list[LLCResult] = []
     bar = None
     if progress:
@@ -193,25 +190,22 @@ def llc_trajectory(
     for start in range(0, num, chunk):
         idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
         t0 = time.perf_counter()
-        info, losses_at_center, _ = _run_batched(
-            first.loss,
-            factory,
-            cfg.num_chains,
-            cfg.num_burnin + cfg.num_draws,
-            cfg.batch_size,
-            0,
-            _stack([targets[i].position for i in idx]),
-            _stack([targets[i].frozen for i in idx]),
-            first.data,
-            jnp.stack([jnp.asarray(per_example[i]) for i in idx]),
-            jnp.stack([jax.random.fold_in(key, i) for i in idx]),
-            jnp.float32(cfg.nbeta),
-            jnp.float32(cfg.localization),
-            sampler_params,
-            jnp.int32(0),
+        trace = run_chains(
+            first,
+            key=jnp.stack([jax.random.fold_in(key, i) for i in idx]),
+            example_losses_at_center=jnp.stack([jnp.asarray(per_example[i]) for i in idx]),
+            center=_stack([targets[i].position for i in idx]),
+            frozen=_stack([targets[i].frozen for i in idx]),
+            nbeta=cfg.nbeta,
+            localization=cfg.localization,
+            num_chains=cfg.num_chains,
+            num_steps=cfg.num_burnin + cfg.num_draws,
+            batch_size=cfg.batch_size,
+            sampler=cfg.sampler,
+            sampler_params=cfg.all_sampler_params,
             batched=("center", "frozen", "example_losses_at_center", "key"),
         )
-        losses, losses_at_center = np.asarray(info.loss), np.asarray(losses_at_center)
+        losses, losses_at_center = trace.loss, trace.loss_at_center
         wall = (time.perf_counter() - t0) / chunk
         for j, i in enumerate(idx[: min(chunk, num - start)]):
             results.append(cfg.summarize(losses[j], losses_at_center[j], per_example[i], wall))

@@ -8,7 +8,7 @@ import pytest
 
 import slt
 from slt.dynamics.trajectory import llc_trajectory
-from slt.sampling import _run_batched
+from conftest import COMPILES, SAMPLER_CHUNK
 
 KW = dict(step_size=1e-5, num_chains=2, num_draws=200, num_burnin=50, batch_size=50)
 
@@ -20,9 +20,9 @@ def checkpoints(small_dln):
 
 def test_trajectory_matches_single_estimates_and_compiles_once(small_dln, checkpoints):
     key = jax.random.key(0)
-    before = _run_batched._cache_size()
+    before = COMPILES(SAMPLER_CHUNK)
     traj = llc_trajectory(small_dln.loss_fn, checkpoints, small_dln.data, key=key, checkpoint_batch_size=2, **KW)
-    assert _run_batched._cache_size() - before <= 1  # three chunks (the last padded), one compilation
+    assert COMPILES(SAMPLER_CHUNK) - before <= 1  # three chunks (the last padded), one compilation
     assert len(traj) == 5 and traj.steps.tolist() == [0, 1, 2, 3, 4]
     for i in (0, 2, 4):
         single = slt.estimate_llc(

@@ -1,0 +1,1 @@
+"""Private implementation of :mod:`slt`. Public names are re-exported from ``slt`` and its subpackages."""

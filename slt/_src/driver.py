@@ -1,0 +1,642 @@
+r"""The sampling driver: every sampling computation of the package runs through :func:`sample`.
+
+One run is ``num_chains`` chains of a sampler kernel on the localized tempered posterior
+(:class:`slt.posterior.LocalPosterior`), optionally batched over a leading *cell* axis of any of the centre
+w* (checkpoints), the frozen leaves, the per-example losses at w*, the key, nβ, γ and the sampler's
+hyperparameters (grids). The computation is ``jit( scan over RNG blocks ( scan over steps ( vmap over chains
+)))``, vmapped over cells, and runs **chunk by chunk**: one compiled chunk of ``blocks_per_chunk`` RNG blocks
+is called again and again with the index of its first block. Between chunks the host reports progress,
+streams the records to a store and keeps device memory bounded; nothing else crosses to the host.
+
+At every ``thin``-th step (steps 0, thin, 2·thin, …, counted from the start of burn-in) the run records the
+kernel's per-step info (``stats``: the minibatch loss and e.g. an acceptance probability) and the requested
+observables (:mod:`slt._src.observables`), both evaluated at the position the step starts from, on that
+step's minibatch. It also tracks per chain the first step whose loss is not finite (a divergence).
+
+Randomness: ``split(key, num_chains)`` gives one key per chain. Steps run in blocks of ``RNG_BLOCK`` (or
+``num_steps`` when shorter): block ``b`` of a chain uses ``fold_in(chain_key, b)``, split into a key that
+draws the minibatch indices of the whole block (uniform with replacement) and one kernel key per step.
+Drawing per block matters on CPU, where the random numbers dominate a small model's step. The numbers depend
+on nothing else: not on the chunking, the chain grouping (``chain_batch_size``), the device count, or an
+interruption and resume. The final state is the state after the last block (up to ``RNG_BLOCK - 1`` steps
+past ``num_steps``, whose records are dropped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt._src import observables as obs
+from slt.posterior import LocalPosterior
+from slt.samplers import get_sampler
+from slt.targets import Target
+
+__all__ = ["Run", "ChainTrace", "sample", "run_chains", "run_grid", "per_example_losses", "as_key", "BATCHABLE", "RNG_BLOCK"]
+
+PyTree = Any
+
+RNG_BLOCK = 100  # steps whose minibatch indices and kernel keys are drawn in one call
+CHUNK_STEPS = (1000, 10_000)  # default chunk length: num_steps / 20, clipped to this range
+BATCHABLE = ("center", "frozen", "example_losses_at_center", "key", "nbeta", "localization", "sampler_params")
+
+
+def as_key(key: Any, argname: str = "key") -> jax.Array:
+    """Accept a typed ``jax.random.key`` (preferred) or a legacy ``PRNGKey`` uint32 array."""
+    if key is None:
+        raise ValueError(f"`{argname}` is required: pass jax.random.key(seed); there is no default key.")
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"`{argname}` must be a single key (shape ()); got shape {key.shape}.")
+        return key
+    arr = np.asarray(key)
+    if arr.dtype == np.uint32 and arr.shape == (2,):
+        return jax.random.wrap_key_data(jnp.asarray(arr))
+    raise ValueError(f"`{argname}` must be a jax.random.key(seed); got {type(key).__name__}.")
+
+
+# --------------------------------------------------------------------------------- losses at the centre
+def _per_example_losses_impl(loss, position, frozen, data, chunk_size):
+    def one(example):
+        batch = jax.tree_util.tree_map(lambda x: x[None], example)
+        return loss(position, frozen, batch)
+
+    return jax.lax.map(one, data, batch_size=chunk_size)
+
+
+_per_example_losses = jax.jit(_per_example_losses_impl, static_argnames=("loss", "chunk_size"))
+
+
+def per_example_losses(target: Target, position: PyTree | None = None, chunk_size: int = 1024) -> np.ndarray:
+    """Per-example losses ``loss(w, [x_i])`` for every example, vectorized in chunks (one compile).
+
+    Used for the loss at w* on the full data set (its mean) and for the paired minibatch estimate.
+    """
+    position = target.position if position is None else position
+    chunk_size = int(min(chunk_size, target.num_data))
+    out = _per_example_losses(target.loss, position, target.frozen, target.data, chunk_size)
+    return np.asarray(out)
+
+
+# ----------------------------------------------------------------------------------------- the program
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """Everything that decides the compiled code (hashable; a static argument of the jitted functions)."""
+
+    loss: Any
+    factory: Any
+    batch_size: int
+    block: int
+    blocks_per_chunk: int
+    thin: int
+    observables: tuple  # ((name, fn), ...)
+    batched: tuple  # names of BATCHABLE arguments with a leading cell axis
+    mesh: Any = None
+
+
+def _cell_axes(program: _Program, dyn: dict) -> dict:
+    return {k: (0 if k in program.batched or (k == "chain_keys" and "key" in program.batched) else None) for k in dyn}
+
+
+def _constrain(program: _Program, tree, lead: int):
+    """Shard the chain axis (after ``lead`` cell axes) over the mesh's "chain" axis and one parameter dimension
+    over its "model" axis (the largest one it divides)."""
+    mesh = program.mesh
+    if mesh is None:
+        return tree
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    names = mesh.axis_names
+
+    def one(x):
+        spec: list = [None] * x.ndim
+        if x.ndim > lead and "chain" in names:
+            spec[lead] = "chain"
+        if "model" in names and x.ndim > lead + 1:
+            size = mesh.shape["model"]
+            dims = [d for d in range(lead + 1, x.ndim) if x.shape[d] % size == 0]
+            if dims:
+                spec[max(dims, key=lambda d: x.shape[d])] = "model"
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _init_cell(program: _Program, dyn: dict, init_position):
+    posterior = LocalPosterior(program.loss, dyn["center"], dyn["frozen"], dyn["nbeta"], dyn["localization"])
+    algorithm = program.factory(posterior, **dyn["sampler_params"])
+    num_chains = dyn["chain_keys"].shape[0]
+    if init_position is None:
+        state = jax.vmap(lambda _: algorithm.init(dyn["center"]))(jnp.arange(num_chains))
+    else:
+        state = jax.vmap(algorithm.init)(init_position)
+    return state, jnp.full((num_chains,), -1, jnp.int32)
+
+
+def _chunk_cell(program: _Program, carry, first_block, num_blocks, num_steps, dyn: dict):
+    """``blocks_per_chunk`` RNG blocks of one cell's chains; blocks at or past ``num_blocks`` are skipped."""
+    loss, center, frozen, data = program.loss, dyn["center"], dyn["frozen"], dyn["data"]
+    posterior = LocalPosterior(loss, center, frozen, dyn["nbeta"], dyn["localization"])
+    algorithm = program.factory(posterior, **dyn["sampler_params"])
+    per_example = dyn["example_losses_at_center"]
+    num_data = per_example.shape[0]
+    full_batch = program.batch_size == num_data
+    full_loss_at_center = jnp.mean(per_example)
+    chain_keys = jax.random.wrap_key_data(dyn["chain_keys"])
+    block, thin = program.block, program.thin
+
+    def block_randomness(chain_key, b):
+        index_key, step_key = jax.random.split(jax.random.fold_in(chain_key, b))
+        idx = None if full_batch else jax.random.randint(index_key, (block, program.batch_size), 0, num_data)
+        return idx, jax.random.split(step_key, block)
+
+    def record(state, info, batch, loss_at_center):
+        stats = info._asdict() if hasattr(info, "_asdict") else {"loss": info.loss}
+        position = getattr(state, "position", None)
+        ctx = obs.DrawContext(position, frozen, center, batch, info.loss, loss_at_center, loss)
+        values = {name: jnp.asarray(o(ctx, dyn["observable_data"][name])) for name, o in program.observables}
+        return stats, values
+
+    def chain_step(state, idx, kernel_key, t):
+        if full_batch:
+            batch, loss_at_center = data, full_loss_at_center
+        else:
+            batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+            loss_at_center = jnp.mean(per_example[idx])
+        new_state, info = algorithm.step(kernel_key, state, batch)
+        if thin == 1:
+            rec = record(state, info, batch, loss_at_center)
+        else:
+            shapes = jax.eval_shape(record, state, info, batch, loss_at_center)
+            rec = jax.lax.cond(
+                t % thin == 0,
+                lambda: record(state, info, batch, loss_at_center),
+                lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+            )
+        return new_state, info.loss, rec
+
+    def scan_step(carry, xs):
+        states, first_bad = carry
+        t, idx, kernel_keys = xs
+        states, losses, rec = jax.vmap(chain_step, in_axes=(0, 0, 0, None))(states, idx, kernel_keys, t)
+        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(losses) & (t < num_steps), t, first_bad)
+        return (_constrain(program, states, 0), first_bad), rec
+
+    def run_block(carry, b):
+        idx, kernel_keys = jax.vmap(block_randomness, in_axes=(0, None))(chain_keys, b)
+        steps = b * block + jnp.arange(block)
+        xs = (steps, None if idx is None else idx.swapaxes(0, 1), kernel_keys.swapaxes(0, 1))
+        return jax.lax.scan(scan_step, carry, xs)
+
+    def scan_block(carry, b):
+        shapes = jax.eval_shape(run_block, carry, b)[1]
+        return jax.lax.cond(
+            b < num_blocks,
+            lambda: run_block(carry, b),
+            lambda: (carry, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)),
+        )
+
+    blocks = first_block + jnp.arange(program.blocks_per_chunk)
+    carry, rec = jax.lax.scan(scan_block, carry, blocks)
+
+    def per_chain(x):  # (blocks, block, chains, ...) -> (chains, steps of the chunk / thin, ...)
+        x = x.reshape((program.blocks_per_chunk * block,) + x.shape[2:])[::thin]
+        return jnp.moveaxis(x, 0, 1)
+
+    return carry, jax.tree_util.tree_map(per_chain, rec)
+
+
+def _init_impl(program, dyn, init_position):
+    if not program.batched:
+        carry = _init_cell(program, dyn, init_position)
+    else:
+        axes = _cell_axes(program, dyn)
+        carry = jax.vmap(lambda d: _init_cell(program, d, init_position), in_axes=(axes,))(dyn)
+    return _constrain(program, carry, 1 if program.batched else 0)
+
+
+def _chunk_impl(program, carry, first_block, num_blocks, num_steps, dyn):
+    if not program.batched:
+        carry, rec = _chunk_cell(program, carry, first_block, num_blocks, num_steps, dyn)
+    else:
+        axes = _cell_axes(program, dyn)
+        carry, rec = jax.vmap(
+            lambda c, d: _chunk_cell(program, c, first_block, num_blocks, num_steps, d), in_axes=(0, axes)
+        )(carry, dyn)
+    return _constrain(program, carry, 1 if program.batched else 0), rec
+
+
+_init = jax.jit(_init_impl, static_argnames=("program",))
+_chunk = jax.jit(_chunk_impl, static_argnames=("program",))
+
+
+# --------------------------------------------------------------------------------------------- results
+@dataclasses.dataclass
+class Run:
+    """What :func:`sample` returns. C = chains, R = records (``ceil(num_steps / thin)``); with cells, every
+    array gains a leading cell axis G.
+
+    Attributes:
+        stats: the kernel's per-step info at each record, each ``(C, R)`` (``stats["loss"]`` is
+            :math:`L_{B_t}(w_t)`).
+        observables: each ``(C, R, ...)``.
+        record_steps: (R,) the step (from the start of burn-in) of each record.
+        divergence_step: (C,) the first step whose loss was not finite, -1 if none.
+        final_state: the kernel state after the last RNG block (device arrays).
+        num_steps, thin, steps_per_chunk, num_chunks: the run's layout.
+        wall_time: seconds of the whole call; compile_time: seconds of the first chunk beyond a later one's.
+        resumed_chunks: chunks read back from a store instead of being run.
+    """
+
+    stats: dict
+    observables: dict
+    record_steps: np.ndarray
+    divergence_step: np.ndarray
+    final_state: Any
+    num_steps: int
+    thin: int
+    steps_per_chunk: int
+    num_chunks: int
+    wall_time: float
+    compile_time: float = 0.0
+    resumed_chunks: int = 0
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.stats["loss"]
+
+
+# -------------------------------------------------------------------------------------------- progress
+class _Progress:
+    """Progress per chunk: a bar redrawn in place on a terminal, a plain line per ~10% otherwise. The ETA
+    counts only chunks after the first (the first includes compilation, and says so)."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.enabled, self.total, self.description = enabled, total, description
+        self.tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        self.start = time.perf_counter()
+        self.first_done: float | None = None
+        self.first_steps = 0
+        self.last_decile = -1
+        if enabled:
+            self._write(f"{description}: compiling and running the first chunk…", final=not self.tty)
+
+    def _write(self, text: str, final: bool) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.first_done is None:
+            self.first_done, self.first_steps = now, done
+        frac = done / self.total
+        rate = (done - self.first_steps) / (now - self.first_done) if now > self.first_done else 0.0
+        eta = f", ETA {(self.total - done) / rate:.0f} s" if rate > 0 and done < self.total else ""
+        text = f"{self.description}: {done}/{self.total} steps ({100 * frac:.0f}%), {now - self.start:.1f} s{eta}"
+        decile = int(10 * frac)
+        if self.tty:
+            self._write(text, final=done >= self.total)
+        elif decile > self.last_decile or done >= self.total:
+            self.last_decile = decile
+            self._write(text, final=True)
+
+
+# ------------------------------------------------------------------------------------------ the driver
+def _plan(num_steps: int, thin: int, steps_per_chunk: int | None) -> tuple[int, int, int]:
+    """``(block, blocks_per_chunk, num_blocks)``; a chunk is a whole number of blocks and of ``thin``."""
+    block = min(RNG_BLOCK, num_steps)
+    num_blocks = -(-num_steps // block)
+    unit = math.lcm(block, thin) // block  # blocks per alignment unit, so every chunk starts on a record
+    if steps_per_chunk is None:
+        target = int(np.clip(num_steps // 20, *CHUNK_STEPS))
+    else:
+        if isinstance(steps_per_chunk, bool) or not isinstance(steps_per_chunk, (int, np.integer)) or steps_per_chunk < 1:
+            raise ValueError(f"`steps_per_chunk` must be a positive integer; got {steps_per_chunk!r}.")
+        target = int(steps_per_chunk)
+    blocks = max(unit, unit * round(target / block / unit))
+    return block, min(blocks, -(-num_blocks // unit) * unit), num_blocks
+
+
+def _float_params(sampler_params: Mapping | None) -> dict:
+    return {k: jnp.asarray(v, dtype=jnp.float32) for k, v in (sampler_params or {}).items()}
+
+
+def _fetch(tree):
+    """Device arrays to numpy, gathering across processes where a run spans several hosts."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _place(program: _Program, dyn: dict, lead: int) -> dict:
+    """Put the inputs on the mesh: data replicated (or split over a "data" axis), chain keys over "chain"."""
+    mesh = program.mesh
+    if mesh is None:
+        return dyn
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    def put(x, spec):
+        x = np.asarray(x)
+        sharding = NamedSharding(mesh, PartitionSpec(*spec))
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    out = {}
+    for name, value in dyn.items():
+        if name == "chain_keys":
+            out[name] = put(value, [None] * lead + ["chain"] + [None])
+        elif name == "data" and "data" in mesh.axis_names:
+            size = mesh.shape["data"]
+            out[name] = jax.tree_util.tree_map(
+                lambda x: put(x, ["data" if np.shape(x)[0] % size == 0 else None]), value
+            )
+        else:
+            out[name] = jax.tree_util.tree_map(lambda x: put(x, []), value)
+    return out
+
+
+def sample(
+    target: Target,
+    *,
+    key,
+    example_losses_at_center,
+    nbeta,
+    localization,
+    num_chains: int,
+    num_steps: int,
+    batch_size: int,
+    sampler: Any = "sgld",
+    sampler_params: Mapping | None = None,
+    observables: Mapping | tuple | None = None,
+    thin: int = 1,
+    center=None,
+    frozen=None,
+    batched: tuple = (),
+    init_position=None,
+    steps_per_chunk: int | None = None,
+    chain_batch_size: int | None = None,
+    mesh=None,
+    store=None,
+    store_attrs: Mapping | None = None,
+    progress: bool = False,
+    description: str = "sampling",
+) -> Run:
+    """Run the chains; see the module docstring. Arguments are assumed validated by the caller (the public
+    estimators), except the driver's own (``thin``, ``steps_per_chunk``, ``chain_batch_size``, ``mesh``).
+
+    Args:
+        target: loss, w*, frozen leaves and data. ``center``/``frozen`` override its position/frozen leaves
+            (with a leading cell axis when named in ``batched``).
+        key: one key, or (G,) keys when ``"key"`` is in ``batched``.
+        example_losses_at_center: (n,) per-example losses at w* ((G, n) when batched).
+        nbeta, localization, sampler_params: scalars, or (G,) arrays when named in ``batched``.
+        observables: name -> spec (:mod:`slt._src.observables`); resolved tuples are accepted too.
+        thin: record every ``thin``-th step.
+        batched: the names among :data:`BATCHABLE` that carry a leading cell axis.
+        init_position: where chains start (leaves with a leading chain axis, after the cell axis when
+            batched... the same starts for every cell); default w*.
+        steps_per_chunk: steps per compiled chunk (rounded to whole RNG blocks and ``thin``); default
+            ``num_steps / 20`` clipped to [1,000, 10,000].
+        chain_batch_size: run the chains in groups of this size, one after another (memory); the same draws.
+        mesh: a ``jax.sharding.Mesh`` with a ``"chain"`` axis (and optionally ``"model"``, ``"data"``).
+        store: a directory: records and the resume point are written after each chunk; a second call with
+            the same arguments resumes (see :mod:`slt._src.store`).
+        progress: report progress per chunk.
+    """
+    if isinstance(thin, bool) or not isinstance(thin, (int, np.integer)) or thin < 1:
+        raise ValueError(f"`thin` must be a positive integer; got {thin!r}.")
+    thin = int(thin)
+    unknown = set(batched) - set(BATCHABLE)
+    if unknown:
+        raise ValueError(f"cannot batch over {sorted(unknown)}; batchable: {BATCHABLE}")
+    named = obs.resolve(observables) if (observables is None or isinstance(observables, Mapping)) else observables
+    if mesh is not None:
+        _check_mesh(mesh, num_chains, chain_batch_size)
+    if chain_batch_size is not None:
+        if isinstance(chain_batch_size, bool) or not isinstance(chain_batch_size, (int, np.integer)) or chain_batch_size < 1:
+            raise ValueError(f"`chain_batch_size` must be a positive integer; got {chain_batch_size!r}.")
+        chain_batch_size = min(int(chain_batch_size), num_chains)
+    block, blocks_per_chunk, num_blocks = _plan(num_steps, thin, steps_per_chunk)
+    num_chunks = -(-num_blocks // blocks_per_chunk)
+    program = _Program(
+        loss=target.loss,
+        factory=get_sampler(sampler),
+        batch_size=int(batch_size),
+        block=block,
+        blocks_per_chunk=blocks_per_chunk,
+        thin=thin,
+        observables=tuple((name, o.fn) for name, o in named),
+        batched=tuple(sorted(batched)),
+        mesh=mesh,
+    )
+    lead = 1 if batched else 0
+    keys = jnp.asarray(key) if "key" in batched else key
+    if "key" in batched:
+        chain_keys = jax.vmap(lambda k: jax.random.key_data(jax.random.split(k, num_chains)))(keys)
+    else:
+        chain_keys = jax.random.key_data(jax.random.split(as_key(key), num_chains))
+    dyn = {
+        "center": target.position if center is None else center,
+        "frozen": target.frozen if frozen is None else frozen,
+        "data": target.data,
+        "example_losses_at_center": jnp.asarray(example_losses_at_center),
+        "chain_keys": chain_keys,
+        "nbeta": jnp.asarray(nbeta, jnp.float32),
+        "localization": jnp.asarray(localization, jnp.float32),
+        "sampler_params": _float_params(sampler_params),
+        "observable_data": {name: o.data for name, o in named},
+    }
+    groups = [slice(0, num_chains)]
+    if chain_batch_size is not None and chain_batch_size < num_chains:
+        groups = [slice(s, min(s + chain_batch_size, num_chains)) for s in range(0, num_chains, chain_batch_size)]
+
+    writer = None
+    if store is not None:
+        from slt._src.store import RunStore
+
+        writer = RunStore.open(
+            store,
+            program=program,
+            dyn=dyn,
+            num_chains=num_chains,
+            num_steps=num_steps,
+            groups=groups,
+            num_chunks=num_chunks,
+            attrs=store_attrs,
+            init_position=init_position,
+        )
+
+    start = time.perf_counter()
+    bar = _Progress(progress, num_steps * len(groups), f"{description} ({num_chains} chains)")
+    pieces, finals, bads = [], [], []
+    steps_done = 0
+    compile_time = 0.0
+    resumed = 0
+    for g, rows in enumerate(groups):
+        gdyn = dict(dyn)
+        gdyn["chain_keys"] = dyn["chain_keys"][..., rows, :]
+        ginit = None if init_position is None else jax.tree_util.tree_map(lambda x, r=rows: x[r], init_position)
+        gdyn = _place(program, gdyn, lead)
+        first_chunk, records = 0, []
+        carry = None
+        if writer is not None:
+            shapes = jax.eval_shape(functools.partial(_init_impl, program), gdyn, ginit)
+            first_chunk, carry, records = writer.resume(g, jax.tree_util.tree_structure(shapes))
+            resumed += first_chunk
+        if carry is None:
+            carry = _init(program, gdyn, ginit)
+        else:
+            carry = jax.tree_util.tree_map(jnp.asarray, carry)
+        for c in range(first_chunk, num_chunks):
+            t0 = time.perf_counter()
+            carry, rec = _chunk(program, carry, c * blocks_per_chunk, num_blocks, num_steps, gdyn)
+            rec = _fetch(rec)
+            if writer is not None:
+                writer.write(g, c, rec, _fetch(carry))
+            records.append(rec)
+            seconds = time.perf_counter() - t0
+            if c == first_chunk and num_chunks - first_chunk > 1:
+                first_seconds = seconds
+            elif c == first_chunk + 1:
+                compile_time = max(compile_time, first_seconds - seconds)
+            steps_done += min(blocks_per_chunk * block, num_steps - c * blocks_per_chunk * block)
+            bar.update(g * num_steps + min((c + 1) * blocks_per_chunk * block, num_steps))
+        pieces.append(records)
+        finals.append(carry[0])
+        bads.append(_fetch(carry[1]))
+    if writer is not None:
+        writer.finish()
+
+    num_records = -(-num_steps // thin)
+    chain_axis = lead
+
+    def cat_records(*chunks):  # concatenate chunks along the record axis, trim past num_steps
+        return np.concatenate(chunks, axis=chain_axis + 1)[(slice(None),) * (chain_axis + 1) + (slice(0, num_records),)]
+
+    per_group = [jax.tree_util.tree_map(cat_records, *records) for records in pieces]
+    joined = per_group[0] if len(per_group) == 1 else jax.tree_util.tree_map(
+        lambda *xs: np.concatenate(xs, axis=chain_axis), *per_group
+    )
+    stats, values = joined
+    final_state = finals[0] if len(finals) == 1 else jax.tree_util.tree_map(
+        lambda *xs: jnp.concatenate(xs, axis=chain_axis), *finals
+    )
+    return Run(
+        stats=dict(stats),
+        observables=dict(values),
+        record_steps=np.arange(num_records) * thin,
+        divergence_step=np.concatenate(bads, axis=chain_axis),
+        final_state=final_state,
+        num_steps=num_steps,
+        thin=thin,
+        steps_per_chunk=blocks_per_chunk * block,
+        num_chunks=num_chunks,
+        wall_time=time.perf_counter() - start,
+        compile_time=compile_time,
+        resumed_chunks=resumed,
+    )
+
+
+def _check_mesh(mesh, num_chains: int, chain_batch_size: int | None) -> None:
+    from jax.sharding import Mesh
+
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
+    unknown = set(mesh.axis_names) - {"chain", "model", "data"}
+    if unknown:
+        raise ValueError(f"`mesh` axes must be among 'chain', 'model', 'data'; got {mesh.axis_names}.")
+    size = mesh.shape.get("chain", 1)
+    group = chain_batch_size or num_chains
+    if num_chains % size or group % size:
+        raise ValueError(
+            f"`num_chains` ({num_chains}) and `chain_batch_size` ({chain_batch_size}) must be multiples of the "
+            f"mesh's 'chain' axis ({size} devices)."
+        )
+
+
+# ------------------------------------------------------------------------- the two common shapes of a run
+class ChainTrace(NamedTuple):
+    """The losses of a run at every step, each ``(num_chains, num_steps)`` (a leading G for grids)."""
+
+    loss: np.ndarray  # L_B(w_t)
+    loss_at_center: np.ndarray  # L_B(w*) on the same minibatch
+    final_state: Any  # after the last RNG block
+    info: dict  # the kernel's other per-step info fields (e.g. MALA's acceptance), same shape
+    divergence_step: np.ndarray | None = None  # (C,) first non-finite loss, -1 if none
+
+
+LOSS_OBSERVABLES = {"loss_at_center": "loss_at_center"}
+
+
+def _trace(run: Run) -> ChainTrace:
+    info = {k: v for k, v in run.stats.items() if k != "loss"}
+    return ChainTrace(run.stats["loss"], run.observables["loss_at_center"], run.final_state, info, run.divergence_step)
+
+
+def run_chains(target: Target, *, key, example_losses_at_center, nbeta, localization, num_chains, num_steps,
+               batch_size, sampler="sgld", sampler_params=None, progress=False, description="sampling",
+               init_position=None, **driver) -> ChainTrace:
+    """``num_chains`` chains for ``num_steps`` steps from w* (or ``init_position``, leaves with a leading chain
+    axis), recording :math:`L_B(w_t)` and :math:`L_B(w^*)` at every step: :func:`sample` with the paired
+    losses as observables. Hyperparameter values are traced: changing them does not recompile."""
+    run = sample(
+        target, key=key, example_losses_at_center=example_losses_at_center, nbeta=nbeta,
+        localization=localization, num_chains=num_chains, num_steps=num_steps, batch_size=batch_size,
+        sampler=sampler, sampler_params=sampler_params, observables=LOSS_OBSERVABLES, progress=progress,
+        description=description, init_position=init_position, **driver,
+    )
+    return _trace(run)
+
+
+def run_grid(target: Target, *, keys, example_losses_at_center, nbeta, localization, num_chains, num_steps,
+             batch_size, sampler="sgld", sampler_params=None, progress=False, description="grid",
+             init_position=None, **driver) -> ChainTrace:
+    """A grid of G hyperparameter cells × ``num_chains`` chains in one compiled run.
+
+    ``keys`` has shape (G,) (the same key G times gives common random numbers across cells, which makes
+    differences between cells far less noisy). ``nbeta``, ``localization`` and each ``sampler_params`` value
+    are scalars (shared) or arrays of shape (G,). Every array of the returned :class:`ChainTrace` gains a
+    leading axis G. ``init_position``: the chains' starts (the same for every cell)."""
+    keys = jnp.asarray(keys)
+    num_cells = keys.shape[0]
+    params = _float_params(sampler_params)
+    values = {"nbeta": jnp.asarray(nbeta, jnp.float32), "localization": jnp.asarray(localization, jnp.float32)}
+    batched = ["key"]
+    for name, value in values.items():
+        if value.ndim:
+            if value.shape != (num_cells,):
+                raise ValueError(f"`{name}` must be a scalar or have shape ({num_cells},); got {value.shape}.")
+            batched.append(name)
+    shapes = {k: v.shape for k, v in params.items()}
+    if any(shapes.values()):
+        bad = {k: s for k, s in shapes.items() if s not in ((), (num_cells,))}
+        if bad:
+            raise ValueError(f"`sampler_params` values must be scalars or shape ({num_cells},); got {bad}.")
+        params = {k: jnp.broadcast_to(v, (num_cells,)) for k, v in params.items()}
+        batched.append("sampler_params")
+    run = sample(
+        target, key=keys, example_losses_at_center=example_losses_at_center, nbeta=values["nbeta"],
+        localization=values["localization"], num_chains=num_chains, num_steps=num_steps, batch_size=batch_size,
+        sampler=sampler, sampler_params=params, observables=LOSS_OBSERVABLES, batched=tuple(batched),
+        progress=progress, description=f"{description} ({num_cells} cells)", init_position=init_position, **driver,
+    )
+    return _trace(run)
