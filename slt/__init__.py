@@ -6,7 +6,7 @@ closed-form learning coefficients to validate them against, and reference models
 
 from __future__ import annotations
 
-from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, samplers, theory
+from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, observables, samplers, theory
 from slt.calibration import CalibrationResult, CalibrationSweep, calibrate
 from slt.comparison import ModelComparison, compare_models
 from slt.free_energy import (
@@ -22,7 +22,7 @@ from slt.free_energy import (
 )
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
-from slt._src.driver import run_chains
+from slt._src.driver import Run, run_chains, sample
 from slt.targets import Target
 
 __version__ = "0.1.0"
@@ -55,6 +55,9 @@ __all__ = [
     "losses",
     "models",
     "run_chains",
+    "Run",
+    "sample",
+    "observables",
     "samplers",
     "theory",
 ]

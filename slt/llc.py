@@ -35,7 +35,9 @@ import numpy as np
 from slt import diagnostics
 from slt.posterior import resolve_nbeta
 from slt.samplers import FULL_BATCH_SAMPLERS, get_sampler
-from slt._src.driver import as_key, per_example_losses, run_chains
+from slt._src import observables as obs
+from slt._src.driver import as_key, per_example_losses, run_chains, sample
+from slt._src.observables import resolve as resolve_observables
 from slt.targets import Target, from_linen, from_loss_fn, from_nnx
 
 __all__ = ["LLCResult", "SamplingSettings", "SamplingWarning", "estimate_llc", "make_target"]
@@ -71,6 +73,8 @@ class LLCResult:
         sampler_params: the sampler's hyperparameters other than ``step_size``.
         sampler_stats: the sampler's other per-draw statistics, each (C, D) over the kept draws (e.g.
             ``acceptance_rate`` for MALA).
+        observables: each ``(C, D, ...)``: what ``observables=`` asked to record at the kept draws.
+        thin: steps per recorded draw.
         calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
             the step size (``.first``: the calibration from w* before the warm-up); ``wall_time`` then
             includes both calibrations and the warm-up.
@@ -103,6 +107,8 @@ class LLCResult:
     sampler_params: dict = dataclasses.field(default_factory=dict)
     sampler_stats: dict = dataclasses.field(default_factory=dict)
     calibration: Any = None
+    observables: dict = dataclasses.field(default_factory=dict)
+    thin: int = 1
 
     @property
     def acceptance_rate(self) -> np.ndarray | None:
@@ -313,6 +319,12 @@ def estimate_llc(
     chunk_size: int = 1024,
     precision: float = 0.02,
     time_budget: float = 120.0,
+    observables: dict | None = None,
+    thin: int = 1,
+    store=None,
+    mesh=None,
+    chain_batch_size: int | None = None,
+    steps_per_chunk: int | None = None,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient :math:`\hat\lambda(w^*)` with SGLD-family chains.
 
@@ -371,14 +383,40 @@ def estimate_llc(
         loss: for model forms, ``loss(outputs, targets) -> scalar`` (see :mod:`slt.losses`).
         where: which parameters move (weight-restricted LLC): a path predicate ``(path, leaf) -> bool``
             for pytrees and linen, an NNX filter for NNX models. Default: every (``nnx.Param``) leaf.
-        progress: show a progress bar (a host callback every 1% of the steps).
+        progress: report progress after each chunk of steps (a bar on a terminal, a line per 10% otherwise),
+            with an ETA that leaves out compilation.
         chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
         precision: with ``step_size="auto"``: target relative MCSE of λ̂.
         time_budget: with ``step_size="auto"``: seconds the warm-up and sampling runs (after the
             calibrations) may take.
+        observables: what else to record at each kept draw, on device: ``{"name": spec}`` with ``spec`` a
+            built-in (``"weight_norm"``, ``"group_norms"``, ``"distance"``, ``"grad_norm"``, ``"loss"``,
+            ``"loss_at_center"``), ``slt.observables.per_sample_loss(probe)``, or ``fn(params, batch)``
+            (see :mod:`slt.observables`). ``result.observables[name]`` has shape ``(num_chains, num_draws, ...)``.
+        thin: record every ``thin``-th step: the run takes ``num_burnin + num_draws * thin`` steps and keeps
+            ``num_draws`` draws.
+        store: a directory: the run (draws, observables, sampler state) is written to a Zarr store after each
+            chunk of steps; calling again with the same arguments resumes from the last complete chunk and
+            returns the same result, bit for bit (see :mod:`slt._src.store`). Other arguments against an
+            existing store raise an error naming what differs.
+        mesh: a ``jax.sharding.Mesh`` with a ``"chain"`` axis (chains sharded over its devices), optionally
+            ``"model"`` (parameters sharded) and ``"data"`` (data sharded).
+        chain_batch_size: run the chains in groups of this size, one group after another (memory).
+        steps_per_chunk: steps per compiled chunk (default: ``num_steps / 20`` within [1,000, 10,000]);
+            progress and the store are updated between chunks.
 
     Returns:
         :class:`LLCResult`.
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=500, seed=0)  # regular: λ = d/2 = 1
+        >>> res = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=1e-3,
+        ...                        num_draws=500, num_burnin=200, observables={"dist": "distance"})
+        >>> res.observables["dist"].shape
+        (4, 500)
+        >>> bool(abs(res.llc_mean - 1.0) < 0.3)
+        True
 
     Divergence: a chain whose loss becomes non-finite is *excluded* from ``llc_mean``, ``llc_std`` and the
     diagnostics, flagged in ``diverged`` / ``divergence_step``, listed in ``warnings``, and reported with
@@ -389,6 +427,7 @@ def estimate_llc(
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
+    named_observables = resolve_observables(observables)
     calibration = init_position = per_example = None
     if isinstance(step_size, str):
         if step_size != "auto":
@@ -431,24 +470,41 @@ def estimate_llc(
     )
     if per_example is None:
         per_example = check_loss_at_center(target, settings.chunk_size)
-    start = time.perf_counter()
-    trace = run_chains(
+    if isinstance(thin, bool) or not isinstance(thin, (int, np.integer)) or thin < 1:
+        raise ValueError(f"`thin` must be a positive integer; got {thin!r}.")
+    run = sample(
         target,
         key=key,
         example_losses_at_center=per_example,
         nbeta=settings.nbeta,
         localization=settings.localization,
         num_chains=settings.num_chains,
-        num_steps=settings.num_burnin + settings.num_draws,
+        num_steps=settings.num_burnin + settings.num_draws * thin,
         batch_size=settings.batch_size,
         sampler=settings.sampler,
         sampler_params=settings.all_sampler_params,
+        observables=(("loss_at_center", obs.BUILTIN["loss_at_center"]),) + named_observables,
+        thin=thin,
+        init_position=init_position,
+        steps_per_chunk=steps_per_chunk,
+        chain_batch_size=chain_batch_size,
+        mesh=mesh,
+        store=store,
+        store_attrs={"estimator": "estimate_llc", **settings.describe()},
         progress=progress,
         description="LLC",
-        init_position=init_position,
     )
-    wall_time = time.perf_counter() - start
-    result = settings.summarize(trace.loss, trace.loss_at_center, per_example, wall_time, info=trace.info)
+    result = settings.summarize(
+        run.stats["loss"],
+        run.observables["loss_at_center"],
+        per_example,
+        run.wall_time,
+        info={k: v for k, v in run.stats.items() if k != "loss"},
+        num_burnin=-(-settings.num_burnin // thin),
+        divergence_step=run.divergence_step,
+        observables={name: run.observables[name] for name, _ in named_observables},
+    )
+    result.thin = thin
     if calibration is not None:
         result.calibration = calibration
         result.wall_time += auto_seconds  # calibrations and warm-up
@@ -652,13 +708,44 @@ class SamplingSettings:
         s = self.sampler
         return s if isinstance(s, str) else getattr(s, "__name__", repr(s))
 
-    def summarize(self, losses, losses_at_center, per_example, wall_time: float, info=None) -> LLCResult:
-        """An :class:`LLCResult` from one run's ``(chain, step)`` loss traces and per-example losses at w*;
-        ``info`` holds the sampler's other per-step statistics (e.g. ``acceptance_rate``)."""
+    def describe(self) -> dict:
+        """The settings as plain values (for stores and saved results)."""
+        return {
+            "nbeta": self.nbeta,
+            "localization": self.localization,
+            "step_size": self.step_size,
+            "batch_size": self.batch_size,
+            "num_data": self.num_data,
+            "num_chains": self.num_chains,
+            "num_draws": self.num_draws,
+            "num_burnin": self.num_burnin,
+            "sampler": self.sampler_name,
+            "sampler_params": dict(self.sampler_params),
+            "estimator": self.estimator,
+        }
+
+    def summarize(
+        self,
+        losses,
+        losses_at_center,
+        per_example,
+        wall_time: float,
+        info=None,
+        num_burnin: int | None = None,
+        divergence_step=None,
+        observables: dict | None = None,
+    ) -> LLCResult:
+        """An :class:`LLCResult` from one run's ``(chain, record)`` loss traces and per-example losses at w*;
+        ``info`` holds the sampler's other per-record statistics (e.g. ``acceptance_rate``); ``num_burnin``
+        counts records (default: the settings' burn-in steps, for an unthinned run); ``divergence_step`` is
+        the driver's exact first non-finite step per chain (default: the first non-finite record)."""
+        num_burnin = self.num_burnin if num_burnin is None else num_burnin
         return summarize(
             np.asarray(losses, dtype=np.float64),
             np.asarray(losses_at_center, dtype=np.float64),
-            num_burnin=self.num_burnin,
+            num_burnin=num_burnin,
+            divergence_step=divergence_step,
+            observables=observables,
             init_loss=float(np.mean(per_example, dtype=np.float64)),
             nbeta=self.nbeta,
             localization=self.localization,
@@ -684,11 +771,15 @@ def summarize(
     estimator: str,
     info: dict | None = None,
     num_params: int | None = None,
+    divergence_step=None,
+    observables: dict | None = None,
     **settings,
 ) -> LLCResult:
-    """Turn recorded ``(chain, step)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
+    """Turn recorded ``(chain, record)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
     sampler_stats = {k: np.asarray(v)[:, num_burnin:] for k, v in (info or {}).items()}
-    divergence_step = _first_nonfinite(losses)
+    if divergence_step is None:
+        divergence_step = _first_nonfinite(losses)
+    divergence_step = np.asarray(divergence_step)
     diverged = divergence_step >= 0
     reference = losses_at_center if estimator == "paired" else init_loss
     all_llc = nbeta * (losses - reference)
@@ -749,5 +840,6 @@ def summarize(
         divergence_step=divergence_step,
         warnings=messages,
         sampler_stats=sampler_stats,
+        observables={k: np.asarray(v)[:, num_burnin:] for k, v in (observables or {}).items()},
         **settings,
     )

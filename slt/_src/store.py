@@ -80,8 +80,8 @@ def fingerprint(program, dyn: dict, *, num_chains: int, num_steps: int, groups, 
 class RunStore:
     """Writes the records and resume points of one run (see the module docstring)."""
 
-    def __init__(self, path: str, fp: dict, progress: dict, num_chains: int, groups, num_chunks: int, lead: int):
-        self.path, self.fp, self.progress = path, fp, progress
+    def __init__(self, path, fp, progress, num_chains, groups, num_chunks, lead, num_records):
+        self.path, self.fp, self.progress, self.num_records = path, fp, progress, num_records
         self.num_chains, self.groups, self.num_chunks, self.lead = num_chains, groups, num_chunks, lead
         self.writer = jax.process_index() == 0
 
@@ -116,7 +116,8 @@ class RunStore:
                 root = zarr.open_group(path, mode="w", zarr_format=3)
                 root.attrs.update({"format": FORMAT, **_jsonable(attrs or {})})
                 _atomic_json(progress_file, progress)
-        return cls(path, fp, progress, num_chains, groups, num_chunks, 1 if program.batched else 0)
+        num_records = -(-num_steps // program.thin)
+        return cls(path, fp, progress, num_chains, groups, num_chunks, 1 if program.batched else 0, num_records)
 
     # ------------------------------------------------------------------------------------------- resume
     def resume(self, g: int, treedef) -> tuple[int, Any, list]:
@@ -138,7 +139,7 @@ class RunStore:
             for name in (group.keys() if hasattr(group, "keys") else []):
                 arr = group[name]
                 rpc = arr.attrs["records_per_chunk"]
-                index = (slice(None),) * self.lead + (rows, slice(0, done * rpc))
+                index = (slice(None),) * self.lead + (rows, slice(0, min(done * rpc, self.num_records)))
                 part[name] = np.asarray(arr[index])
             records.append(part)
         return done, carry, [tuple(records)]
@@ -160,7 +161,7 @@ class RunStore:
                 if name not in group:
                     shape = list(value.shape)
                     shape[self.lead] = self.num_chains
-                    shape[self.lead + 1] = rpc * self.num_chunks
+                    shape[self.lead + 1] = self.num_records
                     chunks = list(shape)
                     chunks[self.lead + 1] = rpc
                     dims = (["cell"] if self.lead else []) + ["chain", "draw"]
@@ -171,8 +172,9 @@ class RunStore:
                     )
                     arr.attrs["records_per_chunk"] = rpc
                 arr = group[name]
-                index = (slice(None),) * self.lead + (rows, slice(c * rpc, (c + 1) * rpc))
-                arr[index] = value
+                stop = min((c + 1) * rpc, self.num_records)  # the last chunk may run past the last record
+                index = (slice(None),) * self.lead + (rows, slice(c * rpc, stop))
+                arr[index] = value[(slice(None),) * (self.lead + 1) + (slice(0, stop - c * rpc),)]
         slot = 1 - int(self.progress["slot"][g]) if self.progress["done"][g] else int(self.progress["slot"][g])
         leaves = jax.tree_util.tree_leaves(carry)
         state = root.require_group(f"state/slot{slot}")

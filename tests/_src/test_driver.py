@@ -1,0 +1,107 @@
+"""The driver: chunking, chain groups and thinning change nothing but the layout; one compilation per run."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
+
+import slt
+from slt._src import driver
+
+
+@pytest.fixture(scope="module")
+def setup(small_dln):
+    target = slt.llc.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
+    per_example = slt.llc.check_loss_at_center(target, 1024)
+    kw = dict(
+        key=jax.random.key(3),
+        example_losses_at_center=per_example,
+        nbeta=100.0,
+        localization=1.0,
+        num_chains=3,
+        num_steps=2345,
+        batch_size=50,
+        sampler_params={"step_size": 1e-3},
+    )
+    return target, kw, driver.run_chains(target, steps_per_chunk=10_000, **kw)
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+@pytest.mark.parametrize("steps_per_chunk", [100, 700, None])
+def test_chunking_changes_no_number_and_compiles_one_chunk(setup, steps_per_chunk):
+    target, kw, whole = setup
+    before = COMPILES(SAMPLER_CHUNK)
+    trace = driver.run_chains(target, steps_per_chunk=steps_per_chunk, **kw)
+    assert COMPILES(SAMPLER_CHUNK) - before <= 1  # 24 chunks of 100 steps: the same compiled chunk
+    assert np.array_equal(trace.loss, whole.loss)
+    assert np.array_equal(trace.loss_at_center, whole.loss_at_center)
+    assert _leaves_equal(trace.final_state, whole.final_state)
+
+
+def test_a_longer_run_reuses_the_compiled_chunk(setup):
+    target, kw, _ = setup
+    driver.run_chains(target, steps_per_chunk=500, **kw)
+    before = COMPILES(SAMPLER_CHUNK)
+    trace = driver.run_chains(target, steps_per_chunk=500, **{**kw, "num_steps": 4321})
+    assert COMPILES(SAMPLER_CHUNK) == before  # run length is traced: the same chunk runs more often
+    assert trace.loss.shape == (3, 4321)
+
+
+def test_chain_groups_give_the_same_chains_up_to_rounding(setup):
+    """Groups run the same per-chain computation at another vectorization width; XLA may then round float
+    reductions differently, so chains agree to a few ulps of the loss, not bit for bit."""
+    target, kw, whole = setup
+    grouped = driver.run_chains(target, chain_batch_size=2, **kw)
+    scale = np.abs(whole.loss).max()
+    np.testing.assert_allclose(grouped.loss, whole.loss, rtol=0, atol=1e-5 * scale)
+
+
+def test_thinning_records_every_kth_step(setup):
+    target, kw, whole = setup
+    run = driver.sample(target, thin=7, observables={"lac": "loss_at_center"}, **kw)
+    assert np.array_equal(run.record_steps, np.arange(0, 2345, 7))
+    assert np.array_equal(run.stats["loss"], whole.loss[:, ::7])
+    assert np.array_equal(run.observables["lac"], whole.loss_at_center[:, ::7])
+
+
+def test_divergence_step_is_exact_with_thinning(regression, key):
+    target = slt.llc.make_target(regression.loss_fn, regression.params, regression.data)
+    per_example = slt.llc.check_loss_at_center(target, 1024)
+    common = dict(key=key, example_losses_at_center=per_example, nbeta=1e4, localization=1.0, num_chains=2,
+                  num_steps=300, batch_size=1000, sampler_params={"step_size": 5e-3})
+    full = driver.sample(target, **common)
+    thinned = driver.sample(target, thin=10, **common)
+    bad = ~np.isfinite(full.stats["loss"])
+    assert bad.any(axis=1).all()  # both chains blow up at this step size
+    assert np.array_equal(full.divergence_step, bad.argmax(axis=1))
+    assert np.array_equal(thinned.divergence_step, full.divergence_step)
+
+
+def test_progress_is_a_line_per_tenth_when_not_a_terminal(setup, monkeypatch):
+    target, kw, whole = setup
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    trace = driver.run_chains(target, steps_per_chunk=100, progress=True, **kw)
+    lines = err.getvalue().splitlines()
+    assert "compiling" in lines[0]
+    assert 2 <= len(lines) <= 13 and "\r" not in err.getvalue()
+    assert "2345/2345" in lines[-1]
+    assert np.array_equal(trace.loss, whole.loss)
+
+
+def test_driver_rejects_bad_layout_arguments(setup):
+    target, kw, _ = setup
+    with pytest.raises(ValueError, match="`thin`"):
+        driver.sample(target, thin=0, **kw)
+    with pytest.raises(ValueError, match="`steps_per_chunk`"):
+        driver.sample(target, steps_per_chunk=-5, **kw)
+    with pytest.raises(ValueError, match="`chain_batch_size`"):
+        driver.sample(target, chain_batch_size=0, **kw)
