@@ -173,6 +173,33 @@ def load_devinterp():
 
 
 # -------------------------------------------------------------------------------------------- benchmark
+OLD_DRIVER_COMMIT = "ca91be0"  # the last commit with slt/sampling.py, the driver before the engine
+
+
+def load_old_driver():
+    """The pre-engine driver (``run_chains`` of ``slt/sampling.py`` at ``OLD_DRIVER_COMMIT``), imported from git
+    history into a temporary module, or None where git or the commit is not at hand."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{OLD_DRIVER_COMMIT}:slt/sampling.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "old_driver.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_driver", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run(args) -> dict:
     script_start = time.perf_counter()
     device = jax.devices()[0]
@@ -266,6 +293,36 @@ def run(args) -> dict:
         llc = None if variant == "no_rng" else float(nbeta * (np.mean(losses) - full_loss))
         variants[variant] = dict(first=first, warm=warm, cpu=CPU_TIMES[variant], llc=llc)
 
+    # The driver alone: in one chunk, in its default chunks, in chunks of 200 steps, and the old driver
+    # (slt/sampling.py before the engine, read from git history) on the same work.
+    target = slt.llc.make_target(problem.loss_fn, params, data)
+    per_example = slt.llc.check_loss_at_center(target, 1024)
+    run_kw = dict(
+        key=key,
+        example_losses_at_center=per_example,
+        nbeta=nbeta,
+        localization=LOCALIZATION,
+        num_chains=NUM_CHAINS,
+        num_steps=NUM_DRAWS,
+        batch_size=BATCH_SIZE,
+        sampler_params={"step_size": STEP_SIZE},
+    )
+    contestants = {
+        "driver_one_chunk": lambda: slt.run_chains(target, steps_per_chunk=NUM_DRAWS, **run_kw).loss,
+        "driver_chunks": lambda: slt.run_chains(target, **run_kw).loss,
+        "driver_chunks_200": lambda: slt.run_chains(target, steps_per_chunk=200, **run_kw).loss,
+    }
+    old = load_old_driver()
+    if old is not None:
+        contestants["old_driver"] = lambda: old.run_chains(target, **run_kw).loss
+    firsts = {name: timed(fn)[0] for name, fn in contestants.items()}
+    warms: dict[str, list] = {name: [] for name in contestants}
+    for _ in range(args.repeats):
+        for name, fn in contestants.items():
+            warms[name].append(timed(fn)[0])
+    for name in contestants:
+        rows[name] = dict(first=firsts[name], warm=warms[name], cpu=None, llc=None)
+
     rows["slt"] = dict(first=t_slt_first, warm=slt_times, cpu=CPU_TIMES["slt"], llc=res.llc_mean)
     rows["slt_sampling"] = dict(first=slt_first_sampling, warm=slt_sampling, cpu=None, llc=None)
     rows["floor"] = dict(first=t_floor_first, warm=floor_times, cpu=CPU_TIMES["floor"], llc=floor_llc)
@@ -328,6 +385,10 @@ LABELS = {
     "flat_noise": "  floor variant: noise in one `normal` call",
     "no_rng": "  floor variant: no random numbers (not a sampler)",
     "devinterp": "devinterp 1.3.2 (torch)",
+    "driver_one_chunk": "driver alone, one chunk (`run_chains`)",
+    "driver_chunks": "driver alone, default chunks (2 × 1000 steps)",
+    "driver_chunks_200": "driver alone, chunks of 200 steps",
+    "old_driver": "old driver (before the engine), same work",
 }
 
 
@@ -351,11 +412,23 @@ def ratios(results: dict) -> list[str]:
     rows = results["rows"]
     med = {k: statistics.median(v["warm"]) for k, v in rows.items()}
     out = [
-        f"- slt warm / floor warm: **{med['slt'] / med['floor']:.2f}×** (target ≤ 1.2×); "
+        f"- slt warm / floor warm: **{med['slt'] / med['floor']:.2f}×** (target ≤ 1.15×); "
         f"by CPU time {statistics.median(rows['slt']['cpu']) / statistics.median(rows['floor']['cpu']):.2f}×; "
         f"sampling alone / floor: {med['slt_sampling'] / med['floor']:.2f}×",
         f"- slt first call / floor first call: **{rows['slt']['first'] / rows['floor']['first']:.2f}×**",
     ]
+    if "driver_one_chunk" in rows:
+        one = med["driver_one_chunk"]
+        out.append(
+            f"- chunking cost: default chunks / one chunk **{med['driver_chunks'] / one:.3f}×** (target ≤ 1.03×), "
+            f"chunks of 200 steps / one chunk {med['driver_chunks_200'] / one:.3f}×"
+        )
+    if "old_driver" in rows:
+        out.append(
+            f"- new driver / old driver (same work, warm): **{med['driver_chunks'] / med['old_driver']:.3f}×**; "
+            f"first call {rows['driver_chunks']['first'] / rows['old_driver']['first']:.2f}× "
+            "(the old driver was compiled first in this process for nothing shared: both compile their own code)"
+        )
     if "no_rng" in rows:
         out.append(
             f"- random numbers are {1 - med['no_rng'] / med['floor']:.0%} of the floor's warm time (without "

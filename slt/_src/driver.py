@@ -41,7 +41,17 @@ from slt.posterior import LocalPosterior
 from slt.samplers import get_sampler
 from slt.targets import Target
 
-__all__ = ["Run", "ChainTrace", "sample", "run_chains", "run_grid", "per_example_losses", "as_key", "BATCHABLE", "RNG_BLOCK"]
+__all__ = [
+    "Run",
+    "ChainTrace",
+    "sample",
+    "run_chains",
+    "run_grid",
+    "per_example_losses",
+    "as_key",
+    "BATCHABLE",
+    "RNG_BLOCK",
+]
 
 PyTree = Any
 
@@ -324,7 +334,11 @@ def _plan(num_steps: int, thin: int, steps_per_chunk: int | None) -> tuple[int, 
     if steps_per_chunk is None:
         target = int(np.clip(num_steps // 20, *CHUNK_STEPS))
     else:
-        if isinstance(steps_per_chunk, bool) or not isinstance(steps_per_chunk, (int, np.integer)) or steps_per_chunk < 1:
+        if (
+            isinstance(steps_per_chunk, bool)
+            or not isinstance(steps_per_chunk, (int, np.integer))
+            or steps_per_chunk < 1
+        ):
             raise ValueError(f"`steps_per_chunk` must be a positive integer; got {steps_per_chunk!r}.")
         target = int(steps_per_chunk)
     blocks = max(unit, unit * round(target / block / unit))
@@ -340,8 +354,11 @@ def _fetch(tree):
 
     def one(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if x.is_fully_replicated:  # every process holds all of it: no collective
+                return np.asarray(x.addressable_data(0))
             from jax.experimental import multihost_utils
 
+            # A collective: every process fetches the same arrays in the same order (the driver's loop does).
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
 
@@ -356,8 +373,12 @@ def _place(program: _Program, dyn: dict, lead: int) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     def put(x, spec):
-        x = np.asarray(x)
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global (several processes)
+            return jax.device_put(x, sharding)
+        # From the host value, which every process holds in full: each process builds only its addressable
+        # shards, so this also works for a mesh spanning several processes.
+        x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     out = {}
@@ -367,7 +388,7 @@ def _place(program: _Program, dyn: dict, lead: int) -> dict:
         elif name == "data" and "data" in mesh.axis_names:
             size = mesh.shape["data"]
             out[name] = jax.tree_util.tree_map(
-                lambda x: put(x, ["data" if np.shape(x)[0] % size == 0 else None]), value
+                lambda x, size=size: put(x, ["data" if np.ndim(x) and np.shape(x)[0] % size == 0 else None]), value
             )
         else:
             out[name] = jax.tree_util.tree_map(lambda x: put(x, []), value)
@@ -429,12 +450,16 @@ def sample(
     if unknown:
         raise ValueError(f"cannot batch over {sorted(unknown)}; batchable: {BATCHABLE}")
     named = obs.resolve(observables) if (observables is None or isinstance(observables, Mapping)) else observables
-    if mesh is not None:
-        _check_mesh(mesh, num_chains, chain_batch_size)
     if chain_batch_size is not None:
-        if isinstance(chain_batch_size, bool) or not isinstance(chain_batch_size, (int, np.integer)) or chain_batch_size < 1:
+        if (
+            isinstance(chain_batch_size, bool)
+            or not isinstance(chain_batch_size, (int, np.integer))
+            or chain_batch_size < 1
+        ):
             raise ValueError(f"`chain_batch_size` must be a positive integer; got {chain_batch_size!r}.")
         chain_batch_size = min(int(chain_batch_size), num_chains)
+    if mesh is not None:  # after the clipping: a chain_batch_size >= num_chains is one group of num_chains
+        _check_mesh(mesh, num_chains, chain_batch_size)
     block, blocks_per_chunk, num_blocks = _plan(num_steps, thin, steps_per_chunk)
     num_chunks = -(-num_blocks // blocks_per_chunk)
     program = _Program(
@@ -533,12 +558,16 @@ def sample(
         return np.concatenate(chunks, axis=chain_axis + 1)[(slice(None),) * (chain_axis + 1) + (slice(0, num_records),)]
 
     per_group = [jax.tree_util.tree_map(cat_records, *records) for records in pieces]
-    joined = per_group[0] if len(per_group) == 1 else jax.tree_util.tree_map(
-        lambda *xs: np.concatenate(xs, axis=chain_axis), *per_group
+    joined = (
+        per_group[0]
+        if len(per_group) == 1
+        else jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=chain_axis), *per_group)
     )
     stats, values = joined
-    final_state = finals[0] if len(finals) == 1 else jax.tree_util.tree_map(
-        lambda *xs: jnp.concatenate(xs, axis=chain_axis), *finals
+    final_state = (
+        finals[0]
+        if len(finals) == 1
+        else jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=chain_axis), *finals)
     )
     return Run(
         stats=dict(stats),
@@ -565,11 +594,15 @@ def _check_mesh(mesh, num_chains: int, chain_batch_size: int | None) -> None:
     if unknown:
         raise ValueError(f"`mesh` axes must be among 'chain', 'model', 'data'; got {mesh.axis_names}.")
     size = mesh.shape.get("chain", 1)
-    group = chain_batch_size or num_chains
-    if num_chains % size or group % size:
+    if num_chains % size:
         raise ValueError(
-            f"`num_chains` ({num_chains}) and `chain_batch_size` ({chain_batch_size}) must be multiples of the "
-            f"mesh's 'chain' axis ({size} devices)."
+            f"`num_chains` ({num_chains}) must be a multiple of the size of the mesh's 'chain' axis ({size}): "
+            "each device runs the same number of chains."
+        )
+    if chain_batch_size is not None and chain_batch_size % size:
+        raise ValueError(
+            f"`chain_batch_size` ({chain_batch_size}) must be a multiple of the size of the mesh's 'chain' axis "
+            f"({size}): each group of chains is split evenly over its devices."
         )
 
 
@@ -592,24 +625,63 @@ def _trace(run: Run) -> ChainTrace:
     return ChainTrace(run.stats["loss"], run.observables["loss_at_center"], run.final_state, info, run.divergence_step)
 
 
-def run_chains(target: Target, *, key, example_losses_at_center, nbeta, localization, num_chains, num_steps,
-               batch_size, sampler="sgld", sampler_params=None, progress=False, description="sampling",
-               init_position=None, **driver) -> ChainTrace:
+def run_chains(
+    target: Target,
+    *,
+    key,
+    example_losses_at_center,
+    nbeta,
+    localization,
+    num_chains,
+    num_steps,
+    batch_size,
+    sampler="sgld",
+    sampler_params=None,
+    progress=False,
+    description="sampling",
+    init_position=None,
+    **driver,
+) -> ChainTrace:
     """``num_chains`` chains for ``num_steps`` steps from w* (or ``init_position``, leaves with a leading chain
     axis), recording :math:`L_B(w_t)` and :math:`L_B(w^*)` at every step: :func:`sample` with the paired
     losses as observables. Hyperparameter values are traced: changing them does not recompile."""
     run = sample(
-        target, key=key, example_losses_at_center=example_losses_at_center, nbeta=nbeta,
-        localization=localization, num_chains=num_chains, num_steps=num_steps, batch_size=batch_size,
-        sampler=sampler, sampler_params=sampler_params, observables=LOSS_OBSERVABLES, progress=progress,
-        description=description, init_position=init_position, **driver,
+        target,
+        key=key,
+        example_losses_at_center=example_losses_at_center,
+        nbeta=nbeta,
+        localization=localization,
+        num_chains=num_chains,
+        num_steps=num_steps,
+        batch_size=batch_size,
+        sampler=sampler,
+        sampler_params=sampler_params,
+        observables=LOSS_OBSERVABLES,
+        progress=progress,
+        description=description,
+        init_position=init_position,
+        **driver,
     )
     return _trace(run)
 
 
-def run_grid(target: Target, *, keys, example_losses_at_center, nbeta, localization, num_chains, num_steps,
-             batch_size, sampler="sgld", sampler_params=None, progress=False, description="grid",
-             init_position=None, **driver) -> ChainTrace:
+def run_grid(
+    target: Target,
+    *,
+    keys,
+    example_losses_at_center,
+    nbeta,
+    localization,
+    num_chains,
+    num_steps,
+    batch_size,
+    sampler="sgld",
+    sampler_params=None,
+    progress=False,
+    description="grid",
+    init_position=None,
+    **driver,
+) -> ChainTrace:
     """A grid of G hyperparameter cells × ``num_chains`` chains in one compiled run.
 
     ``keys`` has shape (G,) (the same key G times gives common random numbers across cells, which makes
@@ -634,9 +706,21 @@ def run_grid(target: Target, *, keys, example_losses_at_center, nbeta, localizat
         params = {k: jnp.broadcast_to(v, (num_cells,)) for k, v in params.items()}
         batched.append("sampler_params")
     run = sample(
-        target, key=keys, example_losses_at_center=example_losses_at_center, nbeta=values["nbeta"],
-        localization=values["localization"], num_chains=num_chains, num_steps=num_steps, batch_size=batch_size,
-        sampler=sampler, sampler_params=params, observables=LOSS_OBSERVABLES, batched=tuple(batched),
-        progress=progress, description=f"{description} ({num_cells} cells)", init_position=init_position, **driver,
+        target,
+        key=keys,
+        example_losses_at_center=example_losses_at_center,
+        nbeta=values["nbeta"],
+        localization=values["localization"],
+        num_chains=num_chains,
+        num_steps=num_steps,
+        batch_size=batch_size,
+        sampler=sampler,
+        sampler_params=params,
+        observables=LOSS_OBSERVABLES,
+        batched=tuple(batched),
+        progress=progress,
+        description=f"{description} ({num_cells} cells)",
+        init_position=init_position,
+        **driver,
     )
     return _trace(run)

@@ -91,7 +91,9 @@ class RunStore:
         import zarr
 
         path = os.fspath(path)
-        fp = fingerprint(program, dyn, num_chains=num_chains, num_steps=num_steps, groups=groups, init_position=init_position)
+        fp = fingerprint(
+            program, dyn, num_chains=num_chains, num_steps=num_steps, groups=groups, init_position=init_position
+        )
         progress_file = os.path.join(path, "progress.json")
         if os.path.exists(progress_file):
             with open(progress_file) as f:
@@ -136,7 +138,7 @@ class RunStore:
         for kind in ("sample_stats", "observables"):
             group = root[kind] if kind in root else {}
             part = {}
-            for name in (group.keys() if hasattr(group, "keys") else []):
+            for name in group.keys() if hasattr(group, "keys") else []:
                 arr = group[name]
                 rpc = arr.attrs["records_per_chunk"]
                 index = (slice(None),) * self.lead + (rows, slice(0, min(done * rpc, self.num_records)))
@@ -167,7 +169,11 @@ class RunStore:
                     dims = (["cell"] if self.lead else []) + ["chain", "draw"]
                     dims += [f"{name}_dim_{i}" for i in range(value.ndim - len(dims))]
                     arr = group.create_array(
-                        name, shape=tuple(shape), chunks=tuple(chunks), dtype=value.dtype, dimension_names=dims,
+                        name,
+                        shape=tuple(shape),
+                        chunks=tuple(chunks),
+                        dtype=value.dtype,
+                        dimension_names=dims,
                         fill_value=0,
                     )
                     arr.attrs["records_per_chunk"] = rpc

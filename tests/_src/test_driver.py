@@ -75,8 +75,16 @@ def test_thinning_records_every_kth_step(setup):
 def test_divergence_step_is_exact_with_thinning(regression, key):
     target = slt.llc.make_target(regression.loss_fn, regression.params, regression.data)
     per_example = slt.llc.check_loss_at_center(target, 1024)
-    common = dict(key=key, example_losses_at_center=per_example, nbeta=1e4, localization=1.0, num_chains=2,
-                  num_steps=300, batch_size=1000, sampler_params={"step_size": 5e-3})
+    common = dict(
+        key=key,
+        example_losses_at_center=per_example,
+        nbeta=1e4,
+        localization=1.0,
+        num_chains=2,
+        num_steps=300,
+        batch_size=1000,
+        sampler_params={"step_size": 5e-3},
+    )
     full = driver.sample(target, **common)
     thinned = driver.sample(target, thin=10, **common)
     bad = ~np.isfinite(full.stats["loss"])

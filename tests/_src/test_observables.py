@@ -18,8 +18,16 @@ def test_builtins_match_host_computations(small_dln, key):
     p = small_dln
     probe = jax.tree_util.tree_map(lambda x: x[:5], p.data)
     res = slt.estimate_llc(
-        p.loss_fn, p.params, p.data, key=key, step_size=1e-3, num_chains=2, num_draws=50, num_burnin=10,
-        batch_size=50, thin=3,
+        p.loss_fn,
+        p.params,
+        p.data,
+        key=key,
+        step_size=1e-3,
+        num_chains=2,
+        num_draws=50,
+        num_burnin=10,
+        batch_size=50,
+        thin=3,
         observables={
             "w": _flat,
             "norm": "weight_norm",

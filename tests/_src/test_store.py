@@ -26,8 +26,16 @@ SCRIPT = textwrap.dedent(
                      observables={"dist": "distance"}, store=sys.argv[1])
     """
 )
-SETTINGS = dict(step_size=1e-3, num_chains=2, num_draws=3900, num_burnin=100, batch_size=50, thin=2,
-                steps_per_chunk=200, observables={"dist": "distance"})
+SETTINGS = dict(
+    step_size=1e-3,
+    num_chains=2,
+    num_draws=3900,
+    num_burnin=100,
+    batch_size=50,
+    thin=2,
+    steps_per_chunk=200,
+    observables={"dist": "distance"},
+)
 
 
 @pytest.fixture(scope="module")
