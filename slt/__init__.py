@@ -7,6 +7,8 @@ closed-form learning coefficients to validate them against, and reference models
 from __future__ import annotations
 
 from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, observables, samplers, theory
+from slt._src.driver import Run, run_chains, sample
+from slt._src.results import load
 from slt.calibration import CalibrationResult, CalibrationSweep, calibrate
 from slt.comparison import ModelComparison, compare_models
 from slt.free_energy import (
@@ -22,7 +24,6 @@ from slt.free_energy import (
 )
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
-from slt._src.driver import Run, run_chains, sample
 from slt.targets import Target
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "dynamics",
     "ground_truth",
     "estimate_llc",
+    "load",
     "losses",
     "models",
     "run_chains",

@@ -26,7 +26,7 @@ The choice rule (:func:`calibrate`):
    d/2, and a cell 10-50% above it is biased, which the fit below measures, not runaway; with a 10% margin
    a regular model kept only its three smallest cells and a noisy line through them), and
    Metropolis acceptance (where the sampler reports it) at least 0.5, and the sampler's own regime check
-   where its factory has one (``calibration_check``; SGNHT: the thermostat not busy removing minibatch
+   where its spec declares one (``calibration_check``; SGNHT: the thermostat not busy removing minibatch
    heat, see :mod:`slt.samplers.sgnht`).
 3. **Equilibrated** cells: the λ̂ trace of the kept draws is not drifting (|z| of last third vs first third
    below :data:`slt.diagnostics.DRIFT_Z`) and R-hat < 1.1.
@@ -59,9 +59,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt import diagnostics
-from slt.llc import SamplingSettings, check_loss_at_center, make_target
-from slt.samplers import get_sampler
 from slt._src.driver import as_key, run_grid
+from slt.llc import SamplingSettings, check_loss_at_center, make_target
+from slt.samplers import sampler_spec
 from slt.targets import Target
 
 __all__ = ["CalibrationResult", "CalibrationSweep", "calibrate", "hessian_radius", "top_hessian_eigenvalue"]
@@ -176,6 +176,13 @@ class CalibrationResult:
     num_warmup: int = 0
     first: Any = dataclasses.field(default=None, repr=False)
 
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
+
     def table(self) -> str:
         """The grid as a plain-text table; the chosen row is marked with ``*``."""
         lines = [
@@ -283,6 +290,13 @@ class CalibrationSweep:
     results: list
     wall_time: float
 
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
+
     def __getitem__(self, pair) -> CalibrationResult:
         """``sweep[nbeta, localization]``: the calibration of that pair (values matched to 1e-6 relative)."""
         nbeta, gamma = pair
@@ -376,10 +390,11 @@ def calibrate(
     :mod:`slt.calibration`: cap the grid by the curvature at w*, keep the stable and equilibrated cells, fit
     λ̂ linearly in ε, and take the largest ε whose predicted relative bias is at most ``bias_tolerance``.
 
-    A sampler factory may carry two optional attributes (see :class:`slt.samplers.SamplerFactory`):
+    A sampler's registered :class:`slt.samplers.SamplerSpec` may declare three capabilities used here:
     ``with_acceptance``, a factory for the same chains that also records the MALA acceptance probability
-    of every step (SGLD has one: one extra gradient per step), and ``step_gain(params)``, the largest
-    effective step per unit ε (RMSprop-SGLD: 1/δ), which divides the curvature cap.
+    of every step (SGLD has one: one extra gradient per step), ``step_gain(params)``, the largest
+    effective step per unit ε (RMSprop-SGLD: 1/δ), which divides the curvature cap, and
+    ``calibration_check``, the sampler's own regime check (SGNHT).
 
     Args:
         step_sizes: the grid (any order); default: ``num_step_sizes`` values halving from the curvature
@@ -483,9 +498,10 @@ def _calibrate_target(
         per_example = check_loss_at_center(target, settings.chunk_size)
     hess_key, run_key = jax.random.split(key)
     h_max = top_hessian_eigenvalue(target, key=hess_key)
-    factory = get_sampler(settings.sampler)
-    step_gain = getattr(factory, "step_gain", None)  # largest effective step per unit ε (preconditioners)
-    gain = float(step_gain(dict(settings.sampler_params))) if step_gain is not None else 1.0
+    spec = sampler_spec(settings.sampler)
+    factory = spec.factory
+    # largest effective step per unit ε (preconditioners)
+    gain = float(spec.step_gain(dict(settings.sampler_params))) if spec.step_gain is not None else 1.0
     if step_sizes is not None:
         fixed = np.sort(np.asarray(step_sizes, dtype=np.float64).reshape(-1))[::-1]
         if fixed.size < 3 or not np.all(np.isfinite(fixed) & (fixed > 0)):
@@ -502,7 +518,7 @@ def _calibrate_target(
     cell_nbeta = np.concatenate([np.full(g.size, p.nbeta) for g, p in zip(grids, pairs)])
     cell_gamma = np.concatenate([np.full(g.size, p.localization) for g, p in zip(grids, pairs)])
 
-    run_sampler = getattr(factory, "with_acceptance", factory)  # same chains, acceptance recorded
+    run_sampler = spec.with_acceptance or factory  # same chains, acceptance recorded
     t0 = time.perf_counter()
     trace = run_grid(
         target,
@@ -546,7 +562,7 @@ def _calibrate_target(
                 gradients_per_step=2 if run_sampler is not factory else 1,
                 per_step=per_step,
                 started_from="w*" if init_position is None else "warm-up",
-                regime_check=getattr(factory, "calibration_check", None),
+                regime_check=spec.calibration_check,
             )
         )
     wall_time = time.perf_counter() - start

@@ -24,8 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from slt.llc import LLCResult, estimate_llc
 from slt._src.driver import as_key
+from slt.llc import LLCResult, estimate_llc
 
 __all__ = ["LLCTracker"]
 

@@ -43,8 +43,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from slt.llc import LLCResult, estimate_llc, make_target
 from slt._src.driver import as_key, per_example_losses
+from slt.llc import LLCResult, estimate_llc, make_target
 
 __all__ = ["Crossover", "ModelComparison", "compare_models", "crossover_num_data", "free_energy_asymptotic"]
 
@@ -158,6 +158,13 @@ class ModelComparison:
     crossovers: list[Crossover]
     transitions: list[Crossover]
     llc_results: dict[str, LLCResult | None]
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     def _index(self, name: str) -> int:
         if name not in self.names:

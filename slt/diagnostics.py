@@ -73,23 +73,66 @@ def mcse(x: Any) -> float:
         return _scalar(_arviz().mcse(arr))
 
 
-def to_arviz(posterior: dict[str, Any], attrs: dict[str, Any] | None = None):
+def to_arviz(
+    posterior: dict[str, Any],
+    attrs: dict[str, Any] | None = None,
+    *,
+    sample_stats: dict[str, Any] | None = None,
+    chains: Any = None,
+):
     """Labelled ArviZ data from ``{name: (chain, draw, ...) array}``.
 
     Returns an ``InferenceData`` on arviz 0.x and an ``xarray.DataTree`` on arviz 1.x; both work with
     ``arviz.summary``, ``arviz.plot_trace`` and friends of the installed version. ``attrs`` (the sampling
     settings) are attached to the posterior group on both.
+
+    Args:
+        posterior: ``{name: (chain, draw, ...)}``.
+        attrs: attributes of the posterior group.
+        sample_stats: the ``sample_stats`` group: ``(chain, draw, ...)`` arrays of the posterior's chains (e.g.
+            ArviZ's boolean ``diverging``), or ``(dims, array)`` pairs, xarray's form, for variables on other
+            dimensions (their coordinates are 0..size-1).
+        chains: the ``chain`` coordinate (default 0..C-1), e.g. the indices of the chains kept when some are
+            left out of the posterior.
     """
     az = _arviz()
     posterior = {k: np.asarray(v) for k, v in posterior.items()}
+    stats = sample_stats or {}
+    per_draw = {k: np.asarray(v) for k, v in stats.items() if not isinstance(v, tuple)}
+    labelled = {k: v for k, v in stats.items() if isinstance(v, tuple)}
+    coords = None if chains is None else {"chain": np.asarray(chains)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ARVIZ_MAJOR >= 1:
             # arviz 1.x keys attrs by group; the settings belong to the posterior group
-            return az.from_dict({"posterior": posterior}, attrs={"posterior": dict(attrs or {})})
-        data = az.from_dict(posterior=posterior)
+            groups = {"posterior": posterior, **({"sample_stats": per_draw} if per_draw else {})}
+            data = az.from_dict(groups, coords=coords, attrs={"posterior": dict(attrs or {})})
+            if labelled:
+                data["sample_stats"] = _with_labelled(data["sample_stats"].to_dataset() if per_draw else None, labelled)
+            return data
+        data = az.from_dict(posterior=posterior, sample_stats=per_draw or None, coords=coords)
         data.posterior.attrs.update(attrs or {})
+        if labelled:
+            if per_draw:
+                _with_labelled(data.sample_stats, labelled)
+            else:
+                data.add_groups(sample_stats=_with_labelled(None, labelled))
         return data
+
+
+def _with_labelled(dataset, labelled: dict[str, tuple]):
+    """``dataset`` (or a new one) with the ``(dims, array)`` variables added, each new dimension indexed 0..n-1."""
+    import xarray as xr
+
+    dataset = xr.Dataset() if dataset is None else dataset
+    for name, (dims, value) in labelled.items():
+        value = np.asarray(value)
+        dims = (dims,) if isinstance(dims, str) else tuple(dims)
+        for dim, size in zip(dims, value.shape):
+            if dim not in dataset.coords:
+                dataset.coords[dim] = np.arange(size)
+        dataset[name] = (dims, value)
+    return dataset
 
 
 # ------------------------------------------------------------------------------------------ chain health

@@ -89,11 +89,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from slt import diagnostics
+from slt._src.driver import as_key, run_chains, run_grid
 from slt.calibration import hessian_radius
 from slt.llc import SamplingSettings, SamplingWarning, _positive_float, check_loss_at_center, make_target
 from slt.posterior import default_nbeta
 from slt.samplers.base import normal_like
-from slt._src.driver import as_key, run_chains, run_grid
 from slt.targets import Target
 
 __all__ = [
@@ -192,6 +192,13 @@ class LocalFreeEnergyResult:
     sampler: str
     warnings: list[str]
     wall_time: float
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     @property
     def num_temperatures(self) -> int:
@@ -299,6 +306,13 @@ class WBICResult:
     warnings: list[str]
     wall_time: float
 
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
+
     def summary(self) -> str:
         lines = [
             f"WBIC {self.wbic:.6g} ± {self.wbic_std:.2g} (MC std error) = n·L_n(w*) "
@@ -359,6 +373,13 @@ class MultiTemperatureResult:
     diverged: np.ndarray
     warnings: list[str]
     wall_time: float
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         lines = [
@@ -451,6 +472,13 @@ class MultiplicityResult:
     reference: str = "given"
     results: list = dataclasses.field(default_factory=list)
     subsample_indices: np.ndarray | None = None
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         lam = f"λ = {self.llc:.4g}" + (" (fixed)" if self.llc_fixed else f" ± {self.llc_std:.2g}")

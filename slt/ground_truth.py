@@ -47,9 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from slt._src.driver import as_key
 from slt.llc import LLCResult, SamplingWarning, _positive_int, check_loss_at_center, make_target, summarize
 from slt.posterior import resolve_nbeta
-from slt._src.driver import as_key
 
 __all__ = ["nuts_llc"]
 

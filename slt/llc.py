@@ -33,11 +33,11 @@ import jax
 import numpy as np
 
 from slt import diagnostics
-from slt.posterior import resolve_nbeta
-from slt.samplers import FULL_BATCH_SAMPLERS, get_sampler
 from slt._src import observables as obs
 from slt._src.driver import as_key, per_example_losses, run_chains, sample
 from slt._src.observables import resolve as resolve_observables
+from slt.posterior import resolve_nbeta
+from slt.samplers import sampler_spec
 from slt.targets import Target, from_linen, from_loss_fn, from_nnx
 
 __all__ = ["LLCResult", "SamplingSettings", "SamplingWarning", "estimate_llc", "make_target"]
@@ -125,18 +125,63 @@ class LLCResult:
         return int(self.llc_trace.shape[1])
 
     def to_arviz(self):
-        """ArviZ data with ``llc`` and ``loss`` in the posterior group (chain, draw)."""
+        """The run as ArviZ data: an ``InferenceData`` on arviz 0.x, an ``xarray.DataTree`` on arviz 1.x.
+
+        Diverged chains are left out of the posterior, as they are out of ``llc_mean``: ``az.summary`` then
+        describes the draws that ``llc_mean``, ``rhat`` and ``ess`` describe, instead of reporting NaN.
+
+        * ``posterior``: ``llc``, ``loss``, ``loss_at_center`` and the ``observables`` (one named like those
+          becomes ``observable_<name>``), dims ``(chain, draw, ...)``, of the chains that did not diverge; the
+          ``chain`` coordinate keeps their indices in the run. When every chain diverged (``llc_mean`` is NaN)
+          it holds them all.
+        * ``sample_stats``, on the same chains (ArviZ's plots pair the two groups chain by chain):
+          ``diverging`` (chain, draw), ArviZ's flag, True from the divergence step on, and the sampler's
+          statistics (e.g. ``acceptance_rate``); and for **every** chain of the run, dimension ``all_chains``
+          (0..C-1): ``diverged`` and ``divergence_step`` (-1: none), as in this result.
+        * attributes of the posterior group: the settings, and ``excluded_chains``, the chains left out of it.
+        """
+        diverged = np.asarray(self.diverged, bool)
+        kept = np.arange(self.num_chains) if diverged.all() else np.flatnonzero(~diverged)
+        # records are at steps 0, thin, 2 thin, ... from the start of burn-in; the kept draws follow the burn-in's
+        thin = int(getattr(self, "thin", 1))
+        draw_steps = (self.burnin_llc_trace.shape[1] + np.arange(self.num_draws)) * thin
+        step = np.asarray(self.divergence_step)
+        diverging = diverged[:, None] & (draw_steps[None, :] >= step[:, None])
+        posterior = {"llc": self.llc_trace, "loss": self.loss_trace, "loss_at_center": self.loss_at_center_trace}
+        for name, value in (getattr(self, "observables", None) or {}).items():
+            posterior[f"observable_{name}" if name in posterior else name] = value
+        reserved = ("diverging", "diverged", "divergence_step")
+        stats = {k: np.asarray(v)[kept] for k, v in self.sampler_stats.items() if k not in reserved}
         attrs = {
             "init_loss": self.init_loss,
             "nbeta": self.nbeta,
             "localization": self.localization,
             "step_size": self.step_size,
+            "batch_size": self.batch_size,
+            "num_data": self.num_data,
+            "sampler": self.sampler,
             "estimator": self.estimator,
+            "thin": thin,
+            "excluded_chains": [int(c) for c in np.setdiff1d(np.arange(self.num_chains), kept)],
         }
         return diagnostics.to_arviz(
-            {"llc": self.llc_trace, "loss": self.loss_trace, "loss_at_center": self.loss_at_center_trace},
+            {k: np.asarray(v)[kept] for k, v in posterior.items()},
             attrs=attrs,
+            chains=kept,
+            sample_stats={
+                "diverging": diverging[kept],
+                **stats,
+                "diverged": ("all_chains", diverged),
+                "divergence_step": ("all_chains", step),
+            },
         )
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result (traces, settings, warnings, divergence flags, observables, ``calibration``) to the Zarr
+        directory ``path``; :func:`slt.load` reads it back (format: :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         """A plain-text table: the estimate with MCSE, ESS bulk/tail and R-hat; then one row per chain
@@ -674,7 +719,7 @@ class SamplingSettings:
         if not (math.isfinite(localization) and localization >= 0):
             raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
         chunk_size = _positive_int(chunk_size, "chunk_size")
-        full_batch_only = isinstance(sampler, str) and sampler in FULL_BATCH_SAMPLERS
+        full_batch_only = sampler_spec(sampler).full_batch_only  # validates the name early
         if batch_size is None:
             batch_size = num_data if full_batch_only else min(num_data, 256)
         batch_size = _positive_int(batch_size, "batch_size")
@@ -682,10 +727,10 @@ class SamplingSettings:
             raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of data points n = {num_data}.")
         if full_batch_only and batch_size != num_data:
             raise ValueError(
-                f"sampler {sampler!r} is a full-batch method (its Metropolis correction needs exact potentials): "
+                f"sampler {sampler_spec(sampler).name!r} is declared full-batch only (e.g. a Metropolis correction "
+                "needs exact potentials): "
                 f"`batch_size` must be n = {num_data} or None; got {batch_size}."
             )
-        get_sampler(sampler)  # validates the name early
         sampler_params = _sampler_params(sampler_params)
         return cls(
             num_data=num_data,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
 
 import slt
 from slt.models.regression import quadratic_llc
-from conftest import COMPILES, SAMPLER_CHUNK
 
 CAL = dict(num_steps=1500, num_step_sizes=8, num_chains=4, batch_size=100)
 
@@ -184,8 +184,8 @@ def test_auto_warms_up_at_a_larger_step_then_recalibrates_from_the_warm_chains(a
 
 def test_a_run_starts_from_init_position(regression):
     """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
-    from slt.llc import check_loss_at_center, make_target
     from slt._src.driver import run_chains
+    from slt.llc import check_loss_at_center, make_target
 
     target = make_target(regression.loss_fn, regression.params, regression.data)
     per_example = check_loss_at_center(target, 1024)
@@ -207,7 +207,7 @@ def test_auto_rejects_other_strings(regression):
 
 
 def test_preconditioned_sampler_caps_the_grid_by_its_step_gain(regression):
-    """RMSprop-SGLD's effective step reaches ε/δ: its factory's ``step_gain`` divides the curvature cap, whether
+    """RMSprop-SGLD's effective step reaches ε/δ: its spec's ``step_gain`` divides the curvature cap, whether
     the sampler is named or passed as the factory itself; it has no acceptance variant (one gradient per step)."""
     kwargs = dict(key=jax.random.key(0), num_steps=40, num_step_sizes=3, num_chains=2, batch_size=100)
     by_name = slt.calibrate(
@@ -232,9 +232,8 @@ def test_sgld_calibration_records_acceptance_through_its_variant(calibrated):
 def test_sgnht_cells_whose_thermostat_fights_minibatch_heat_are_unstable(regression):
     """SGNHT's calibration_check: a cell whose mean thermostat exceeds 1.2 × diffusion (minibatch heat over 20%
     of the injected noise) counts as unstable; the per-cell means of the sampler's statistics are recorded."""
-    from slt.samplers import sgnht
-
-    check = sgnht.calibration_check({"thermostat": np.array([0.1, 0.119, 0.121, 0.5, np.nan])}, {"diffusion": 0.1})
+    regime_check = slt.samplers.sampler_spec("sgnht").calibration_check
+    check = regime_check({"thermostat": np.array([0.1, 0.119, 0.121, 0.5, np.nan])}, {"diffusion": 0.1})
     np.testing.assert_array_equal(check, [True, True, False, False, True])
     cal = slt.calibrate(
         regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), sampler="sgnht",

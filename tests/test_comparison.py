@@ -7,12 +7,12 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
 from scipy.special import lambertw
 
 import slt
 from slt.comparison import crossover_num_data, free_energy_asymptotic
 from slt.models.regression import quadratic_llc
-from conftest import COMPILES, SAMPLER_CHUNK
 
 LOSS_A, LOSS_B = 0.0, 0.01  # basin A: all 3 coordinates quadratic (λ = 3/2); basin B: one (λ = 1/2)
 CENTER_A = jnp.array([10.0, 0.0, 0.0])

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
 
 import slt
 import slt._src.driver
 from slt.models.potentials import normal_crossing_llc_exact
 from slt.models.regression import quadratic_llc
 from slt.samplers.sgld import SGLDInfo, SGLDState
-from conftest import COMPILES, SAMPLER_CHUNK
 
 FAST = dict(num_chains=2, num_draws=20, num_burnin=5, batch_size=50, step_size=1e-4)
 

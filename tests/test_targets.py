@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
 from flax import linen, nnx
 
 import slt
-from conftest import COMPILES, SAMPLER_CHUNK
 from slt.targets import from_loss_fn, path_names
 
 KW = dict(step_size=1e-4, num_chains=2, num_draws=60, num_burnin=10, batch_size=32)

@@ -203,6 +203,13 @@ class EssentialDynamics:
     smoothed: np.ndarray | None
     output_shape: tuple[int, ...]
 
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
+
     @property
     def n_components(self) -> int:
         return int(self.components.shape[1])

@@ -166,6 +166,13 @@ class LissajousResult:
     n_components: int
     stride: int
 
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
+
     def __repr__(self) -> str:
         verdict = "random-walk-like" if self.random_walk_like else "NOT random-walk-like"
         return (

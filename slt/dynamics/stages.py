@@ -293,6 +293,13 @@ class StageResult:
     min_plateau: float
     noise_floor: float
 
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
+
     @property
     def kinds(self) -> list[str]:
         return [kind for _, _, kind in self.stages]
@@ -431,6 +438,13 @@ class TurnResult:
     spacing: int
     min_angle: float
     threshold: float
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     def plot(self, dims: tuple[int, int] = (0, 1)):
         """The curve (two of its coordinates) with the turns marked, and the curvature profile; returns the

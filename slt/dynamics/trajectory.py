@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt.llc import LLCResult, SamplingSettings, check_loss_at_center, make_target
 from slt._src.driver import as_key, run_chains
+from slt.llc import LLCResult, SamplingSettings, check_loss_at_center, make_target
 
 __all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints"]
 
@@ -45,6 +45,13 @@ class LLCTrajectory:
     llc_mcse: np.ndarray
     init_loss: np.ndarray
     results: list[LLCResult]
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
+        :mod:`slt._src.results`)."""
+        from slt._src.results import save
+
+        save(self, path, overwrite=overwrite)
 
     def __len__(self) -> int:
         return len(self.results)

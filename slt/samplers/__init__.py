@@ -8,10 +8,22 @@ SGLD step), so one ε means the same per-step gradient displacement for all of t
 * ``"sghmc"``: :func:`sghmc`, momentum with per-step ``friction``;
 * ``"sgnht"``: :func:`sgnht`, momentum with a Nosé–Hoover thermostat (``diffusion``);
 * ``"mala"``: :func:`mala`, full-batch Metropolis-adjusted Langevin (exact for every ε).
+
+Each module registers its sampler at import, with its capabilities (:class:`SamplerSpec`: full batch only, an
+acceptance-recording variant, a step gain, a calibration check); :func:`register` adds a user's own
+(:mod:`slt.samplers._registry`).
 """
 
 from __future__ import annotations
 
+from slt.samplers._registry import (
+    SamplerSpec,
+    get_sampler,
+    register,
+    registered_samplers,
+    sampler_spec,
+    unregister,
+)
 from slt.samplers.base import SamplerFactory, SamplingAlgorithm, normal_like
 from slt.samplers.mala import mala
 from slt.samplers.rmsprop_sgld import rmsprop_sgld
@@ -29,28 +41,10 @@ __all__ = [
     "sghmc",
     "sgnht",
     "mala",
+    "SamplerSpec",
+    "register",
+    "unregister",
+    "registered_samplers",
+    "sampler_spec",
     "get_sampler",
-    "SAMPLERS",
-    "FULL_BATCH_SAMPLERS",
 ]
-
-SAMPLERS = {"sgld": sgld, "rmsprop_sgld": rmsprop_sgld, "sghmc": sghmc, "sgnht": sgnht, "mala": mala}
-
-# Samplers whose correctness needs the exact full-data potential (a Metropolis-Hastings correction):
-# ``estimate_llc`` defaults their ``batch_size`` to n and rejects a smaller one.
-FULL_BATCH_SAMPLERS = frozenset({"mala"})
-
-
-def get_sampler(sampler) -> SamplerFactory:
-    """Resolve a sampler name or a user factory ``factory(posterior, step_size=...) -> SamplingAlgorithm``."""
-    if isinstance(sampler, str):
-        try:
-            return SAMPLERS[sampler]
-        except KeyError:
-            raise ValueError(
-                f"`sampler` must be one of {sorted(SAMPLERS)} or a factory "
-                f"`factory(posterior, step_size=...) -> SamplingAlgorithm`; got {sampler!r}."
-            ) from None
-    if callable(sampler):
-        return sampler
-    raise ValueError(f"`sampler` must be a name or a callable factory; got {type(sampler).__name__}.")

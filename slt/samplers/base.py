@@ -31,13 +31,8 @@ class SamplingAlgorithm(NamedTuple):
 class SamplerFactory(Protocol):
     """``factory(posterior, **hyperparameters) -> SamplingAlgorithm``. Must be hashable (a function is).
 
-    Optional attributes that :func:`slt.calibrate` reads:
-
-    * ``with_acceptance``: a factory for the same chains whose info also has ``acceptance_rate``;
-    * ``step_gain(params) -> float``: the largest effective step per unit ε (1 unless preconditioned);
-    * ``calibration_check(means, params) -> bool array``: given the per-cell means of the kernel's info
-      statistics (each shape (G,)) and its hyperparameters, which calibration cells are in the regime where
-      the sampler is valid (others count as unstable).
+    What else a sampler offers (an acceptance-recording variant, a step gain, a calibration check, full batch
+    only) it declares in its :class:`slt.samplers.SamplerSpec` when it registers, not as attributes.
     """
 
     def __call__(self, posterior: Any, **hyperparameters: Any) -> SamplingAlgorithm: ...

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from slt.posterior import LocalPosterior
+from slt.samplers._registry import SamplerSpec, register
 from slt.samplers.base import SamplingAlgorithm, normal_like
 
 __all__ = ["MALAState", "MALAInfo", "build_kernel", "mala", "langevin_log_ratio", "acceptance_probability"]
@@ -150,3 +151,7 @@ def mala(posterior: LocalPosterior, step_size) -> SamplingAlgorithm:
         return kernel(rng_key, state, batch, step_size)
 
     return SamplingAlgorithm(init, step)
+
+
+# The Metropolis correction needs exact potentials: estimate_llc defaults batch_size to n and rejects a smaller one.
+register(SamplerSpec("mala", mala, full_batch_only=True))

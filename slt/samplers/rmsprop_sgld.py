@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from slt.posterior import LocalPosterior
+from slt.samplers._registry import SamplerSpec, register
 from slt.samplers.base import SamplingAlgorithm, normal_like
 
 __all__ = ["RMSpropSGLDState", "RMSpropSGLDInfo", "build_kernel", "rmsprop_sgld"]
@@ -121,4 +122,6 @@ def _step_gain(params: dict) -> float:
     return 1.0 / float(params.get("eps", 0.1))
 
 
-rmsprop_sgld.step_gain = _step_gain
+# alpha = 1 keeps V = 0, a constant preconditioner G = 1/δ: the ε → 0 law is then the posterior (with alpha < 1 the
+# preconditioner follows w and the law is tilted, see the module docstring); δ = 0.5 tells G from √G.
+register(SamplerSpec("rmsprop_sgld", rmsprop_sgld, step_gain=_step_gain, stationary_test={"alpha": 1.0, "eps": 0.5}))

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from slt.posterior import LocalPosterior
+from slt.samplers._registry import SamplerSpec, register
 from slt.samplers.base import SamplingAlgorithm, normal_like
 
 __all__ = ["SGHMCState", "SGHMCInfo", "build_kernel", "sghmc"]
@@ -97,3 +98,6 @@ def sghmc(posterior: LocalPosterior, step_size, friction=0.1) -> SamplingAlgorit
         return kernel(rng_key, state, batch, step_size, friction)
 
     return SamplingAlgorithm(init, step)
+
+
+register(SamplerSpec("sghmc", sghmc))

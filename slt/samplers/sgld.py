@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from slt.posterior import LocalPosterior
+from slt.samplers._registry import SamplerSpec, register
 from slt.samplers.base import SamplingAlgorithm, normal_like
 from slt.samplers.mala import acceptance_probability, langevin_log_ratio
 
@@ -116,5 +117,5 @@ def sgld_with_acceptance(posterior: LocalPosterior, step_size) -> SamplingAlgori
     return SamplingAlgorithm(init, step)
 
 
-# calibration (slt.calibrate) runs this variant to record the acceptance of each step
-sgld.with_acceptance = sgld_with_acceptance
+# calibration (slt.calibrate) runs the variant to record the acceptance of each step
+register(SamplerSpec("sgld", sgld, with_acceptance=sgld_with_acceptance))

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from slt.posterior import LocalPosterior
+from slt.samplers._registry import SamplerSpec, register
 from slt.samplers.base import SamplingAlgorithm, normal_like
 
 __all__ = ["SGNHTState", "SGNHTInfo", "build_kernel", "sgnht"]
@@ -142,4 +143,4 @@ def _calibration_check(means: dict, params: dict):
     return ~(thermostat > MAX_THERMOSTAT_RATIO * float(params.get("diffusion", 0.1)))
 
 
-sgnht.calibration_check = _calibration_check
+register(SamplerSpec("sgnht", sgnht, calibration_check=_calibration_check))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
 
 import slt
 from slt.dynamics.trajectory import llc_trajectory
-from conftest import COMPILES, SAMPLER_CHUNK
 
 KW = dict(step_size=1e-5, num_chains=2, num_draws=200, num_burnin=50, batch_size=50)
 

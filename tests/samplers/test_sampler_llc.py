@@ -3,18 +3,19 @@ with the exact value for linear regression, and the per-step statistics each one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import COMPILES, SAMPLER_CHUNK
 
 import slt
-from conftest import COMPILES, SAMPLER_CHUNK
 from slt.models.regression import quadratic_llc
 from slt.posterior import LocalPosterior
-from slt.samplers import SAMPLERS
+from slt.samplers import SamplerSpec, register, registered_samplers, sampler_spec, sgld, unregister
 
 RUN = dict(num_chains=4, num_draws=600, num_burnin=150)
 
@@ -24,10 +25,13 @@ def hessian_eigenvalues(problem):
     return np.linalg.eigvalsh(x.T @ x / x.shape[0])
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(registered_samplers()))
 def test_protocol(name):
-    """init/step are pure, jittable and vmappable; info is a NamedTuple of scalars starting with ``loss``."""
-    factory = SAMPLERS[name]
+    """Every registered sampler: init/step are pure, jittable and vmappable; info is a NamedTuple of scalars
+    starting with ``loss``. Its declared capabilities hold: a ``with_acceptance`` variant passes the same checks,
+    moves to the same positions and adds an ``acceptance_rate`` in [0, 1]; a ``step_gain`` is positive."""
+    spec = sampler_spec(name)
+    assert spec.name == name
 
     def loss(w, frozen, batch):
         del frozen
@@ -35,21 +39,34 @@ def test_protocol(name):
 
     center = {"a": jnp.ones(3), "b": jnp.zeros((2, 2))}
     posterior = LocalPosterior(loss, center, None, jnp.float32(50.0), jnp.float32(1.0))
-    algorithm = factory(posterior, step_size=jnp.float32(1e-3))
     batch = jnp.linspace(-1.0, 1.0, 8)
-
-    def run(key):
-        state = algorithm.init(center)
-        return algorithm.step(key, state, batch)
-
     keys = jax.random.split(jax.random.key(0), 5)
-    (state, info), (state2, info2) = jax.jit(jax.vmap(run))(keys), jax.jit(jax.vmap(run))(keys)
-    assert info._fields[0] == "loss"
-    for a, b in zip(jax.tree_util.tree_leaves((state, info)), jax.tree_util.tree_leaves((state2, info2))):
-        np.testing.assert_array_equal(a, b)
-    assert all(x.shape == (5,) for x in info)
-    assert jax.tree_util.tree_structure(state.position) == jax.tree_util.tree_structure(center)
-    np.testing.assert_allclose(info.loss, loss(center, None, batch), rtol=1e-6)  # the loss where it started
+
+    def check(factory):
+        algorithm = factory(posterior, step_size=jnp.float32(1e-3))
+
+        def run(key):
+            state = algorithm.init(center)
+            return algorithm.step(key, state, batch)
+
+        (state, info), (state2, info2) = jax.jit(jax.vmap(run))(keys), jax.jit(jax.vmap(run))(keys)
+        assert info._fields[0] == "loss"
+        for a, b in zip(jax.tree_util.tree_leaves((state, info)), jax.tree_util.tree_leaves((state2, info2))):
+            np.testing.assert_array_equal(a, b)
+        assert all(x.shape == (5,) for x in info)
+        assert jax.tree_util.tree_structure(state.position) == jax.tree_util.tree_structure(center)
+        np.testing.assert_allclose(info.loss, loss(center, None, batch), rtol=1e-6)  # the loss where it started
+        return state, info
+
+    state, _ = check(spec.factory)
+    if spec.with_acceptance is not None:
+        state_acc, info_acc = check(spec.with_acceptance)
+        for a, b in zip(jax.tree_util.tree_leaves(state.position), jax.tree_util.tree_leaves(state_acc.position)):
+            np.testing.assert_array_equal(a, b)
+        assert np.all((info_acc.acceptance_rate >= 0) & (info_acc.acceptance_rate <= 1))
+    if spec.step_gain is not None:
+        gain = spec.step_gain(dict(spec.stationary_test or {}))
+        assert math.isfinite(gain) and gain > 0
 
 
 @pytest.mark.parametrize(
@@ -171,3 +188,68 @@ def test_sgld_with_acceptance_is_sgld(small_dln, key):
     acc = b.sampler_stats["acceptance_rate"]
     assert acc.shape == (2, 40) and np.all((acc >= 0) & (acc <= 1))
     assert "acceptance_rate" not in a.sampler_stats
+
+
+# ------------------------------------------------------------------------------------- the registry, from outside
+@pytest.fixture
+def user_sampler():
+    """A user's factory registered under its own name with a declared capability; unregistered afterwards."""
+
+    def my_sgld(posterior, step_size):
+        return sgld(posterior, step_size=step_size)
+
+    spec = register(SamplerSpec("my_sgld", my_sgld, full_batch_only=True))
+    yield spec
+    unregister("my_sgld")
+
+
+def test_user_registered_sampler_runs_by_name_with_its_capabilities(regression, key, user_sampler):
+    """``sampler="my_sgld"`` resolves through the registry and ``estimate_llc`` honours the declared
+    ``full_batch_only``: the batch defaults to n and a minibatch is refused, by name or by factory. The chain is
+    SGLD's, bit for bit (the factory only wraps it)."""
+    n = regression.num_data
+    problem = (regression.loss_fn, regression.params, regression.data)
+    kwargs = dict(key=key, step_size=1e-4, num_chains=2, num_draws=40, num_burnin=10)
+    res = slt.estimate_llc(*problem, sampler="my_sgld", **kwargs)
+    assert res.sampler == "my_sgld" and res.batch_size == n
+    reference = slt.estimate_llc(*problem, sampler="sgld", batch_size=n, **kwargs)
+    np.testing.assert_array_equal(res.loss_trace, reference.loss_trace)
+    assert res.llc_mean == reference.llc_mean
+    assert sampler_spec(user_sampler.factory) is user_sampler  # passed as the factory, it keeps its capabilities
+    for sampler in ("my_sgld", user_sampler.factory):
+        with pytest.raises(ValueError, match="full-batch only"):
+            slt.estimate_llc(*problem, sampler=sampler, batch_size=100, **kwargs)
+
+
+def test_a_duplicate_sampler_name_is_an_error(user_sampler):
+    """Registering a taken name raises, says how to replace, and replaces nothing; ``replace=True`` replaces."""
+    with pytest.raises(ValueError, match=r"'sgld' is already registered.*`replace=True`"):
+        register(SamplerSpec("sgld", user_sampler.factory))
+    with pytest.raises(ValueError, match="'my_sgld' is already registered"):
+        register(SamplerSpec("my_sgld", sgld))
+    assert sampler_spec("sgld").factory is sgld and sampler_spec("my_sgld") is user_sampler
+    replacement = register(dataclasses.replace(user_sampler, full_batch_only=False), replace=True)
+    assert sampler_spec("my_sgld") is replacement and not sampler_spec("my_sgld").full_batch_only
+
+
+def test_unregistered_factories_and_unknown_names(regression, key):
+    """A factory never registered gets a default spec (no capabilities); an unknown name or a spec that is not
+    one is refused with the registered names / the field at fault."""
+
+    def plain(posterior, step_size):
+        return sgld(posterior, step_size=step_size)
+
+    spec = sampler_spec(plain)
+    assert (spec.name, spec.factory, spec.full_batch_only) == ("plain", plain, False)
+    assert spec.with_acceptance is spec.step_gain is spec.calibration_check is None
+    assert "plain" not in registered_samplers()
+    with pytest.raises(ValueError, match=r"must be one of \[.*'sgld'.*\]"):
+        slt.estimate_llc(
+            regression.loss_fn, regression.params, regression.data, key=key, step_size=1e-4, sampler="no_such_sampler"
+        )
+    with pytest.raises(ValueError, match="no sampler named 'no_such_sampler'"):
+        unregister("no_such_sampler")
+    with pytest.raises(ValueError, match="factory"):
+        SamplerSpec("broken", "sgld")
+    with pytest.raises(ValueError, match="step_size"):
+        SamplerSpec("broken", plain, stationary_test={"step_size": 1e-3})

@@ -14,6 +14,10 @@ in float64 by the Kronecker form). MALA is exact. For SGNHT the step is small en
 computed from the Lyapunov equation at the thermostat's mean friction, is a small fraction of the MC error
 (asserted). RMSprop-SGLD with ``alpha = 0`` is checked against its own ε → 0 stationary density
 p ∝ exp(−U) (|L'| + δ) in one dimension, by quadrature.
+
+Every registered sampler (:func:`slt.samplers.registered_samplers`, so a new one is picked up without editing this
+file) is also run at a small step with the hyperparameters its spec declares in ``stationary_test``, and must
+sample the posterior itself there.
 """
 
 from __future__ import annotations
@@ -27,7 +31,17 @@ import pytest
 from scipy.optimize import brentq
 
 from slt.posterior import LocalPosterior
-from slt.samplers import mala, normal_like, rmsprop_sgld, sghmc, sgld, sgld_with_acceptance, sgnht
+from slt.samplers import (
+    mala,
+    normal_like,
+    registered_samplers,
+    rmsprop_sgld,
+    sampler_spec,
+    sghmc,
+    sgld,
+    sgld_with_acceptance,
+    sgnht,
+)
 
 Z_MAX = 4.0
 
@@ -150,6 +164,28 @@ def distinguishes(a: np.ndarray, b: np.ndarray, se: np.ndarray) -> bool:
     """Some entry of two candidate covariances differs by more than 3 Z_MAX standard errors: a run that
     passes :func:`check_gaussian` for one of them rules the other out."""
     return bool(np.max(np.abs(a - b) / se) > 3 * Z_MAX)
+
+
+# -------------------------------------------------------------------------------------- every registered sampler
+SMALL_STEP = 0.005 / C_MAX
+
+
+@pytest.mark.parametrize("name", sorted(registered_samplers()))
+def test_registered_sampler_samples_the_posterior_at_a_small_step(name):
+    """ε c_max = 0.005, exact gradients, the spec's ``stationary_test`` hyperparameters: the positions' mean and
+    covariance are within Z_MAX standard errors of the local posterior's. The premise, asserted: the discretization
+    bias of SGLD at the sampler's largest effective step (ε times its declared ``step_gain``), from the Lyapunov
+    equation, is under a quarter of the Monte-Carlo error of every entry, so a first-order bias that size cannot
+    decide the test (SGHMC's, at friction 0.1, is half SGLD's; MALA has none). The slowest direction relaxes in
+    about 1/(ε c_min / 2) ≈ 1500 SGLD steps: 12000 of burn-in leave nothing of the start at 0."""
+    spec = sampler_spec(name)
+    params = dict(spec.stationary_test or {})
+    gain = float(spec.step_gain(params)) if spec.step_gain is not None else 1.0
+    means, moments, _ = simulate(
+        spec.factory, {"step_size": SMALL_STEP, **params}, seed=12, num_chains=400, num_burnin=12000, num_steps=6000
+    )
+    se = check_gaussian(means, moments, MEAN, COV)
+    assert np.all(np.abs(sgld_covariance(SMALL_STEP, precond=gain) - COV) < 0.25 * se)
 
 
 # ------------------------------------------------------------------------------------------------- SGLD
