@@ -164,6 +164,15 @@ def drift_z(x: Any) -> float:
     return float((last.mean() - first.mean()) / se)
 
 
+def divergence_messages(diverged: np.ndarray, divergence_step: np.ndarray) -> list[str]:
+    """One line per diverged chain: which chain, at which step, and what to do."""
+    return [
+        f"chain {c} diverged at step {divergence_step[c]} (loss became non-finite) and is excluded; "
+        "lower step_size (or raise localization)."
+        for c in np.flatnonzero(np.asarray(diverged, bool))
+    ]
+
+
 def health_checks(
     llc_trace: np.ndarray,
     loss_trace: np.ndarray,
@@ -189,14 +198,9 @@ def health_checks(
 
     Arrays are ``(chain, draw)`` over the kept draws; ``diverged``/``divergence_step`` are per chain.
     """
-    messages: list[str] = []
     diverged = np.asarray(diverged, bool)
     healthy = ~diverged
-    for c in np.flatnonzero(diverged):
-        messages.append(
-            f"chain {c} diverged at step {divergence_step[c]} (loss became non-finite) and is excluded; "
-            "lower step_size (or raise localization)."
-        )
+    messages = divergence_messages(diverged, divergence_step)
     if not healthy.any():
         messages.append("every chain diverged: there is no estimate. Lower step_size by 10x and retry.")
         return messages

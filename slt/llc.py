@@ -23,6 +23,7 @@ computed in chunks, never from one minibatch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -65,10 +66,13 @@ class LLCResult:
         burnin_llc_trace: (C, num_burnin) per-draw λ̂ of the discarded draws (to judge equilibration).
         init_loss: :math:`L_n(w^*)` on the full data set.
         nbeta, localization, step_size, batch_size, num_data, sampler, estimator: the settings used.
-        rhat, ess, ess_tail: rank-normalized R-hat and bulk/tail ESS of the λ̂ trace (non-diverged chains).
+        rhat, ess, ess_tail: rank-normalized R-hat and bulk/tail ESS of the λ̂ trace (non-diverged chains);
+            like ``llc_mcse`` and ``warnings``, computed on first access.
         diverged: (C,) whether each chain's loss became non-finite.
         divergence_step: (C,) first step (counting burn-in from 0) with a non-finite loss, -1 if none.
-        warnings: plain-language findings with advice.
+        warnings: plain-language findings with advice (the health checks, then ``notes``).
+        notes: findings the producing estimator adds (e.g. NUTS's divergent transitions).
+        num_params: d, the number of moving parameters (for the λ̂ ≤ d/2 check).
         wall_time: seconds for the sampling call (compile included on a first call).
         sampler_params: the sampler's hyperparameters other than ``step_size``.
         sampler_stats: the sampler's other per-draw statistics, each (C, D) over the kept draws (e.g.
@@ -82,7 +86,6 @@ class LLCResult:
 
     llc_mean: float
     llc_std: float
-    llc_mcse: float
     llc_per_chain: np.ndarray
     llc_trace: np.ndarray
     loss_trace: np.ndarray
@@ -97,18 +100,69 @@ class LLCResult:
     num_data: int
     sampler: str
     estimator: str
-    rhat: float
-    ess: float
-    ess_tail: float
     diverged: np.ndarray
     divergence_step: np.ndarray
-    warnings: list[str]
     wall_time: float
     sampler_params: dict = dataclasses.field(default_factory=dict)
     sampler_stats: dict = dataclasses.field(default_factory=dict)
     calibration: Any = None
     observables: dict = dataclasses.field(default_factory=dict)
     thin: int = 1
+    num_params: int | None = None
+    notes: list = dataclasses.field(default_factory=list)
+
+    # ------------------------------------------------------------------ diagnostics, computed on first use
+    @functools.cached_property
+    def _diagnostics(self) -> dict:
+        """R-hat, ESS, MCSE and the health checks of the kept λ̂ draws of the chains that did not diverge.
+
+        Computed on first access, not when the result is made: on a GPU they cost more than a small run's
+        sampling, and a training-loop tracker or a benchmark often reads only ``llc_mean``."""
+        healthy = ~np.asarray(self.diverged, bool)
+        nan = float("nan")
+        out = {"rhat": nan, "ess": nan, "ess_tail": nan, "llc_mcse": nan}
+        if healthy.any():
+            good = self.llc_trace[healthy]
+            out["rhat"] = diagnostics.rhat(good) if healthy.sum() > 1 else nan
+            out["ess"] = diagnostics.ess(good)
+            out["ess_tail"] = diagnostics.ess(good, method="tail")
+            out["llc_mcse"] = diagnostics.mcse(good)
+        out["warnings"] = diagnostics.health_checks(
+            self.llc_trace,
+            self.loss_trace,
+            self.loss_at_center_trace,
+            nbeta=self.nbeta,
+            diverged=self.diverged,
+            divergence_step=self.divergence_step,
+            llc_mean=self.llc_mean,
+            llc_mcse=out["llc_mcse"],
+            rhat=out["rhat"],
+            ess=out["ess"],
+            num_params=self.num_params,
+            acceptance_rate=self.acceptance_rate,
+        )
+        return out
+
+    @property
+    def rhat(self) -> float:
+        return self._diagnostics["rhat"]
+
+    @property
+    def ess(self) -> float:
+        return self._diagnostics["ess"]
+
+    @property
+    def ess_tail(self) -> float:
+        return self._diagnostics["ess_tail"]
+
+    @property
+    def llc_mcse(self) -> float:
+        return self._diagnostics["llc_mcse"]
+
+    @property
+    def warnings(self) -> list[str]:
+        """The health checks' findings (see :func:`slt.diagnostics.health_checks`), then ``notes``."""
+        return self._diagnostics["warnings"] + list(self.notes)
 
     @property
     def acceptance_rate(self) -> np.ndarray | None:
@@ -832,43 +886,16 @@ def summarize(
     loss_trace = losses[:, num_burnin:]
     center_trace = losses_at_center[:, num_burnin:]
     llc_per_chain = np.where(diverged, np.nan, llc_trace.mean(axis=1))
-
     healthy = ~diverged
-    if healthy.any():
-        good = llc_trace[healthy]
-        llc_mean = float(np.mean(llc_per_chain[healthy]))
-        llc_std = float(np.std(llc_per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
-        rhat = diagnostics.rhat(good) if healthy.sum() > 1 else float("nan")
-        ess = diagnostics.ess(good)
-        ess_tail = diagnostics.ess(good, method="tail")
-        llc_mcse = diagnostics.mcse(good)
-    else:
-        llc_mean = llc_std = rhat = ess = ess_tail = llc_mcse = float("nan")
-    acceptance = sampler_stats.get("acceptance_rate")
-    messages = diagnostics.health_checks(
-        llc_trace,
-        loss_trace,
-        center_trace,
-        nbeta=nbeta,
-        diverged=diverged,
-        divergence_step=divergence_step,
-        llc_mean=llc_mean,
-        llc_mcse=llc_mcse,
-        rhat=rhat,
-        ess=ess,
-        num_params=num_params,
-        acceptance_rate=None if acceptance is None else np.mean(acceptance, axis=1),
-    )
+    llc_mean = float(np.mean(llc_per_chain[healthy])) if healthy.any() else float("nan")
+    llc_std = float(np.std(llc_per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
     if diverged.any():
-        warnings.warn(
-            f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages[: diverged.sum()]),
-            SamplingWarning,
-            stacklevel=4,
-        )
+        messages = diagnostics.divergence_messages(diverged, divergence_step)
+        warnings.warn(f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages),
+                      SamplingWarning, stacklevel=4)
     return LLCResult(
         llc_mean=llc_mean,
         llc_std=llc_std,
-        llc_mcse=llc_mcse,
         llc_per_chain=llc_per_chain,
         llc_trace=llc_trace,
         loss_trace=loss_trace,
@@ -878,13 +905,10 @@ def summarize(
         init_loss=float(init_loss),
         nbeta=float(nbeta),
         estimator=estimator,
-        rhat=rhat,
-        ess=ess,
-        ess_tail=ess_tail,
         diverged=diverged,
         divergence_step=divergence_step,
-        warnings=messages,
         sampler_stats=sampler_stats,
+        num_params=num_params,
         observables={k: np.asarray(v)[:, num_burnin:] for k, v in (observables or {}).items()},
         **settings,
     )

@@ -149,7 +149,9 @@ def _init_cell(program: _Program, dyn: dict, init_position):
         state = jax.vmap(lambda _: algorithm.init(dyn["center"]))(jnp.arange(num_chains))
     else:
         state = jax.vmap(algorithm.init)(init_position)
-    return state, jnp.full((num_chains,), -1, jnp.int32)
+    # The first non-finite step, in JAX's default integer type (that of the step counter it is compared with):
+    # int32, or int64 in a run under ``jax.enable_x64`` (slt.ground_truth.nuts_llc).
+    return state, jnp.full((num_chains,), -1, dtype=int)
 
 
 def _chunk_cell(program: _Program, carry, first_block, num_blocks, num_steps, dyn: dict):
@@ -194,18 +196,23 @@ def _chunk_cell(program: _Program, carry, first_block, num_blocks, num_steps, dy
             )
         return new_state, info.loss, rec
 
-    def scan_step(carry, xs):
-        states, first_bad = carry
+    def scan_step(states, xs):
         t, idx, kernel_keys = xs
         states, losses, rec = jax.vmap(chain_step, in_axes=(0, 0, 0, None))(states, idx, kernel_keys, t)
-        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(losses) & (t < num_steps), t, first_bad)
-        return (_constrain(program, states, 0), first_bad), rec
+        return _constrain(program, states, 0), (losses, rec)
 
     def run_block(carry, b):
+        states, first_bad = carry
         idx, kernel_keys = jax.vmap(block_randomness, in_axes=(0, None))(chain_keys, b)
         steps = b * block + jnp.arange(block)
         xs = (steps, None if idx is None else idx.swapaxes(0, 1), kernel_keys.swapaxes(0, 1))
-        return jax.lax.scan(scan_step, carry, xs)
+        states, (losses, rec) = jax.lax.scan(scan_step, states, xs)
+        # the first non-finite loss of each chain, once per block rather than per step (a kernel launch per
+        # step costs ~10% of a small model's step on a GPU)
+        bad = ~jnp.isfinite(losses) & (steps < num_steps)[:, None]
+        first_in_block = jnp.where(bad.any(axis=0), steps[jnp.argmax(bad, axis=0)], -1)
+        first_bad = jnp.where(first_bad < 0, first_in_block, first_bad)
+        return (states, first_bad), rec
 
     def scan_block(carry, b):
         shapes = jax.eval_shape(run_block, carry, b)[1]
