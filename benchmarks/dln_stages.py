@@ -66,8 +66,10 @@ def make_problem(widths, singular_values, *, num_data, init_scale, seed):
     x = rng.standard_normal((num_data, widths[0]))
     y = x @ teacher.T + rng.standard_normal((num_data, widths[-1]))
     data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
-    init = [jnp.asarray(init_scale * rng.standard_normal((widths[i + 1], widths[i])), jnp.float32)
-            for i in range(len(widths) - 1)]
+    init = [
+        jnp.asarray(init_scale * rng.standard_normal((widths[i + 1], widths[i])), jnp.float32)
+        for i in range(len(widths) - 1)
+    ]
     probe = jnp.asarray(rng.standard_normal((16, widths[0])), jnp.float32)
     return data, init, probe
 
@@ -99,7 +101,7 @@ def true_plateaus(loss, *, tol, min_length):
             start = t
         elif not f and start is not None:
             if t - start >= min_length:
-                runs.append((start, t, float(np.median(loss[start:t + 1]))))
+                runs.append((start, t, float(np.median(loss[start : t + 1]))))
             start = None
     return runs
 
@@ -118,8 +120,11 @@ def plateau_llc(steps, llc, plateaus):
         lo, hi = start + 0.25 * (end - start), end - 0.25 * (end - start)
         sel = (steps >= lo) & (steps <= hi)
         vals = llc[sel]
-        rows.append((float(np.mean(vals)), float(np.std(vals)), int(sel.sum())) if sel.any() else
-                    (float("nan"), float("nan"), 0))
+        rows.append(
+            (float(np.mean(vals)), float(np.std(vals)), int(sel.sum()))
+            if sel.any()
+            else (float("nan"), float("nan"), 0)
+        )
     return rows
 
 
@@ -131,12 +136,20 @@ def overlaps(stage, plateau):
 def run(args) -> dict:
     widths = [int(w) for w in args.widths.split(",")]
     svals = [float(s) for s in args.singular_values.split(",")]
-    data, init, probe = make_problem(widths, svals, num_data=args.num_data, init_scale=args.init_scale,
-                                     seed=args.seed)
+    data, init, probe = make_problem(widths, svals, num_data=args.num_data, init_scale=args.init_scale, seed=args.seed)
     tracker = LLCTracker(
-        dln_loss, data, key=jax.random.key(args.seed + 1), step_size=args.step_size, every=args.every,
-        probe=probe, output_fn=dln_forward, num_chains=args.num_chains, num_draws=args.num_draws,
-        num_burnin=args.num_burnin, batch_size=args.batch_size, localization=args.localization,
+        dln_loss,
+        data,
+        key=jax.random.key(args.seed + 1),
+        step_size=args.step_size,
+        every=args.every,
+        probe=probe,
+        output_fn=dln_forward,
+        num_chains=args.num_chains,
+        num_draws=args.num_draws,
+        num_burnin=args.num_burnin,
+        batch_size=args.batch_size,
+        localization=args.localization,
     )
     t0 = time.perf_counter()
     _, loss = train(init, data, lr=args.lr, num_steps=args.num_steps, tracker=tracker)
@@ -150,9 +163,22 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     dyn = analyse_dynamics(steps, tracker.train_loss, llc, tracker.outputs(), seed=args.seed, loss=loss)
     t_dyn = time.perf_counter() - t0
-    return dict(widths=widths, svals=svals, loss=loss, steps=steps, llc=llc, llc_std=llc_std,
-                tracked_loss=tracker.train_loss, plateaus=plateaus, lam=lam, per_plateau=per_plateau,
-                t_track=t_track, t_dyn=t_dyn, num_records=len(steps), **dyn)
+    return dict(
+        widths=widths,
+        svals=svals,
+        loss=loss,
+        steps=steps,
+        llc=llc,
+        llc_std=llc_std,
+        tracked_loss=tracker.train_loss,
+        plateaus=plateaus,
+        lam=lam,
+        per_plateau=per_plateau,
+        t_track=t_track,
+        t_dyn=t_dyn,
+        num_records=len(steps),
+        **dyn,
+    )
 
 
 def analyse_dynamics(steps, tracked_loss, llc, outputs, *, seed, loss=None, loss_smoothing=10.0):
@@ -163,7 +189,7 @@ def analyse_dynamics(steps, tracked_loss, llc, outputs, *, seed, loss=None, loss
     # the per-step log-loss with a 10-step smoother resolves every plateau; with the default smoothing on the
     # tracked (every-k) loss the short rank-1 plateau is merged into the falls around it (reported as well)
     loss_default = detect_stages(tracked_loss, steps)
-    loss_stages = (detect_stages(np.log(loss), smoothing=loss_smoothing) if loss is not None else loss_default)
+    loss_stages = detect_stages(np.log(loss), smoothing=loss_smoothing) if loss is not None else loss_default
     llc_stages = detect_stages(llc, steps)
     flat = outputs.reshape(len(outputs), -1)
     ed = essential_dynamics(flat, steps=steps)
@@ -171,32 +197,46 @@ def analyse_dynamics(steps, tracked_loss, llc, outputs, *, seed, loss=None, loss
     walk = random_walk(len(flat), flat.shape[1], seed)
     ed_walk = essential_dynamics(walk, steps=steps)
     verdict_walk = lissajous_diagnostic(walk, seed=seed)
-    return dict(loss_stages=loss_stages, loss_default=loss_default, llc_stages=llc_stages, ed=ed,
-                verdict=verdict, ed_walk=ed_walk, verdict_walk=verdict_walk)
+    return dict(
+        loss_stages=loss_stages,
+        loss_default=loss_default,
+        llc_stages=llc_stages,
+        ed=ed,
+        verdict=verdict,
+        ed_walk=ed_walk,
+        verdict_walk=verdict_walk,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ reporting
 def stage_table(res) -> str:
     """Detected loss stages against the true plateaus (a plateau is matched by the detected plateau stage
     that covers most of it)."""
-    lines = ["| detected loss stage | kind | true plateau it matches (steps, level) | coverage |",
-             "|---|---|---|---|"]
+    lines = ["| detected loss stage | kind | true plateau it matches (steps, level) | coverage |", "|---|---|---|---|"]
     for start, end, kind in res["loss_stages"].stages:
         best, cov = None, 0.0
         for k, (p0, p1, _level) in enumerate(res["plateaus"]):
             c = overlaps((start, end), (p0, p1))
             if c > cov:
                 best, cov = k, c
-        match = (f"rank {best}: {res['plateaus'][best][0]}–{res['plateaus'][best][1]}, L = "
-                 f"{res['plateaus'][best][2]:.3f}") if (kind == "plateau" and best is not None) else "—"
-        lines.append(f"| {start:g}–{end:g} | {kind} | {match} | {cov:.0%} |" if kind == "plateau" and best
-                     is not None else f"| {start:g}–{end:g} | {kind} | — | — |")
+        match = (
+            (f"rank {best}: {res['plateaus'][best][0]}–{res['plateaus'][best][1]}, L = {res['plateaus'][best][2]:.3f}")
+            if (kind == "plateau" and best is not None)
+            else "—"
+        )
+        lines.append(
+            f"| {start:g}–{end:g} | {kind} | {match} | {cov:.0%} |"
+            if kind == "plateau" and best is not None
+            else f"| {start:g}–{end:g} | {kind} | — | — |"
+        )
     return "\n".join(lines)
 
 
 def plateau_table(res) -> str:
-    lines = ["| plateau (rank learned) | steps | loss level | λ̂ (mean ± sd over records) | records | Aoyagi λ "
-             "| λ̂ / λ |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| plateau (rank learned) | steps | loss level | λ̂ (mean ± sd over records) | records | Aoyagi λ | λ̂ / λ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, ((p0, p1, level), (m, s, c), lam) in enumerate(zip(res["plateaus"], res["per_plateau"], res["lam"])):
         lines.append(f"| {k} | {p0}–{p1} | {level:.3f} | {m:.2f} ± {s:.2f} | {c} | {lam:g} | {m / lam:+.2f} |")
     return "\n".join(lines)
@@ -276,10 +316,12 @@ def report(res, args) -> str:
 
 
 def verdict_text(v) -> str:
-    return (f"{'random-walk-like' if v.random_walk_like else 'NOT random-walk-like'} (p = {v.p_value:.3f}, "
-            f"statistic {v.statistic:.2f} vs threshold {v.threshold:.2f} at α = {v.alpha:g}; PC explained-variance "
-            f"ratios {', '.join(f'{r:.3f}' for r in v.explained_variance_ratio[:3])} vs random-walk "
-            f"{', '.join(f'{r:.3f}' for r in v.null_explained_variance_ratio[:3])})")
+    return (
+        f"{'random-walk-like' if v.random_walk_like else 'NOT random-walk-like'} (p = {v.p_value:.3f}, "
+        f"statistic {v.statistic:.2f} vs threshold {v.threshold:.2f} at α = {v.alpha:g}; PC explained-variance "
+        f"ratios {', '.join(f'{r:.3f}' for r in v.explained_variance_ratio[:3])} vs random-walk "
+        f"{', '.join(f'{r:.3f}' for r in v.null_explained_variance_ratio[:3])})"
+    )
 
 
 def pcs(ed):
@@ -311,8 +353,9 @@ def figure(res, path):
     ax_loss.set_title("DLN 8-4-8, teacher singular values " + ", ".join(f"{s:g}" for s in res["svals"]))
 
     steps, llc, std = res["steps"], res["llc"], res["llc_std"]
-    ax_llc.errorbar(steps, llc, yerr=std, color="tab:blue", marker="o", ms=3, lw=1, capsize=2,
-                    label="LLC $\\hat\\lambda$")
+    ax_llc.errorbar(
+        steps, llc, yerr=std, color="tab:blue", marker="o", ms=3, lw=1, capsize=2, label="LLC $\\hat\\lambda$"
+    )
     for k, b in enumerate(res["llc_stages"].boundaries):
         ax_llc.axvline(b, color="tab:red", ls="--", lw=1, label="LLC-stage boundaries" if k == 0 else None)
     for (p0, p1, _), (m, _, _), lam in zip(res["plateaus"], res["per_plateau"], res["lam"]):
@@ -325,8 +368,10 @@ def figure(res, path):
     ax_llc.set_ylabel("LLC $\\hat\\lambda$ (clipped: transitions dip far below)")
     ax_llc.legend(fontsize=8, loc="lower right")
 
-    for ax, ed, verdict, title in ((ax_ed, res["ed"], res["verdict"], "DLN probe outputs"),
-                                   (ax_rw, res["ed_walk"], res["verdict_walk"], "random-walk control")):
+    for ax, ed, verdict, title in (
+        (ax_ed, res["ed"], res["verdict"], "DLN probe outputs"),
+        (ax_rw, res["ed_walk"], res["verdict_walk"], "random-walk control"),
+    ):
         xy = pcs(ed)
         ax.plot(xy[:, 0], xy[:, 1], color="0.6", lw=0.8)
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", s=12, zorder=3)
@@ -375,14 +420,16 @@ def main(argv=None):
     print(f"total {total:.0f} s" + ("" if args.no_figure else f"; figure: {FIGURE}"))
     if args.write:
         command = "python " + " ".join(["benchmarks/dln_stages.py", *sys.argv[1:]])
-        body = "\n".join([
-            f"Run {datetime.date.today()} on {platform.machine()} CPU ({jax.devices()[0].platform}, JAX "
-            f"{jax.__version__}), total {total:.0f} s: `{command}`",
-            "",
-            text,
-            "",
-            "![DLN stages](figures/dln_stages.png)",
-        ])
+        body = "\n".join(
+            [
+                f"Run {datetime.date.today()} on {platform.machine()} CPU ({jax.devices()[0].platform}, JAX "
+                f"{jax.__version__}), total {total:.0f} s: `{command}`",
+                "",
+                text,
+                "",
+                "![DLN stages](figures/dln_stages.png)",
+            ]
+        )
         write_section(HEADING, body)
     return res
 

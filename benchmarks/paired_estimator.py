@@ -40,8 +40,15 @@ def main(argv=None):
     for widths, rank in CONFIGS:
         p = slt.models.deep_linear_network(widths, rank, num_data=10_000)
         res = slt.estimate_llc(
-            p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=2e-6,
-            num_chains=8, num_draws=40_000, num_burnin=10_000, batch_size=100,
+            p.loss_fn,
+            p.params,
+            p.data,
+            key=jax.random.key(0),
+            step_size=2e-6,
+            num_chains=8,
+            num_draws=40_000,
+            num_burnin=10_000,
+            batch_size=100,
         )
         plain = res.nbeta * (res.loss_trace - res.init_loss)
         se_paired = res.llc_per_chain.std(ddof=1) / np.sqrt(res.num_chains)
@@ -55,22 +62,24 @@ def main(argv=None):
         rows.append(row)
         print(row, flush=True)
     if args.write:
-        body = "\n".join([
-            "Same chains (SGLD ε = 2e-6, nβ = n/log n, γ = 1, batch 100, 8 × 40 000 draws after 10 000, "
-            "n = 10 000), two estimators. SE = std of the 8 chain means / √8. "
-            "`python benchmarks/paired_estimator.py --write`",
-            "",
-            header,
-            *rows,
-            "",
-            "The paired estimator is the default. It estimates the same expectation; the minibatch noise "
-            "common to L_B(w_t) and L_B(w*) cancels, so the per-draw spread drops 7-14x and the error of the "
-            "mean (chain-mean spread) drops by the factor in the SE column for the same draws. It also keeps "
-            "the diagnostics honest: in the plain trace the white minibatch noise hides the slow "
-            "autocorrelation of the chains, so ArviZ reports an ESS close to the number of draws and an MCSE "
-            "smaller than the real error (compare with the chain-mean SE); on the paired trace ArviZ's MCSE "
-            "agrees with the chain-mean SE.",
-        ])
+        body = "\n".join(
+            [
+                "Same chains (SGLD ε = 2e-6, nβ = n/log n, γ = 1, batch 100, 8 × 40 000 draws after 10 000, "
+                "n = 10 000), two estimators. SE = std of the 8 chain means / √8. "
+                "`python benchmarks/paired_estimator.py --write`",
+                "",
+                header,
+                *rows,
+                "",
+                "The paired estimator is the default. It estimates the same expectation; the minibatch noise "
+                "common to L_B(w_t) and L_B(w*) cancels, so the per-draw spread drops 7-14x and the error of the "
+                "mean (chain-mean spread) drops by the factor in the SE column for the same draws. It also keeps "
+                "the diagnostics honest: in the plain trace the white minibatch noise hides the slow "
+                "autocorrelation of the chains, so ArviZ reports an ESS close to the number of draws and an MCSE "
+                "smaller than the real error (compare with the chain-mean SE); on the paired trace ArviZ's MCSE "
+                "agrees with the chain-mean SE.",
+            ]
+        )
         write_section("Paired vs plain estimator", body)
 
 

@@ -57,9 +57,9 @@ def one(size: float, chains: int, mesh_shape: str | None) -> dict:
         h = jnp.tanh(jnp.tanh(xb @ p["w1"]) @ p["w2"])
         return jnp.mean((h @ p["w3"] - yb) ** 2)
 
-    target = slt.llc.make_target(loss_fn, params, (x, y))
+    target = slt.targets.make_target(loss_fn, params, (x, y))
     d = target.num_parameters
-    per_example = slt._src.driver.per_example_losses(target, chunk_size=256)
+    per_example = slt.targets.per_example_losses(target, chunk_size=256)
     mesh = None
     if mesh_shape:
         c, m = (int(v) for v in mesh_shape.split("x"))

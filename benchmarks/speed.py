@@ -295,8 +295,8 @@ def run(args) -> dict:
 
     # The driver alone: in one chunk, in its default chunks, in chunks of 200 steps, and the old driver
     # (slt/sampling.py before the engine, read from git history) on the same work.
-    target = slt.llc.make_target(problem.loss_fn, params, data)
-    per_example = slt.llc.check_loss_at_center(target, 1024)
+    target = slt.targets.make_target(problem.loss_fn, params, data)
+    per_example = slt.targets.check_loss_at_center(target, 1024)
     run_kw = dict(
         key=key,
         example_losses_at_center=per_example,

@@ -5,9 +5,9 @@ run from w* with the same random numbers, as one vmapped computation: grid × ch
 
 * **Too large: bias upwards, then divergence.** For a quadratic loss, full-batch SGLD's stationary λ̂ is
   :math:`\sum_i t h_i / [2 c_i (1 - \varepsilon c_i/4)]` with :math:`c_i = t h_i + \gamma`, :math:`t = n\beta`
-  (SCIENCE.md §1): a relative bias :math:`\approx \varepsilon c_i / 4`. Minibatch gradients add noise of
-  variance :math:`\varepsilon^2 t^2 v_i / (4m)` per step (:math:`v_i` the per-example gradient variance, m the
-  batch size); the stationary variance of direction i becomes
+  (:func:`slt.models.regression.quadratic_llc`): a relative bias :math:`\approx \varepsilon c_i / 4`. Minibatch
+  gradients add noise of variance :math:`\varepsilon^2 t^2 v_i / (4m)` per step (:math:`v_i` the per-example
+  gradient variance, m the batch size); the stationary variance of direction i becomes
   :math:`(1 + \varepsilon t^2 v_i/(4m)) / (c_i (1 - \varepsilon c_i/4))`. Near a well-specified minimum
   :math:`v_i \approx h_i`, so the bias is :math:`\approx (\varepsilon c_i/4)(1 + n\beta/m)`: with the default
   :math:`n\beta = n/\log n` and m = 100 it is ten times the deterministic one. Either way λ̂ grows
@@ -49,59 +49,23 @@ of a grid started at w* (not yet explored, λ̂ still low) fake a slope.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
 from slt import diagnostics
-from slt._src.driver import as_key, run_grid
-from slt.llc import SamplingSettings, check_loss_at_center, make_target
+from slt._src import validate
+from slt._src.curvature import hessian_radius, top_hessian_eigenvalue
+from slt._src.driver import run_grid
+from slt._src.settings import SamplingSettings
+from slt._src.validate import as_key
 from slt.samplers import sampler_spec
-from slt.targets import Target
+from slt.targets import Target, check_loss_at_center, make_target
 
 __all__ = ["CalibrationResult", "CalibrationSweep", "calibrate", "hessian_radius", "top_hessian_eigenvalue"]
-
-
-def hessian_radius(fun, flat: jax.Array, v0: jax.Array, num_iterations: int) -> jax.Array:
-    r"""Spectral radius of the Hessian of a scalar ``fun`` at ``flat`` by power iteration on Hessian-vector
-    products (pure and traceable: usable under ``jit``, ``vmap`` and ``lax.map``).
-
-    The radius, not the top eigenvalue, is what limits a gradient step's stability. At a singular point
-    (e.g. w* = 0 of a product model) the Hessian can be indefinite with eigenvalues ±σ, where the Rayleigh
-    quotient of a power iterate is meaningless; the norm :math:`\lVert Hv\rVert` of the normalized iterate
-    converges to the radius either way. Each iteration costs one forward-over-reverse pass.
-    """
-    grad = jax.grad(fun)
-
-    def body(_, carry):
-        v, _ = carry
-        hv = jax.jvp(grad, (flat,), (v,))[1]
-        norm = jnp.linalg.norm(hv)
-        return hv / jnp.where(norm > 0, norm, 1.0), norm
-
-    v0 = v0 / jnp.linalg.norm(v0)
-    return jax.lax.fori_loop(0, num_iterations, body, (v0, jnp.zeros((), flat.dtype)))[1]
-
-
-def top_hessian_eigenvalue(
-    target: Target, *, key: jax.Array, num_examples: int = 2048, num_iterations: int = 100
-) -> float:
-    r"""Spectral radius of the Hessian of :math:`L_n` at w* (:func:`hessian_radius`), on the first
-    ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is estimated well by a subset)."""
-    flat, unravel = jax.flatten_util.ravel_pytree(target.position)
-    m = min(num_examples, target.num_data)
-    data = jax.tree_util.tree_map(lambda x: x[:m], target.data)
-
-    @jax.jit
-    def radius(flat, v0):
-        return hessian_radius(lambda v: target.loss(unravel(v), target.frozen, data), flat, v0, num_iterations)
-
-    return float(radius(flat, jax.random.normal(key, flat.shape, flat.dtype)))
 
 
 @dataclasses.dataclass
@@ -490,9 +454,7 @@ def _calibrate_target(
         raise ValueError(f"`num_burnin` must be an integer in [0, num_steps); got {num_burnin!r}.")
     if num_steps - num_burnin < 12:
         raise ValueError(f"calibration needs at least 12 kept steps per cell; got {num_steps - num_burnin}.")
-    bias_tolerance = float(bias_tolerance)
-    if not (math.isfinite(bias_tolerance) and bias_tolerance > 0):
-        raise ValueError(f"`bias_tolerance` must be a positive number; got {bias_tolerance!r}.")
+    bias_tolerance = validate.positive_float(bias_tolerance, "bias_tolerance")
     per_example = example_losses_at_center  # a caller that already checked L_n(w*) passes them: one data pass
     if per_example is None:
         per_example = check_loss_at_center(target, settings.chunk_size)
@@ -506,8 +468,8 @@ def _calibrate_target(
         fixed = np.sort(np.asarray(step_sizes, dtype=np.float64).reshape(-1))[::-1]
         if fixed.size < 3 or not np.all(np.isfinite(fixed) & (fixed > 0)):
             raise ValueError(f"`step_sizes` must hold at least 3 positive finite numbers; got {step_sizes!r}.")
-    elif isinstance(num_step_sizes, bool) or not isinstance(num_step_sizes, int) or num_step_sizes < 3:
-        raise ValueError(f"`num_step_sizes` must be an integer >= 3; got {num_step_sizes!r}.")
+    else:
+        num_step_sizes = validate.int_at_least(num_step_sizes, "num_step_sizes", 3)
     caps, grids = [], []
     for pair in pairs:
         t, gamma = pair.nbeta, pair.localization

@@ -24,7 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from slt._src.driver import as_key
+from slt._src import validate
+from slt._src.validate import as_key
 from slt.llc import LLCResult, estimate_llc
 
 __all__ = ["LLCTracker"]
@@ -60,8 +61,7 @@ class LLCTracker:
         where=None,
         **settings,
     ):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"`every` must be a positive integer; got {every!r}.")
+        validate.positive_int(every, "every")
         self._loss_fn = model_or_loss
         self._is_nnx = _is_nnx(model_or_loss)
         if probe is not None and output_fn is None and not self._is_nnx:

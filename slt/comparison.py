@@ -43,8 +43,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from slt._src.driver import as_key, per_example_losses
-from slt.llc import LLCResult, estimate_llc, make_target
+from slt._src import validate
+from slt._src.validate import as_key
+from slt.llc import LLCResult, estimate_llc
+from slt.targets import make_target, per_example_losses
 
 __all__ = ["Crossover", "ModelComparison", "compare_models", "crossover_num_data", "free_energy_asymptotic"]
 
@@ -433,8 +435,7 @@ def compare_models(
     names = list(named)
     mult = _per_point(multiplicities, names, "multiplicities")
     for name, m in mult.items():
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise ValueError(f"`multiplicities[{name!r}]` must be an integer >= 1; got {m!r}.")
+        validate.int_at_least(m, f"multiplicities[{name!r}]", 1)
     given = {name: _llc_value(v, name) for name, v in _per_point(llcs, names, "llcs").items()}
     to_sample = [name for name in names if name not in given]
     if to_sample:

@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> slt.LLCResult:
     problem = slt.models.deep_linear_network(args.widths, args.rank, num_data=args.num_data, seed=args.seed)
     lam = float(problem.true_llc)
     widths = "-".join(map(str, args.widths))
-    print(f"deep linear network {widths}, rank {args.rank}: d = {problem.num_parameters} parameters, "
-          f"n = {args.num_data}; closed-form λ = {problem.true_llc} (m = {problem.multiplicity}, Aoyagi 2024)")
+    print(
+        f"deep linear network {widths}, rank {args.rank}: d = {problem.num_parameters} parameters, "
+        f"n = {args.num_data}; closed-form λ = {problem.true_llc} (m = {problem.multiplicity}, Aoyagi 2024)"
+    )
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}")
     res = slt.estimate_llc(
         problem.loss_fn,

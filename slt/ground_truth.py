@@ -1,4 +1,4 @@
-r"""Exact ground truth for the LLC: the localized tempered posterior sampled with NUTS (NumPyro).
+r"""Exact ground truth for the LLC: the localized tempered posterior sampled with NUTS.
 
 :func:`nuts_llc` samples
 
@@ -15,17 +15,21 @@ the same nβ and γ. The difference between an SGLD estimate and this value is *
 minibatch noise, too few steps); the difference between this value and the learning coefficient λ is the
 *finite-nβ effect* of the posterior itself (``benchmarks/nuts_split.py``).
 
-Implementation: NumPyro's functional NUTS (``numpyro.infer.hmc.hmc(potential_fn, algo="NUTS")``: step size
-by dual averaging and a diagonal or dense mass matrix adapted during warmup, as ``numpyro.infer.NUTS`` does
-under ``MCMC``), driven by our own ``lax.scan`` in one jitted function: the chains (``vmap`` or ``lax.map``),
-warmup and sampling compile once, and a second call with the same loss and shapes does not compile again.
-Only scalars are recorded per draw, never the d-dimensional samples.
+Implementation: one run of the sampling driver (:func:`slt._src.driver.sample`, as every sampling computation
+of the package) with the registered full-batch kernel :class:`slt.samplers.NUTS` (blackjax's NUTS transition;
+step size by dual averaging and a diagonal or dense mass matrix adapted in Stan's windows *inside* the chain
+during its first ``num_warmup`` steps, which are the run's burn-in) and ``batch_size = n``. The chains are
+vmapped (or run one after another: ``chain_method="sequential"``), and a second call with the same loss,
+settings and shapes does not compile again (nβ, γ and ``target_accept_prob`` are traced). Only scalars are
+recorded per draw, never the d-dimensional samples.
 
 Precision: :math:`n\beta L_n(w)` is large (about n/log n times the loss) and λ̂ is a small difference of
 such numbers, so by default the potential and the losses are computed in float64 inside a local
 ``jax.enable_x64`` context; the global JAX setting (and every other computation of the library) is unchanged.
 Floating parameters and data are cast to float64 for the run (exact), so the posterior is that of the same
-function of the same numbers, only evaluated more precisely.
+function of the same numbers, only evaluated more precisely. (nβ, γ and the target acceptance enter the run
+as the driver's float32 hyperparameters: nβ is rounded to 24 bits, which changes the temperature by at most
+6e-8 relatively, far below any Monte-Carlo error; the potential itself is computed in float64.)
 
 Cost: every leapfrog step evaluates the gradient of :math:`L_n` on the whole data set, and NUTS takes
 tens to hundreds of them per draw on singular posteriors. For models whose loss depends on the data only
@@ -36,9 +40,8 @@ through a few statistics (linear models with squared error: :math:`X^\top X`, :m
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import math
-import time
 import warnings
 from collections.abc import Callable
 
@@ -47,9 +50,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from slt._src.driver import as_key
-from slt.llc import LLCResult, SamplingWarning, _positive_int, check_loss_at_center, make_target, summarize
+from slt._src.driver import sample
+from slt._src.validate import as_key
+from slt._src.validate import positive_int as _positive_int
+from slt.llc import LLCResult, SamplingWarning, summarize
 from slt.posterior import resolve_nbeta
+from slt.samplers.nuts import NUTS
+from slt.targets import check_loss_at_center, make_target
 
 __all__ = ["nuts_llc"]
 
@@ -81,8 +88,8 @@ def _to_float64(tree):
 class _MeanLoss:
     """:math:`L_n` of the flattened parameters: the target's loss on all the data, or ``full_loss``.
 
-    Hashable by value (the loss object, ``full_loss`` and ``rebuild``), so that it can be a static argument
-    of the jitted run and equal problems share one compilation.
+    Hashable by value (the loss object, ``full_loss`` and ``rebuild``): it is the loss of the target the driver
+    runs, part of its compiled program, so equal problems share one compilation.
     """
 
     def __init__(self, loss, full_loss, rebuild):
@@ -101,74 +108,6 @@ class _MeanLoss:
 
     def __eq__(self, other):
         return isinstance(other, _MeanLoss) and other._key() == self._key()
-
-
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "mean_loss",
-        "num_warmup",
-        "num_samples",
-        "max_tree_depth",
-        "dense_mass",
-        "vectorized",
-    ),
-)
-def _run_nuts(
-    chain_keys,
-    position,
-    frozen,
-    data,
-    nbeta,
-    localization,
-    target_accept_prob,
-    *,
-    mean_loss,
-    num_warmup,
-    num_samples,
-    max_tree_depth,
-    dense_mass,
-    vectorized,
-):
-    """All chains of one NUTS run, started at w*; per-step scalars of shape (C, num_warmup + num_samples).
-
-    nβ, γ and the target acceptance are traced: changing them does not compile again.
-    """
-    from numpyro.infer.hmc import hmc
-
-    center, unravel = ravel_pytree(position)
-
-    def potential(z):
-        return nbeta * mean_loss(unravel(z), frozen, data) + 0.5 * localization * jnp.sum(jnp.square(z - center))
-
-    init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
-
-    def one_chain(key):
-        state = init_kernel(
-            center,
-            num_warmup,
-            target_accept_prob=target_accept_prob,
-            dense_mass=dense_mass,
-            max_tree_depth=max_tree_depth,
-            rng_key=key,
-        )
-
-        def step(state, _):
-            state = sample_kernel(state)
-            prior = 0.5 * localization * jnp.sum(jnp.square(state.z - center))
-            record = {
-                "loss": (state.potential_energy - prior) / nbeta,  # L_n(w) of the draw, as NUTS saw it
-                "accept_prob": state.accept_prob,
-                "num_steps": state.num_steps,
-                "diverging": state.diverging,
-                "step_size": state.adapt_state.step_size,
-            }
-            return state, record
-
-        _, records = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
-        return records
-
-    return jax.vmap(one_chain)(chain_keys) if vectorized else jax.lax.map(one_chain, chain_keys)
 
 
 def _check_full_loss(mean_loss: _MeanLoss, data_loss: _MeanLoss, position, frozen, data, nbeta: float) -> None:
@@ -212,7 +151,7 @@ def nuts_llc(
     where=None,
     chunk_size: int = 1024,
 ) -> LLCResult:
-    r"""λ̂ from the exact localized tempered posterior, sampled with NumPyro's NUTS on the full-data potential.
+    r"""λ̂ from the exact localized tempered posterior, sampled with NUTS on the full-data potential.
 
     Call forms (as :func:`slt.estimate_llc`)::
 
@@ -224,8 +163,9 @@ def nuts_llc(
     parameters (``jax.flatten_util.ravel_pytree``), with :math:`L_n` the loss of the whole data set in one
     call. Every chain starts at w*; NUTS adapts its step size and mass matrix during ``num_warmup`` steps,
     which are discarded (their losses are kept in ``burnin_loss_trace``). The estimate is the plain one,
-    :math:`n\beta(\overline{L_n(w)} - L_n(w^*))` over the kept draws, with :math:`L_n(w)` of each draw read
-    off its potential energy.
+    :math:`n\beta(\overline{L_n(w)} - L_n(w^*))` over the kept draws: as in every driver run, a draw is the
+    position a step starts from (the first kept one is where the warmup ended) and :math:`L_n(w)` is evaluated
+    there by the step's own gradient evaluation.
 
     Args:
         model_or_loss: ``loss_fn(params, batch)`` (batch mean of a per-example NLL) or a Flax model; see
@@ -241,7 +181,9 @@ def nuts_llc(
         max_tree_depth: at most :math:`2^{\text{depth}} - 1` leapfrog steps per draw.
         dense_mass: adapt a dense mass matrix instead of a diagonal one (d × d: only for small d).
         chain_method: ``"vectorized"`` (all chains in one ``vmap``: each step waits for the longest tree,
-            but shares the work; best for small models on CPU) or ``"sequential"`` (``lax.map``).
+            but shares the work; best for small models on CPU) or ``"sequential"`` (one chain after another:
+            the driver's ``chain_batch_size=1``; the same random numbers, but batched and unbatched arithmetic
+            round differently, and NUTS's discrete choices let the chains drift apart).
         full_loss: optional ``full_loss(params) -> L_n(params)``, an exactly equal but cheaper form of the
             mean loss over ``data`` (e.g. from sufficient statistics), called with the parameters in the
             form ``loss_fn`` takes them. It is checked against the data loss at w* and at perturbed points,
@@ -266,7 +208,6 @@ def nuts_llc(
 
     Raises:
         ValueError: bad arguments (the message names the argument), or a loss that is not finite at w*.
-        ImportError: NumPyro is not installed.
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
@@ -295,15 +236,12 @@ def nuts_llc(
             raise ValueError(f"`full_loss` must be callable as full_loss(params) -> scalar; got {type(full_loss)}.")
         if loss is not None:
             raise ValueError("`full_loss` is only for the loss_fn(params, batch) call form, not for models.")
-    try:
-        import numpyro  # noqa: F401
-    except ImportError as err:
-        raise ImportError("nuts_llc needs NumPyro: pip install numpyro") from err
-    check_loss_at_center(target, chunk_size)  # a finite scalar batch mean at w*, as estimate_llc checks
+    per_example = check_loss_at_center(target, chunk_size)  # a finite scalar batch mean at w*, as estimate_llc checks
 
     data_loss = _MeanLoss(target.loss, None, None)
     mean_loss = data_loss if full_loss is None else _MeanLoss(target.loss, full_loss, target.rebuild)
     cast = _to_float64 if x64 else (lambda tree: tree)
+    sampler = NUTS(num_warmup=num_warmup, max_tree_depth=max_tree_depth, dense_mass=bool(dense_mass))
     with _x64(x64):
         position, frozen, data = cast(target.position), cast(target.frozen), cast(target.data)
         if full_loss is not None:
@@ -311,24 +249,23 @@ def nuts_llc(
         loss_at_center = float(jax.jit(mean_loss)(position, frozen, data))
         if not math.isfinite(loss_at_center):
             raise ValueError(f"the full-data loss at w* is not finite ({loss_at_center}); check `params` and data.")
-        start = time.perf_counter()
-        records = _run_nuts(
-            jax.random.split(key, num_chains),
-            position,
-            frozen,
-            data,
-            nbeta,
-            gamma,
-            target_accept,
-            mean_loss=mean_loss,
-            num_warmup=num_warmup,
-            num_samples=num_samples,
-            max_tree_depth=max_tree_depth,
-            dense_mass=bool(dense_mass),
-            vectorized=chain_method == "vectorized",
+        run = sample(
+            dataclasses.replace(target, loss=mean_loss, position=position, frozen=frozen, data=data),
+            key=key,
+            example_losses_at_center=per_example,
+            nbeta=nbeta,
+            localization=gamma,
+            num_chains=num_chains,
+            num_steps=num_warmup + num_samples,
+            batch_size=target.num_data,  # the whole data set every step
+            sampler=sampler,
+            sampler_params={"target_accept_prob": target_accept},
+            thin=1,
+            chain_batch_size=1 if chain_method == "sequential" else None,
+            description="nuts_llc",
         )
-        records = {k: np.asarray(v) for k, v in records.items()}
-        wall_time = time.perf_counter() - start
+    records = dict(run.stats)
+    wall_time = run.wall_time
 
     losses = records.pop("loss").astype(np.float64)
     records["tree_depth"] = np.floor(np.log2(np.maximum(records["num_steps"], 1))).astype(np.int64) + 1
@@ -341,6 +278,7 @@ def nuts_llc(
         nbeta=nbeta,
         estimator="plain",
         info=records,
+        divergence_step=run.divergence_step,
         num_params=target.num_parameters,
         localization=gamma,
         step_size=float(np.mean(step_sizes)),
@@ -385,5 +323,5 @@ def _report_nuts_health(result: LLCResult, max_tree_depth: int) -> None:
             "step-size adaptation did not settle. Raise num_warmup."
         )
     if found:
-        result.warnings.extend(found)
+        result.notes.extend(found)
         warnings.warn(" ".join(found), SamplingWarning, stacklevel=3)

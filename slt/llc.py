@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import sys
 import time
 import warnings
 from typing import Any
@@ -35,13 +33,15 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import observables as obs
-from slt._src.driver import as_key, per_example_losses, run_chains, sample
+from slt._src import validate
+from slt._src.auto import auto_settings
+from slt._src.driver import sample
 from slt._src.observables import resolve as resolve_observables
-from slt.posterior import resolve_nbeta
-from slt.samplers import sampler_spec
-from slt.targets import Target, from_linen, from_loss_fn, from_nnx
+from slt._src.settings import SamplingSettings
+from slt._src.validate import as_key
+from slt.targets import check_loss_at_center, make_target
 
-__all__ = ["LLCResult", "SamplingSettings", "SamplingWarning", "estimate_llc", "make_target"]
+__all__ = ["LLCResult", "SamplingWarning", "estimate_llc"]
 
 
 class SamplingWarning(UserWarning):
@@ -294,109 +294,6 @@ class LLCResult:
         return plot_llc_trace(self, **kwargs)
 
 
-# ------------------------------------------------------------------------------------------- arguments
-def make_target(model_or_loss, *args, loss=None, where=None) -> Target:
-    """Build a :class:`~slt.targets.Target` from any of the forms :func:`estimate_llc` accepts."""
-    # Only a module of an already-imported Flax API can be an instance of it: importing flax.nnx just to
-    # test a plain loss function costs ~0.6 s on a first call.
-    nnx, linen = sys.modules.get("flax.nnx"), sys.modules.get("flax.linen")
-    is_nnx = nnx is not None and isinstance(model_or_loss, nnx.Module)
-    is_linen = linen is not None and isinstance(model_or_loss, linen.Module)
-    if is_nnx or is_linen:
-        form = "estimate_llc(model, data, loss=...)" if is_nnx else "estimate_llc(module, variables, data, loss=...)"
-        if loss is None:
-            raise ValueError(
-                f"`loss` is required for a model: {form}, with loss(outputs, targets) -> scalar, e.g. "
-                "slt.losses.gaussian_nll or slt.losses.cross_entropy."
-            )
-        if is_nnx:
-            if len(args) != 1:
-                raise ValueError(f"expected {form}; got {len(args)} positional arguments after the model.")
-            return from_nnx(model_or_loss, args[0], loss, where=where)
-        if len(args) != 2:
-            raise ValueError(f"expected {form}; got {len(args)} positional arguments after the module.")
-        return from_linen(model_or_loss, args[0], args[1], loss, where=where)
-    if loss is not None:
-        raise ValueError("`loss` is only for model forms; a loss_fn(params, batch) already is the loss.")
-    if len(args) != 2:
-        raise ValueError(
-            "expected estimate_llc(loss_fn, params, data, ...) with loss_fn(params, batch) -> scalar; "
-            f"got {len(args)} positional arguments after loss_fn."
-        )
-    return from_loss_fn(model_or_loss, args[0], args[1], where=where)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a positive number; got {value!r}.") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a positive finite number; got {value!r}.")
-    return value
-
-
-def check_loss_at_center(target: Target, chunk_size: int) -> np.ndarray:
-    """Per-example losses at w*, after checking the loss is a finite scalar batch mean of them."""
-    one = jax.tree_util.tree_map(lambda x: x[:1], target.data)
-    out = jax.eval_shape(target.loss, target.position, target.frozen, one)
-    if getattr(out, "shape", None) != ():
-        raise ValueError(
-            f"the loss must return a scalar (the batch mean of per-example losses); it returned shape "
-            f"{getattr(out, 'shape', type(out))}."
-        )
-    per_example = per_example_losses(target, chunk_size=chunk_size)
-    if not np.all(np.isfinite(per_example)):
-        bad = np.flatnonzero(~np.isfinite(per_example))
-        raise ValueError(
-            f"the loss at w* (`params`) is not finite on {bad.size} of {per_example.size} examples (first "
-            f"index {bad[0]}); the LLC needs a finite L_n(w*). Check the parameters and the data."
-        )
-    # The paired estimator and the chunked L_n(w*) assume loss(w, batch) = mean of per-example losses.
-    m = min(target.num_data, chunk_size)
-    head = jax.tree_util.tree_map(lambda x: x[:m], target.data)
-    batch_loss = float(jax.jit(target.loss)(target.position, target.frozen, head))
-    mean_loss = float(np.mean(per_example[:m], dtype=np.float64))
-    if not math.isclose(batch_loss, mean_loss, rel_tol=1e-3, abs_tol=1e-5 * (1.0 + abs(mean_loss))):
-        raise ValueError(
-            f"the loss of a batch of {m} examples ({batch_loss:.6g}) is not the mean of their per-example "
-            f"losses ({mean_loss:.6g}). `loss_fn(params, batch)` must return the batch *mean* of a "
-            "per-example negative log-likelihood (no sums over the batch, no batch statistics)."
-        )
-    return per_example
-
-
-def _sampler_params(sampler_params) -> tuple:
-    """Validate extra sampler hyperparameters: a mapping from name to a finite number."""
-    if sampler_params is None:
-        return ()
-    if not isinstance(sampler_params, dict):
-        raise ValueError(f"`sampler_params` must be a dict of name -> number; got {type(sampler_params).__name__}.")
-    out = []
-    for name, value in sorted(sampler_params.items()):
-        if name == "step_size":
-            raise ValueError("pass `step_size` as its own argument, not inside `sampler_params`.")
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"`sampler_params[{name!r}]` must be a number; got {value!r}.") from None
-        if not math.isfinite(value):
-            raise ValueError(f"`sampler_params[{name!r}]` must be finite; got {value}.")
-        out.append((name, value))
-    return tuple(out)
-
-
-def _first_nonfinite(losses: np.ndarray) -> np.ndarray:
-    bad = ~np.isfinite(losses)
-    return np.where(bad.any(axis=1), bad.argmax(axis=1), -1)
-
-
 # -------------------------------------------------------------------------------------------- estimator
 def estimate_llc(
     model_or_loss,
@@ -452,7 +349,7 @@ def estimate_llc(
             2. a *warm-up* at ε_w, the largest stable cell at most 16× the step chosen in 1 whose predicted
                bias is at most 50%, for 1/(ε_w γ) steps: the directions the loss leaves nearly flat spread
                out at rate ε γ per step, far too slowly at the final ε (their λ̂ contribution barely
-               depends on ε, see ``slt.llc._warm_up``);
+               depends on ε, see :mod:`slt._src.auto`);
             3. a second calibration, ε_w halving 8 times, its cells starting from the warm chains, so the
                fitted bias slope is that of the explored posterior rather than of the neighbourhood of w*
                (its choice may lower the first one, not raise it, unless the first was a fallback);
@@ -533,7 +430,7 @@ def estimate_llc(
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
         key, cal_key = jax.random.split(key)
         auto_start = time.perf_counter()
-        calibration, step_size, num_burnin, num_draws, init_position, per_example = _auto_settings(
+        calibration, step_size, num_burnin, num_draws, init_position, per_example = auto_settings(
             target,
             cal_key,
             num_chains=num_chains,
@@ -569,8 +466,7 @@ def estimate_llc(
     )
     if per_example is None:
         per_example = check_loss_at_center(target, settings.chunk_size)
-    if isinstance(thin, bool) or not isinstance(thin, (int, np.integer)) or thin < 1:
-        raise ValueError(f"`thin` must be a positive integer; got {thin!r}.")
+    validate.positive_int(thin, "thin")
     run = sample(
         target,
         key=key,
@@ -593,7 +489,8 @@ def estimate_llc(
         progress=progress,
         description="LLC",
     )
-    result = settings.summarize(
+    result = summarize_run(
+        settings,
         run.stats["loss"],
         run.observables["loss_at_center"],
         per_example,
@@ -610,254 +507,43 @@ def estimate_llc(
     return result
 
 
-# Warm-up of ``step_size="auto"``: the largest first-grid cell at most WARMUP_FACTOR times the chosen ε whose
-# predicted bias is at most WARMUP_BIAS, run for 1/(ε_w γ) steps (at most a third of the step budget).
-WARMUP_FACTOR = 16
-WARMUP_BIAS = 0.5
-WARMUP_GRID = 8  # cells of the second calibration, halving from ε_w
-
-
-def _auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision, time_budget, progress, **kwargs):
-    """Calibrate at w*, warm up at a larger step, recalibrate from the warm chains, then size burn-in and draws
-    from the mixing measured in the chosen cell (see :func:`estimate_llc`). Returns
-    ``(calibration, step_size, num_burnin, num_draws, init_position, per-example losses at w*)``."""
-    from slt.calibration import _calibrate_target
-
-    precision = _positive_float(precision, "precision")
-    time_budget = _positive_float(time_budget, "time_budget")
-    first_key, warm_key, second_key = jax.random.split(key, 3)
-    per_example = check_loss_at_center(target, kwargs.get("chunk_size", 1024))  # one data pass for all stages
-    kwargs = {**kwargs, "example_losses_at_center": per_example}
-    first = _calibrate_target(target, key=first_key, num_chains=num_chains, progress=progress, **kwargs)
-    per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
-    max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
-    cal = first
-    warm = _warm_up(
-        target, first, warm_key, max_steps=max_steps // 3, num_chains=num_chains, progress=progress, **kwargs
+# ------------------------------------------------------------------------------------------- reduction
+def summarize_run(
+    settings: SamplingSettings,
+    losses,
+    losses_at_center,
+    per_example,
+    wall_time: float,
+    info=None,
+    num_burnin: int | None = None,
+    divergence_step=None,
+    observables: dict | None = None,
+) -> LLCResult:
+    """An :class:`LLCResult` from one run's ``(chain, record)`` loss traces and per-example losses at w* under
+    ``settings``; ``info`` holds the sampler's other per-record statistics (e.g. ``acceptance_rate``);
+    ``num_burnin`` counts records (default: the settings' burn-in steps, for an unthinned run);
+    ``divergence_step`` is the driver's exact first non-finite step per chain (default: the first non-finite
+    record)."""
+    num_burnin = settings.num_burnin if num_burnin is None else num_burnin
+    return summarize(
+        np.asarray(losses, dtype=np.float64),
+        np.asarray(losses_at_center, dtype=np.float64),
+        num_burnin=num_burnin,
+        divergence_step=divergence_step,
+        observables=observables,
+        init_loss=float(np.mean(per_example, dtype=np.float64)),
+        nbeta=settings.nbeta,
+        localization=settings.localization,
+        step_size=settings.step_size,
+        batch_size=settings.batch_size,
+        num_data=settings.num_data,
+        sampler=settings.sampler_name,
+        estimator=settings.estimator,
+        wall_time=wall_time,
+        sampler_params=dict(settings.sampler_params),
+        info=info,
+        num_params=settings.num_params,
     )
-    if warm is not None:
-        warm_eps, num_warmup, position = warm
-        cal = _calibrate_target(
-            target,
-            key=second_key,
-            step_sizes=warm_eps * 0.5 ** np.arange(WARMUP_GRID),
-            num_chains=num_chains,
-            progress=progress,
-            init_position=position,
-            # Exploring only adds curvature the cells at w* did not see (singular valleys), so the warm grid
-            # may lower a step the first grid chose by its rule, not raise it (also a guard against a noisy
-            # fit on short cells); a first choice that was a fallback (no plateau seen from w*) is no bound.
-            max_step_size=first.step_size if first.by_rule else None,
-            **kwargs,
-        )
-        cal.first, cal.warmup_step_size, cal.num_warmup = first, warm_eps, num_warmup
-        max_steps = max(2000, max_steps - num_warmup)
-    g = cal.chosen
-    kept = cal.num_steps - cal.num_burnin
-    ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
-    tau = max(1.0, cal.num_chains * kept / ess)  # steps per effective draw
-    if num_burnin is None:
-        num_burnin = int(min(max(cal.num_burnin, 20 * tau), max_steps // 3))
-    if num_draws is None:
-        sd = cal.draw_std[g]
-        need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2)
-        num_draws = int(np.clip(np.ceil(need * tau / cal.num_chains), 2000, max(2000, max_steps - num_burnin)))
-    return cal, cal.step_size, num_burnin, num_draws, cal.chosen_position, per_example
-
-
-def _warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
-    r"""Relax the slow directions before the step size is chosen for good.
-
-    A chain started at w* spreads along the directions the loss leaves (nearly) flat at rate
-    :math:`\varepsilon\gamma` per step, so at the small ε that a bias tolerance of a few percent demands it
-    needs ~1/(εγ) steps (10⁵-10⁶ for DLNs at γ = 1) and λ̂ creeps up all the while: the calibration cells
-    and a short run both read low. Those directions do not care much about ε (the bias of direction i is
-    ∝ ε c_i, small where the curvature c_i is small), so they are relaxed at a step ε_w up to
-    ``WARMUP_FACTOR`` times larger, for 1/(ε_w γ) steps; the stiff directions, biased at ε_w, re-equilibrate
-    within ~2/(ε c_i) steps once the step is lowered (the second calibration's burn-in). Returns
-    ``(ε_w, steps, final positions)``, or None when there is nothing to gain (the chosen ε is already the
-    largest admissible one), the kernel has no ``position``, or the warm-up diverged at ε_w and at ε_w/4.
-    """
-    eps = first.step_sizes
-    admissible = first.stable & (eps <= WARMUP_FACTOR * first.step_size) & ~(first.predicted_bias > WARMUP_BIAS)
-    if first.chosen_position is None or not admissible.any() or eps[admissible].max() <= first.step_size:
-        return None
-    warm_eps = float(eps[admissible].max())
-    per_example = kwargs.pop("example_losses_at_center")
-    settings = SamplingSettings.validated(
-        num_data=target.num_data,
-        step_size=warm_eps,
-        num_chains=num_chains,
-        num_params=target.num_parameters,
-        **kwargs,
-    )
-    for attempt in range(2):
-        gamma = settings.localization
-        steps = max_steps if gamma <= 0 else int(np.clip(np.ceil(1.0 / (warm_eps * gamma)), 2000, max(2000, max_steps)))
-        trace = run_chains(
-            target,
-            key=jax.random.fold_in(key, attempt),
-            example_losses_at_center=per_example,
-            nbeta=settings.nbeta,
-            localization=gamma,
-            num_chains=num_chains,
-            num_steps=steps,
-            batch_size=settings.batch_size,
-            sampler=settings.sampler,
-            sampler_params={**settings.all_sampler_params, "step_size": warm_eps},
-            progress=progress,
-            description="warm-up",
-        )
-        position = getattr(trace.final_state, "position", None)
-        finite = np.isfinite(trace.loss).all() and all(
-            bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree_util.tree_leaves(position)
-        )
-        if position is not None and finite:
-            return warm_eps, steps, position
-        warm_eps /= 4
-        if warm_eps <= first.step_size:
-            return None
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """Validated settings of one LLC estimate (what :func:`estimate_llc` and the trajectory tools share)."""
-
-    num_data: int
-    step_size: float
-    num_chains: int
-    num_draws: int
-    num_burnin: int
-    batch_size: int
-    nbeta: float
-    localization: float
-    sampler: Any
-    estimator: str
-    chunk_size: int
-    sampler_params: tuple = ()  # extra hyperparameters of the sampler, as sorted (name, value) pairs
-    num_params: int | None = None  # d, the number of moving parameters (for the λ̂ <= d/2 check)
-
-    @property
-    def all_sampler_params(self) -> dict:
-        """What the sampler factory receives: ``step_size`` and the extra hyperparameters."""
-        return {"step_size": self.step_size, **dict(self.sampler_params)}
-
-    @classmethod
-    def validated(
-        cls,
-        *,
-        num_data: int,
-        step_size,
-        num_chains=4,
-        num_draws=2000,
-        num_burnin=1000,
-        batch_size=None,
-        nbeta=None,
-        localization=1.0,
-        sampler="sgld",
-        sampler_params=None,
-        estimator="paired",
-        chunk_size=1024,
-        num_params=None,
-    ) -> SamplingSettings:
-        """Check every setting against ``num_data``; raise ValueError naming the argument."""
-        step_size = _positive_float(step_size, "step_size")
-        num_chains = _positive_int(num_chains, "num_chains")
-        num_draws = _positive_int(num_draws, "num_draws")
-        if isinstance(num_burnin, bool) or not isinstance(num_burnin, (int, np.integer)) or num_burnin < 0:
-            raise ValueError(f"`num_burnin` must be a non-negative integer; got {num_burnin!r}.")
-        if estimator not in ("paired", "plain"):
-            raise ValueError(f"`estimator` must be 'paired' or 'plain'; got {estimator!r}.")
-        localization = float(localization)
-        if not (math.isfinite(localization) and localization >= 0):
-            raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
-        chunk_size = _positive_int(chunk_size, "chunk_size")
-        full_batch_only = sampler_spec(sampler).full_batch_only  # validates the name early
-        if batch_size is None:
-            batch_size = num_data if full_batch_only else min(num_data, 256)
-        batch_size = _positive_int(batch_size, "batch_size")
-        if batch_size > num_data:
-            raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of data points n = {num_data}.")
-        if full_batch_only and batch_size != num_data:
-            raise ValueError(
-                f"sampler {sampler_spec(sampler).name!r} is declared full-batch only (e.g. a Metropolis correction "
-                "needs exact potentials): "
-                f"`batch_size` must be n = {num_data} or None; got {batch_size}."
-            )
-        sampler_params = _sampler_params(sampler_params)
-        return cls(
-            num_data=num_data,
-            step_size=step_size,
-            num_chains=num_chains,
-            num_draws=num_draws,
-            num_burnin=int(num_burnin),
-            batch_size=batch_size,
-            nbeta=resolve_nbeta(nbeta, num_data),
-            localization=localization,
-            sampler=sampler,
-            estimator=estimator,
-            chunk_size=chunk_size,
-            sampler_params=sampler_params,
-            num_params=num_params,
-        )
-
-    @property
-    def sampler_name(self) -> str:
-        s = self.sampler
-        return s if isinstance(s, str) else getattr(s, "__name__", repr(s))
-
-    def describe(self) -> dict:
-        """The settings as plain values (for stores and saved results)."""
-        return {
-            "nbeta": self.nbeta,
-            "localization": self.localization,
-            "step_size": self.step_size,
-            "batch_size": self.batch_size,
-            "num_data": self.num_data,
-            "num_chains": self.num_chains,
-            "num_draws": self.num_draws,
-            "num_burnin": self.num_burnin,
-            "sampler": self.sampler_name,
-            "sampler_params": dict(self.sampler_params),
-            "estimator": self.estimator,
-        }
-
-    def summarize(
-        self,
-        losses,
-        losses_at_center,
-        per_example,
-        wall_time: float,
-        info=None,
-        num_burnin: int | None = None,
-        divergence_step=None,
-        observables: dict | None = None,
-    ) -> LLCResult:
-        """An :class:`LLCResult` from one run's ``(chain, record)`` loss traces and per-example losses at w*;
-        ``info`` holds the sampler's other per-record statistics (e.g. ``acceptance_rate``); ``num_burnin``
-        counts records (default: the settings' burn-in steps, for an unthinned run); ``divergence_step`` is
-        the driver's exact first non-finite step per chain (default: the first non-finite record)."""
-        num_burnin = self.num_burnin if num_burnin is None else num_burnin
-        return summarize(
-            np.asarray(losses, dtype=np.float64),
-            np.asarray(losses_at_center, dtype=np.float64),
-            num_burnin=num_burnin,
-            divergence_step=divergence_step,
-            observables=observables,
-            init_loss=float(np.mean(per_example, dtype=np.float64)),
-            nbeta=self.nbeta,
-            localization=self.localization,
-            step_size=self.step_size,
-            batch_size=self.batch_size,
-            num_data=self.num_data,
-            sampler=self.sampler_name,
-            estimator=self.estimator,
-            wall_time=wall_time,
-            sampler_params=dict(self.sampler_params),
-            info=info,
-            num_params=self.num_params,
-        )
 
 
 def summarize(
@@ -891,8 +577,11 @@ def summarize(
     llc_std = float(np.std(llc_per_chain[healthy], ddof=1)) if healthy.sum() > 1 else float("nan")
     if diverged.any():
         messages = diagnostics.divergence_messages(diverged, divergence_step)
-        warnings.warn(f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages),
-                      SamplingWarning, stacklevel=4)
+        warnings.warn(
+            f"{int(diverged.sum())} of {len(diverged)} chains diverged: " + " ".join(messages),
+            SamplingWarning,
+            stacklevel=4,
+        )
     return LLCResult(
         llc_mean=llc_mean,
         llc_std=llc_std,
@@ -912,3 +601,8 @@ def summarize(
         observables={k: np.asarray(v)[:, num_burnin:] for k, v in (observables or {}).items()},
         **settings,
     )
+
+
+def _first_nonfinite(losses: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(losses)
+    return np.where(bad.any(axis=1), bad.argmax(axis=1), -1)

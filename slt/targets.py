@@ -7,7 +7,10 @@ leading axis of length ``num_data``). Adapters build a target from
 
 * a plain ``loss_fn(params, batch)`` over a parameter pytree (:func:`from_loss_fn`),
 * an ``nnx.Module`` and a loss on its outputs (:func:`from_nnx`),
-* a linen module with its variables and a loss on its outputs (:func:`from_linen`).
+* a linen module with its variables and a loss on its outputs (:func:`from_linen`);
+
+:func:`make_target` picks the adapter from the call form, and :func:`check_loss_at_center` checks that the loss
+is a finite batch mean of per-example losses at w* (:func:`per_example_losses`).
 
 Weight restriction (the weight-refined LLC of Wang et al., arXiv 2410.02984) is only the choice of which
 leaves move: a path predicate ``where(path, leaf) -> bool`` for pytrees and linen, any NNX filter for NNX.
@@ -19,6 +22,8 @@ function and the same model structure reuses the compiled sampler instead of com
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +31,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Target", "from_loss_fn", "from_nnx", "from_linen", "path_names"]
+__all__ = [
+    "Target",
+    "check_loss_at_center",
+    "from_linen",
+    "from_loss_fn",
+    "from_nnx",
+    "make_target",
+    "path_names",
+    "per_example_losses",
+]
 
 PyTree = Any
 PathPredicate = Callable[[tuple, Any], bool]
@@ -135,8 +149,7 @@ def check_data(data: PyTree, argname: str = "data") -> int:
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
         raise ValueError(
-            f"`{argname}` leaves have different leading sizes ({listing}); all leaves must share the "
-            "leading axis n."
+            f"`{argname}` leaves have different leading sizes ({listing}); all leaves must share the leading axis n."
         )
     n = next(iter(sizes.values()))
     if n == 0:
@@ -186,9 +199,7 @@ class _MaskedFunctionLoss:
 
 def _merge_leaves(treedef, mask, moving, frozen):
     moving_it, frozen_it = iter(moving), iter(frozen)
-    return jax.tree_util.tree_unflatten(
-        treedef, [next(moving_it) if m else next(frozen_it) for m in mask]
-    )
+    return jax.tree_util.tree_unflatten(treedef, [next(moving_it) if m else next(frozen_it) for m in mask])
 
 
 def _split_by_predicate(tree: PyTree, where: PathPredicate, argname: str):
@@ -332,3 +343,88 @@ def from_linen(module, variables, data: PyTree, loss: Callable, *, where: PathPr
         return {"params": _merge_leaves(treedef, mask, position, frozen_leaves), **others}
 
     return Target(target_loss, moving, (frozen_leaves, others), data, n, rebuild)
+
+
+# ------------------------------------------------------------------------------------------ any call form
+def make_target(model_or_loss, *args, loss=None, where=None) -> Target:
+    """Build a :class:`Target` from any of the forms :func:`slt.estimate_llc` accepts."""
+    # Only a module of an already-imported Flax API can be an instance of it: importing flax.nnx just to
+    # test a plain loss function costs ~0.6 s on a first call.
+    nnx, linen = sys.modules.get("flax.nnx"), sys.modules.get("flax.linen")
+    is_nnx = nnx is not None and isinstance(model_or_loss, nnx.Module)
+    is_linen = linen is not None and isinstance(model_or_loss, linen.Module)
+    if is_nnx or is_linen:
+        form = "estimate_llc(model, data, loss=...)" if is_nnx else "estimate_llc(module, variables, data, loss=...)"
+        if loss is None:
+            raise ValueError(
+                f"`loss` is required for a model: {form}, with loss(outputs, targets) -> scalar, e.g. "
+                "slt.losses.gaussian_nll or slt.losses.cross_entropy."
+            )
+        if is_nnx:
+            if len(args) != 1:
+                raise ValueError(f"expected {form}; got {len(args)} positional arguments after the model.")
+            return from_nnx(model_or_loss, args[0], loss, where=where)
+        if len(args) != 2:
+            raise ValueError(f"expected {form}; got {len(args)} positional arguments after the module.")
+        return from_linen(model_or_loss, args[0], args[1], loss, where=where)
+    if loss is not None:
+        raise ValueError("`loss` is only for model forms; a loss_fn(params, batch) already is the loss.")
+    if len(args) != 2:
+        raise ValueError(
+            "expected estimate_llc(loss_fn, params, data, ...) with loss_fn(params, batch) -> scalar; "
+            f"got {len(args)} positional arguments after loss_fn."
+        )
+    return from_loss_fn(model_or_loss, args[0], args[1], where=where)
+
+
+# --------------------------------------------------------------------------------- losses at the centre
+def _per_example_losses_impl(loss, position, frozen, data, chunk_size):
+    def one(example):
+        batch = jax.tree_util.tree_map(lambda x: x[None], example)
+        return loss(position, frozen, batch)
+
+    return jax.lax.map(one, data, batch_size=chunk_size)
+
+
+_per_example_losses = jax.jit(_per_example_losses_impl, static_argnames=("loss", "chunk_size"))
+
+
+def per_example_losses(target: Target, position: PyTree | None = None, chunk_size: int = 1024) -> np.ndarray:
+    """Per-example losses ``loss(w, [x_i])`` for every example, vectorized in chunks (one compile).
+
+    Used for the loss at w* on the full data set (its mean) and for the paired minibatch estimate.
+    """
+    position = target.position if position is None else position
+    chunk_size = int(min(chunk_size, target.num_data))
+    out = _per_example_losses(target.loss, position, target.frozen, target.data, chunk_size)
+    return np.asarray(out)
+
+
+def check_loss_at_center(target: Target, chunk_size: int) -> np.ndarray:
+    """Per-example losses at w*, after checking the loss is a finite scalar batch mean of them."""
+    one = jax.tree_util.tree_map(lambda x: x[:1], target.data)
+    out = jax.eval_shape(target.loss, target.position, target.frozen, one)
+    if getattr(out, "shape", None) != ():
+        raise ValueError(
+            f"the loss must return a scalar (the batch mean of per-example losses); it returned shape "
+            f"{getattr(out, 'shape', type(out))}."
+        )
+    per_example = per_example_losses(target, chunk_size=chunk_size)
+    if not np.all(np.isfinite(per_example)):
+        bad = np.flatnonzero(~np.isfinite(per_example))
+        raise ValueError(
+            f"the loss at w* (`params`) is not finite on {bad.size} of {per_example.size} examples (first "
+            f"index {bad[0]}); the LLC needs a finite L_n(w*). Check the parameters and the data."
+        )
+    # The paired estimator and the chunked L_n(w*) assume loss(w, batch) = mean of per-example losses.
+    m = min(target.num_data, chunk_size)
+    head = jax.tree_util.tree_map(lambda x: x[:m], target.data)
+    batch_loss = float(jax.jit(target.loss)(target.position, target.frozen, head))
+    mean_loss = float(np.mean(per_example[:m], dtype=np.float64))
+    if not math.isclose(batch_loss, mean_loss, rel_tol=1e-3, abs_tol=1e-5 * (1.0 + abs(mean_loss))):
+        raise ValueError(
+            f"the loss of a batch of {m} examples ({batch_loss:.6g}) is not the mean of their per-example "
+            f"losses ({mean_loss:.6g}). `loss_fn(params, batch)` must return the batch *mean* of a "
+            "per-example negative log-likelihood (no sums over the batch, no batch statistics)."
+        )
+    return per_example

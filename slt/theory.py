@@ -57,34 +57,25 @@ def _is_int(x: object) -> bool:
 
 def _check_int(name: str, value: object, *, minimum: int) -> int:
     if not _is_int(value):
-        raise ValueError(
-            f"{name} must be an int >= {minimum}, got {value!r} "
-            f"of type {type(value).__name__}"
-        )
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
     value = int(value)  # type: ignore[arg-type]
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value
 
 
-def _check_int_sequence(
-    name: str, values: object, *, minimum: int, min_len: int
-) -> list[int]:
+def _check_int_sequence(name: str, values: object, *, minimum: int, min_len: int) -> list[int]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         try:
             values = list(values)  # type: ignore[call-overload]
         except TypeError:
-            raise ValueError(
-                f"{name} must be a sequence of ints, got {values!r}"
-            ) from None
+            raise ValueError(f"{name} must be a sequence of ints, got {values!r}") from None
     out = list(values)  # type: ignore[arg-type]
     if len(out) < min_len:
         raise ValueError(f"{name} must have at least {min_len} entries, got {len(out)}")
     for i, v in enumerate(out):
         if not _is_int(v) or int(v) < minimum:
-            raise ValueError(
-                f"{name} must contain ints >= {minimum}, got {v!r} at index {i}"
-            )
+            raise ValueError(f"{name} must contain ints >= {minimum}, got {v!r} at index {i}")
     return [int(v) for v in out]
 
 
@@ -171,22 +162,16 @@ def normal_crossing(
     else:
         raw = list(prior_powers)
         if len(raw) != len(ks):
-            raise ValueError(
-                f"prior_powers must have the same length as powers "
-                f"({len(ks)}), got {len(raw)}"
-            )
+            raise ValueError(f"prior_powers must have the same length as powers ({len(ks)}), got {len(raw)}")
         hs = []
         for i, h in enumerate(raw):
             if isinstance(h, bool) or not isinstance(h, numbers.Rational):
                 raise ValueError(  # noqa: TRY004 - the API raises ValueError
-                    f"prior_powers must contain ints or Fractions > -1, "
-                    f"got {h!r} at index {i}"
+                    f"prior_powers must contain ints or Fractions > -1, got {h!r} at index {i}"
                 )
             h = Fraction(h)
             if h <= -1:
-                raise ValueError(
-                    f"prior_powers must contain values > -1, got {h} at index {i}"
-                )
+                raise ValueError(f"prior_powers must contain values > -1, got {h} at index {i}")
             hs.append(h)
     if all(k == 0 for k in ks):
         raise ValueError("powers must contain at least one positive entry")
@@ -242,9 +227,7 @@ def rrr(M: int, H: int, N: int, r: int) -> tuple[Fraction, int]:
     N = _check_int("N", N, minimum=1)
     r = _check_int("r", r, minimum=0)
     if r > min(M, H, N):
-        raise ValueError(
-            f"r must satisfy 0 <= r <= min(M, H, N) = {min(M, H, N)}, got {r}"
-        )
+        raise ValueError(f"r must satisfy 0 <= r <= min(M, H, N) = {min(M, H, N)}, got {r}")
     if M + H < N + r:
         return Fraction(H * M - H * r + N * r, 2), 1
     if N + H < M + r:
@@ -314,9 +297,7 @@ def dln(widths: Sequence[int], rank: int) -> tuple[Fraction, int]:
     hs = _check_int_sequence("widths", widths, minimum=1, min_len=2)
     r = _check_int("rank", rank, minimum=0)
     if r > min(hs):
-        raise ValueError(
-            f"rank must satisfy 0 <= rank <= min(widths) = {min(hs)}, got {r}"
-        )
+        raise ValueError(f"rank must satisfy 0 <= rank <= min(widths) = {min(hs)}, got {r}")
 
     ms = sorted(h - r for h in hs)
     n = len(ms)

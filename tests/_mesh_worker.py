@@ -34,8 +34,8 @@ def _problem():
     from slt._src.driver import run_chains
 
     p = slt.models.deep_linear_network([3, 2, 3], 1, num_data=500, seed=2)
-    target = slt.llc.make_target(p.loss_fn, p.params, p.data)
-    per_example = slt.llc.check_loss_at_center(target, 1024)
+    target = slt.targets.make_target(p.loss_fn, p.params, p.data)
+    per_example = slt.targets.check_loss_at_center(target, 1024)
 
     def run(mesh, **kw):
         return run_chains(

@@ -55,8 +55,14 @@ def test_minibatch_sgld_formula_matches_a_long_run(regression):
     minibatch term is visible (+4%) on top of the discretization term (+3%)."""
     t = slt.default_nbeta(1000)
     res = slt.estimate_llc(
-        regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), step_size=7.9e-4,
-        num_draws=20_000, num_burnin=2000, batch_size=100,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(3),
+        step_size=7.9e-4,
+        num_draws=20_000,
+        num_burnin=2000,
+        batch_size=100,
     )
     exact = minibatch_sgld_llc(regression, t, 1.0, 7.9e-4, 100)
     assert exact > 1.06 * minibatch_sgld_llc(regression, t, 1.0, 0.0, 100)
@@ -84,8 +90,13 @@ def test_sweep_over_nbeta_and_localization_is_one_compilation_and_each_pair_obey
     10.1% exact bias; see D_HALF_MARGIN.)"""
     before = COMPILES(SAMPLER_CHUNK)
     sweep = slt.calibrate(
-        regression.loss_fn, regression.params, regression.data, key=jax.random.key(3), nbeta=[150.0, 600.0],
-        localization=[1.0, 300.0], **CAL,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(3),
+        nbeta=[150.0, 600.0],
+        localization=[1.0, 300.0],
+        **CAL,
     )
     assert COMPILES(SAMPLER_CHUNK) - before <= 1
     assert isinstance(sweep, slt.CalibrationSweep)
@@ -120,8 +131,14 @@ def test_unstable_cells_are_flagged(regression):
     limit = 4 / (t * h.max() + 1.0)
     grid = [limit * 8, limit * 4, limit / 20, limit / 40, limit / 80]
     cal = slt.calibrate(
-        regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), step_sizes=grid,
-        num_steps=600, num_chains=2, batch_size=100,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(0),
+        step_sizes=grid,
+        num_steps=600,
+        num_chains=2,
+        batch_size=100,
     )
     assert cal.num_diverged[0] == 2 and cal.num_diverged[1] == 2
     assert not cal.stable[:2].any()
@@ -148,8 +165,13 @@ def test_bad_arguments_name_themselves(regression, kwargs, match):
 @pytest.fixture(scope="module")
 def auto_run(regression):
     return slt.estimate_llc(
-        regression.loss_fn, regression.params, regression.data, key=jax.random.key(1), step_size="auto",
-        batch_size=100, time_budget=10.0,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(1),
+        step_size="auto",
+        batch_size=100,
+        time_budget=10.0,
     )
 
 
@@ -185,14 +207,21 @@ def test_auto_warms_up_at_a_larger_step_then_recalibrates_from_the_warm_chains(a
 def test_a_run_starts_from_init_position(regression):
     """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
     from slt._src.driver import run_chains
-    from slt.llc import check_loss_at_center, make_target
+    from slt.targets import check_loss_at_center, make_target
 
     target = make_target(regression.loss_fn, regression.params, regression.data)
     per_example = check_loss_at_center(target, 1024)
     starts = regression.params[None] + 0.1 * jax.random.normal(jax.random.key(0), (2,) + regression.params.shape)
     trace = run_chains(
-        target, key=jax.random.key(1), example_losses_at_center=per_example, nbeta=100.0, localization=1.0,
-        num_chains=2, num_steps=3, batch_size=target.num_data, sampler_params={"step_size": 1e-4},
+        target,
+        key=jax.random.key(1),
+        example_losses_at_center=per_example,
+        nbeta=100.0,
+        localization=1.0,
+        num_chains=2,
+        num_steps=3,
+        batch_size=target.num_data,
+        sampler_params={"step_size": 1e-4},
         init_position=starts,
     )
     expected = [float(regression.loss_fn(w, regression.data)) for w in starts]
@@ -202,8 +231,9 @@ def test_a_run_starts_from_init_position(regression):
 
 def test_auto_rejects_other_strings(regression):
     with pytest.raises(ValueError, match="step_size"):
-        slt.estimate_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(1),
-                         step_size="fast")
+        slt.estimate_llc(
+            regression.loss_fn, regression.params, regression.data, key=jax.random.key(1), step_size="fast"
+        )
 
 
 def test_preconditioned_sampler_caps_the_grid_by_its_step_gain(regression):
@@ -211,15 +241,23 @@ def test_preconditioned_sampler_caps_the_grid_by_its_step_gain(regression):
     the sampler is named or passed as the factory itself; it has no acceptance variant (one gradient per step)."""
     kwargs = dict(key=jax.random.key(0), num_steps=40, num_step_sizes=3, num_chains=2, batch_size=100)
     by_name = slt.calibrate(
-        regression.loss_fn, regression.params, regression.data, sampler="rmsprop_sgld",
-        sampler_params={"eps": 0.05}, **kwargs,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        sampler="rmsprop_sgld",
+        sampler_params={"eps": 0.05},
+        **kwargs,
     )
     h = by_name.hessian_top
     assert by_name.curvature_cap == pytest.approx(0.05 * 2 / (by_name.nbeta * h + by_name.localization), rel=1e-6)
     assert by_name.gradients_per_step == 1 and np.isnan(by_name.acceptance).all()
     by_factory = slt.calibrate(
-        regression.loss_fn, regression.params, regression.data, sampler=slt.samplers.rmsprop_sgld,
-        sampler_params={"eps": 0.05}, **kwargs,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        sampler=slt.samplers.rmsprop_sgld,
+        sampler_params={"eps": 0.05},
+        **kwargs,
     )
     assert by_factory.curvature_cap == by_name.curvature_cap
 
@@ -236,8 +274,15 @@ def test_sgnht_cells_whose_thermostat_fights_minibatch_heat_are_unstable(regress
     check = regime_check({"thermostat": np.array([0.1, 0.119, 0.121, 0.5, np.nan])}, {"diffusion": 0.1})
     np.testing.assert_array_equal(check, [True, True, False, False, True])
     cal = slt.calibrate(
-        regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), sampler="sgnht",
-        step_sizes=np.geomspace(1e-2, 1e-5, 8), num_steps=1500, num_chains=2, batch_size=50,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(0),
+        sampler="sgnht",
+        step_sizes=np.geomspace(1e-2, 1e-5, 8),
+        num_steps=1500,
+        num_chains=2,
+        batch_size=50,
     )
     xi = cal.sampler_stats["thermostat"]
     assert xi.shape == cal.step_sizes.shape

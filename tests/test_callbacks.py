@@ -44,8 +44,13 @@ def test_tracker_in_a_plain_optax_loop(small_dln):
 
     probe = p.data[0][:16]
     tracker = LLCTracker(
-        p.loss_fn, p.data, key=jax.random.key(0), every=10, probe=probe,
-        output_fn=lambda ps, x: slt.models.dln.dln_forward(ps, x), **KW,
+        p.loss_fn,
+        p.data,
+        key=jax.random.key(0),
+        every=10,
+        probe=probe,
+        output_fn=lambda ps, x: slt.models.dln.dln_forward(ps, x),
+        **KW,
     )
     compiles_after_first = None
     for step in range(31):
@@ -82,9 +87,7 @@ def test_tracker_in_an_nnx_optimizer_loop():
         grads = nnx.grad(lambda m: slt.losses.gaussian_nll(m(x), y))(model)
         optimizer.update(model, grads)
 
-    tracker = LLCTracker(
-        model, (x, y), loss=slt.losses.gaussian_nll, key=jax.random.key(2), every=5, probe=x[:8], **KW
-    )
+    tracker = LLCTracker(model, (x, y), loss=slt.losses.gaussian_nll, key=jax.random.key(2), every=5, probe=x[:8], **KW)
     compiles_after_first = None
     for step in range(16):
         train_step(model, optimizer)

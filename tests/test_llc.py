@@ -83,9 +83,7 @@ def test_non_finite_loss_at_center(regression, key):
 
 def test_integer_parameters_are_rejected(regression, key):
     with pytest.raises(ValueError, match="floating-point"):
-        slt.estimate_llc(
-            regression.loss_fn, regression.params.astype(jnp.int32), regression.data, key=key, **FAST
-        )
+        slt.estimate_llc(regression.loss_fn, regression.params.astype(jnp.int32), regression.data, key=key, **FAST)
 
 
 def test_loss_must_be_a_scalar(regression, key):
@@ -173,14 +171,12 @@ def test_plain_estimator_uses_full_data_loss(small_dln, key):
 def test_paired_minibatch_loss_at_center_matches_direct_evaluation(small_dln, key):
     """The recorded L_B(w*) is the loss at w* on the minibatch the draw used: check it is plausible
     (mean over many draws close to L_n(w*)) and varies with the batch."""
-    res = slt.estimate_llc(
-        small_dln.loss_fn, small_dln.params, small_dln.data, key=key, **{**FAST, "num_draws": 400}
-    )
+    res = slt.estimate_llc(small_dln.loss_fn, small_dln.params, small_dln.data, key=key, **{**FAST, "num_draws": 400})
     centre = res.loss_at_center_trace
     assert centre.std() > 0
     # mean of 800 independent batch means of size 50: standard error std(per-example)/sqrt(50*800)
-    target = slt.llc.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
-    per_example = slt._src.driver.per_example_losses(target)
+    target = slt.targets.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
+    per_example = slt.targets.per_example_losses(target)
     se = per_example.std() / math.sqrt(50 * centre.size)
     assert abs(centre.mean() - per_example.mean()) < 5 * se
 
@@ -209,8 +205,17 @@ def test_some_chains_diverge_and_are_excluded(key):
     data = jnp.zeros((10, 1))
     with pytest.warns(slt.SamplingWarning):
         res = slt.estimate_llc(
-            fragile, jnp.zeros(2), data, key=key, step_size=0.02, num_chains=16, num_draws=200,
-            num_burnin=0, batch_size=10, nbeta=6.0, localization=0.0,
+            fragile,
+            jnp.zeros(2),
+            data,
+            key=key,
+            step_size=0.02,
+            num_chains=16,
+            num_draws=200,
+            num_burnin=0,
+            batch_size=10,
+            nbeta=6.0,
+            localization=0.0,
         )
     assert res.diverged.any() and not res.diverged.all()
     healthy = ~res.diverged
@@ -235,8 +240,15 @@ def test_full_batch_sgld_matches_exact_discretized_quadratic(regression, key):
     exact_continuous = quadratic_llc(h, t, gamma)
     assert exact_discrete > 1.2 * exact_continuous  # the test can tell the two apart
     res = slt.estimate_llc(
-        regression.loss_fn, regression.params, regression.data, key=key, step_size=eps,
-        num_chains=16, num_draws=3000, num_burnin=200, batch_size=n,
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=key,
+        step_size=eps,
+        num_chains=16,
+        num_draws=3000,
+        num_burnin=200,
+        batch_size=n,
     )
     z = (res.llc_mean - exact_discrete) / res.llc_mcse
     assert abs(z) < 4, (res.llc_mean, exact_discrete, res.llc_mcse)
@@ -257,8 +269,15 @@ def test_regular_model_within_5_percent_of_finite_temperature_value(key):
     t = n / math.log(n)
     exact = quadratic_llc(hessian_eigenvalues(problem), t, 1.0)
     res = slt.estimate_llc(
-        problem.loss_fn, problem.params, problem.data, key=key, step_size=5e-6,
-        num_chains=32, num_draws=10_000, num_burnin=1000, batch_size=100,
+        problem.loss_fn,
+        problem.params,
+        problem.data,
+        key=key,
+        step_size=5e-6,
+        num_chains=32,
+        num_draws=10_000,
+        num_burnin=1000,
+        batch_size=100,
     )
     assert res.llc_mcse < 0.02 * exact, res.summary()  # the precision the tolerance below relies on
     assert res.llc_mean == pytest.approx(exact, rel=0.05), res.summary()
@@ -273,8 +292,15 @@ def test_one_dimensional_normal_crossing_matches_quadrature(key, power):
     exact = normal_crossing_llc_exact(power, t, gamma)
     assert abs(exact - 1 / (2 * power)) < 0.02  # γ barely matters here, λ = 1/(2k)
     res = slt.estimate_llc(
-        problem.loss_fn, problem.params, problem.data, key=key, step_size=2e-4 if power == 2 else 1e-4,
-        num_chains=16, num_draws=4000, num_burnin=500, batch_size=1000,
+        problem.loss_fn,
+        problem.params,
+        problem.data,
+        key=key,
+        step_size=2e-4 if power == 2 else 1e-4,
+        num_chains=16,
+        num_draws=4000,
+        num_burnin=500,
+        batch_size=1000,
     )
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse + 0.02 * exact, (res.llc_mean, exact, res.llc_mcse)
 
@@ -290,8 +316,16 @@ def test_two_dimensional_normal_crossing_matches_quadrature(key):
     p = np.exp(logp - logp.max())
     exact = float(t * np.sum(k * p) / np.sum(p))
     res = slt.estimate_llc(
-        problem.loss_fn, problem.params, problem.data, key=key, step_size=1e-3, localization=gamma,
-        num_chains=16, num_draws=4000, num_burnin=500, batch_size=1000,
+        problem.loss_fn,
+        problem.params,
+        problem.data,
+        key=key,
+        step_size=1e-3,
+        localization=gamma,
+        num_chains=16,
+        num_draws=4000,
+        num_burnin=500,
+        batch_size=1000,
     )
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse + 0.03 * exact, (res.llc_mean, exact, res.llc_mcse)
 
@@ -300,8 +334,15 @@ def test_small_dln_within_15_percent(key):
     """A 2-layer DLN with rank > 0 (the point is most singular, see slt.models.dln)."""
     problem = slt.models.deep_linear_network([4, 3, 4], 1, num_data=10_000, seed=4)
     res = slt.estimate_llc(
-        problem.loss_fn, problem.params, problem.data, key=key, step_size=1e-5,
-        num_chains=4, num_draws=8000, num_burnin=2000, batch_size=100,
+        problem.loss_fn,
+        problem.params,
+        problem.data,
+        key=key,
+        step_size=1e-5,
+        num_chains=4,
+        num_draws=8000,
+        num_burnin=2000,
+        batch_size=100,
     )
     lam = float(problem.true_llc)
     assert res.llc_mean == pytest.approx(lam, rel=0.15), res.summary()

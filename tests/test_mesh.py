@@ -108,7 +108,7 @@ def test_mesh_errors_in_process(small_dln):
     import slt
     from slt._src.driver import run_chains
 
-    target = slt.llc.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
+    target = slt.targets.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
     with pytest.raises(ValueError, match="axes must be among"):
         run_chains(
             target,

@@ -13,7 +13,7 @@ from slt.posterior import LocalPosterior, default_nbeta, resolve_nbeta
 
 def test_potential_and_gradient_match_the_formula(regression):
     p = regression
-    target = slt.llc.make_target(p.loss_fn, p.params, p.data)
+    target = slt.targets.make_target(p.loss_fn, p.params, p.data)
     nbeta, gamma = 37.0, 2.5
     post = LocalPosterior(target.loss, target.position, target.frozen, jnp.float32(nbeta), jnp.float32(gamma))
     w = jax.tree_util.tree_map(lambda x: x + 0.1, target.position)

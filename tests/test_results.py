@@ -17,7 +17,7 @@ from slt._src import results
 from slt._src.driver import sample
 from slt.diagnostics import _arviz
 from slt.dynamics import detect_stages, detect_turns, essential_dynamics, lissajous_diagnostic, llc_trajectory
-from slt.llc import check_loss_at_center, make_target
+from slt.targets import check_loss_at_center, make_target
 
 LLC = dict(num_chains=2, num_draws=40, num_burnin=20, batch_size=50)
 CAL = dict(num_steps=40, num_step_sizes=3, num_chains=2, batch_size=50)
@@ -37,8 +37,9 @@ def dln():
 def llc_result(regression, dln):
     """An LLCResult with observables (one of them per-sample: an extra axis), a calibration (DLN: the chosen
     position is a pytree of device arrays) and its ``.first``, and an attribute set outside the fields."""
-    res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0),
-                           step_size=1e-3, **LLC)
+    res = slt.estimate_llc(
+        regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), step_size=1e-3, **LLC
+    )
     first = slt.calibrate(dln.loss_fn, dln.params, dln.data, key=jax.random.key(1), **CAL)
     cal = slt.calibrate(dln.loss_fn, dln.params, dln.data, key=jax.random.key(2), **CAL)
     cal.first, cal.warmup_step_size, cal.num_warmup, cal.started_from = first, 0.1, 100, "warm-up"
@@ -104,23 +105,43 @@ def test_llc_result_with_calibration_and_observables_round_trips(llc_result, tmp
 def other_results(regression, dln, llc_result):
     """One of every other result type, nested ones holding real results."""
     cal = llc_result.calibration
-    settings = dict(key=jax.random.key(3), localization=1.0, step_size=1e-3, num_chains=2, num_draws=30,
-                    num_burnin=10, batch_size=50)
+    settings = dict(
+        key=jax.random.key(3),
+        localization=1.0,
+        step_size=1e-3,
+        num_chains=2,
+        num_draws=30,
+        num_burnin=10,
+        batch_size=50,
+    )
     problem = (regression.loss_fn, regression.params, regression.data)
     free = slt.local_free_energy(*problem, num_temperatures=3, num_prior_samples=16, **settings)
-    fit = slt.fit_free_energy_expansion(np.array([100, 200, 400, 800]), np.array([5.0, 6.0, 7.5, 8.0]),
-                                        np.full(4, 0.01), warn=False)
+    fit = slt.fit_free_energy_expansion(
+        np.array([100, 200, 400, 800]), np.array([5.0, 6.0, 7.5, 8.0]), np.full(4, 0.01), warn=False
+    )
     fit.results = [free, free]
-    comparison = slt.compare_models(regression.loss_fn, {"A": regression.params, "B": regression.params + 0.1},
-                                    regression.data, llcs={"A": 1.0, "B": (0.5, 0.1)})
+    comparison = slt.compare_models(
+        regression.loss_fn,
+        {"A": regression.params, "B": regression.params + 0.1},
+        regression.data,
+        llcs={"A": 1.0, "B": (0.5, 0.1)},
+    )
     comparison.llc_results = {"A": llc_result, "B": None}
     t = np.linspace(0, 1, 60)
     walk = np.cumsum(np.random.default_rng(0).standard_normal((60, 4)), axis=0)
     # the driver's Run: final_state is a sampler-state named tuple of device arrays
     target = make_target(dln.loss_fn, dln.params, dln.data)
-    run = sample(target, key=jax.random.key(5), example_losses_at_center=check_loss_at_center(target, 1024),
-                 nbeta=10.0, localization=1.0, num_chains=2, num_steps=8, batch_size=50,
-                 sampler_params={"step_size": 1e-3})
+    run = sample(
+        target,
+        key=jax.random.key(5),
+        example_losses_at_center=check_loss_at_center(target, 1024),
+        nbeta=10.0,
+        localization=1.0,
+        num_chains=2,
+        num_steps=8,
+        batch_size=50,
+        sampler_params={"step_size": 1e-3},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short noisy curves: the stage tools may warn
         return {
@@ -129,8 +150,15 @@ def other_results(regression, dln, llc_result):
             "WBICResult": slt.wbic(*problem, **settings),
             "MultiTemperatureResult": slt.llc_multitemperature(*problem, num_temperatures=3, **settings),
             "MultiplicityResult": fit,
-            "LLCTrajectory": llc_trajectory(dln.loss_fn, [dln.params, dln.params], dln.data,
-                                            key=jax.random.key(4), step_size=1e-3, steps=[0, 10], **LLC),
+            "LLCTrajectory": llc_trajectory(
+                dln.loss_fn,
+                [dln.params, dln.params],
+                dln.data,
+                key=jax.random.key(4),
+                step_size=1e-3,
+                steps=[0, 10],
+                **LLC,
+            ),
             "ModelComparison": comparison,
             "StageResult": detect_stages(np.tanh(8 * (t - 0.5)) + 0.01 * np.sin(40 * t)),
             "TurnResult": detect_turns(np.stack([t, np.abs(t - 0.5)], axis=1)),
@@ -141,8 +169,18 @@ def other_results(regression, dln, llc_result):
 
 
 OTHERS = [
-    "CalibrationSweep", "LocalFreeEnergyResult", "WBICResult", "MultiTemperatureResult", "MultiplicityResult",
-    "LLCTrajectory", "ModelComparison", "StageResult", "TurnResult", "EssentialDynamics", "LissajousResult", "Run",
+    "CalibrationSweep",
+    "LocalFreeEnergyResult",
+    "WBICResult",
+    "MultiTemperatureResult",
+    "MultiplicityResult",
+    "LLCTrajectory",
+    "ModelComparison",
+    "StageResult",
+    "TurnResult",
+    "EssentialDynamics",
+    "LissajousResult",
+    "Run",
 ]
 
 
@@ -163,8 +201,17 @@ def partly_diverged(regression):
     """Step 0.15 on minibatches of 4 is unstable for this problem: the loss blows up after 50-110 steps, at a
     different step in each chain, so over 82 steps some of 8 chains diverge and some do not."""
     with pytest.warns(slt.SamplingWarning):
-        res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0),
-                               step_size=0.15, num_chains=8, num_draws=62, num_burnin=20, batch_size=4)
+        res = slt.estimate_llc(
+            regression.loss_fn,
+            regression.params,
+            regression.data,
+            key=jax.random.key(0),
+            step_size=0.15,
+            num_chains=8,
+            num_draws=62,
+            num_burnin=20,
+            batch_size=4,
+        )
     assert 0 < res.diverged.sum() < res.num_chains and np.isfinite(res.llc_mean)
     return res
 
@@ -173,8 +220,14 @@ def partly_diverged(regression):
 def all_diverged(regression):
     """Step 10: every chain diverges, at step 9, within the kept draws (burn-in: 5 steps)."""
     with pytest.warns(slt.SamplingWarning):
-        res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0),
-                               step_size=10.0, **{**LLC, "num_burnin": 5, "num_draws": 55})
+        res = slt.estimate_llc(
+            regression.loss_fn,
+            regression.params,
+            regression.data,
+            key=jax.random.key(0),
+            step_size=10.0,
+            **{**LLC, "num_burnin": 5, "num_draws": 55},
+        )
     assert res.diverged.all() and np.isnan(res.llc_mean)
     assert (res.divergence_step > 5).all()
     return res

@@ -104,8 +104,13 @@ def test_linen_form_equals_the_plain_function_form(supervised, key):
     b = slt.estimate_llc(loss_fn, variables["params"], supervised, key=key, **KW)
     np.testing.assert_allclose(a.loss_trace, b.loss_trace, rtol=1e-5)
     c = slt.estimate_llc(
-        module, variables, supervised, loss=slt.losses.gaussian_nll, key=key,
-        where=lambda path, leaf: path[0] == "layer2", **KW,
+        module,
+        variables,
+        supervised,
+        loss=slt.losses.gaussian_nll,
+        key=key,
+        where=lambda path, leaf: path[0] == "layer2",
+        **KW,
     )
     assert c.loss_trace.shape == a.loss_trace.shape
 
@@ -117,9 +122,7 @@ def test_model_form_errors(supervised, key):
     with pytest.raises(ValueError, match="pair"):
         slt.estimate_llc(model, supervised[0], loss=slt.losses.gaussian_nll, key=key, **KW)
     with pytest.raises(ValueError, match="selects no"):
-        slt.estimate_llc(
-            model, supervised, loss=slt.losses.gaussian_nll, where=nnx.PathContains("nope"), key=key, **KW
-        )
+        slt.estimate_llc(model, supervised, loss=slt.losses.gaussian_nll, where=nnx.PathContains("nope"), key=key, **KW)
     with pytest.raises(ValueError, match="loss_fn"):
         slt.estimate_llc(lambda p, b: 0.0, jnp.zeros(2), supervised, loss=slt.losses.mse, key=key, **KW)
 

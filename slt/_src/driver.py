@@ -37,9 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt._src import observables as obs
+from slt._src import rng
+from slt._src.rng import RNG_BLOCK
+from slt._src.validate import as_key
 from slt.posterior import LocalPosterior
 from slt.samplers import get_sampler
-from slt.targets import Target
+from slt.targets import Target, per_example_losses
 
 __all__ = [
     "Run",
@@ -55,46 +58,8 @@ __all__ = [
 
 PyTree = Any
 
-RNG_BLOCK = 100  # steps whose minibatch indices and kernel keys are drawn in one call
 CHUNK_STEPS = (1000, 10_000)  # default chunk length: num_steps / 20, clipped to this range
 BATCHABLE = ("center", "frozen", "example_losses_at_center", "key", "nbeta", "localization", "sampler_params")
-
-
-def as_key(key: Any, argname: str = "key") -> jax.Array:
-    """Accept a typed ``jax.random.key`` (preferred) or a legacy ``PRNGKey`` uint32 array."""
-    if key is None:
-        raise ValueError(f"`{argname}` is required: pass jax.random.key(seed); there is no default key.")
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"`{argname}` must be a single key (shape ()); got shape {key.shape}.")
-        return key
-    arr = np.asarray(key)
-    if arr.dtype == np.uint32 and arr.shape == (2,):
-        return jax.random.wrap_key_data(jnp.asarray(arr))
-    raise ValueError(f"`{argname}` must be a jax.random.key(seed); got {type(key).__name__}.")
-
-
-# --------------------------------------------------------------------------------- losses at the centre
-def _per_example_losses_impl(loss, position, frozen, data, chunk_size):
-    def one(example):
-        batch = jax.tree_util.tree_map(lambda x: x[None], example)
-        return loss(position, frozen, batch)
-
-    return jax.lax.map(one, data, batch_size=chunk_size)
-
-
-_per_example_losses = jax.jit(_per_example_losses_impl, static_argnames=("loss", "chunk_size"))
-
-
-def per_example_losses(target: Target, position: PyTree | None = None, chunk_size: int = 1024) -> np.ndarray:
-    """Per-example losses ``loss(w, [x_i])`` for every example, vectorized in chunks (one compile).
-
-    Used for the loss at w* on the full data set (its mean) and for the paired minibatch estimate.
-    """
-    position = target.position if position is None else position
-    chunk_size = int(min(chunk_size, target.num_data))
-    out = _per_example_losses(target.loss, position, target.frozen, target.data, chunk_size)
-    return np.asarray(out)
 
 
 # ----------------------------------------------------------------------------------------- the program
@@ -167,9 +132,7 @@ def _chunk_cell(program: _Program, carry, first_block, num_blocks, num_steps, dy
     block, thin = program.block, program.thin
 
     def block_randomness(chain_key, b):
-        index_key, step_key = jax.random.split(jax.random.fold_in(chain_key, b))
-        idx = None if full_batch else jax.random.randint(index_key, (block, program.batch_size), 0, num_data)
-        return idx, jax.random.split(step_key, block)
+        return rng.block_randomness(chain_key, b, block=block, batch_size=program.batch_size, num_data=num_data)
 
     def record(state, info, batch, loss_at_center):
         stats = info._asdict() if hasattr(info, "_asdict") else {"loss": info.loss}
@@ -712,7 +675,7 @@ def run_grid(
             raise ValueError(f"`sampler_params` values must be scalars or shape ({num_cells},); got {bad}.")
         params = {k: jnp.broadcast_to(v, (num_cells,)) for k, v in params.items()}
         batched.append("sampler_params")
-    run = sample(
+    return run_chains(
         target,
         key=keys,
         example_losses_at_center=example_losses_at_center,
@@ -723,11 +686,9 @@ def run_grid(
         batch_size=batch_size,
         sampler=sampler,
         sampler_params=params,
-        observables=LOSS_OBSERVABLES,
         batched=tuple(batched),
         progress=progress,
         description=f"{description} ({num_cells} cells)",
         init_position=init_position,
         **driver,
     )
-    return _trace(run)

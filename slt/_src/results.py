@@ -347,10 +347,8 @@ def _find_class(name: str) -> type:
         for part in qualname.split("."):
             obj = getattr(obj, part)
         return obj
-    except (ImportError, AttributeError):
-        import slt
-
-        moved = getattr(slt, qualname.rpartition(".")[2], None)
+    except (ImportError, AttributeError):  # moved within slt: look for its public name, slt.<Name>
+        moved = getattr(importlib.import_module("slt"), qualname.rpartition(".")[2], None)
         if isinstance(moved, type):
             return moved
         raise ValueError(f"the saved result's class {name} no longer exists in slt; it cannot be rebuilt.") from None

@@ -12,7 +12,8 @@ Hoogland et al., arXiv 2402.02364; Antognini & Sohl-Dickstein, arXiv 1806.08805.
 
 from __future__ import annotations
 
-from slt.dynamics.essential import EssentialDynamics, essential_dynamics, gaussian_smooth, osculating_curvature
+from slt.dynamics._geometry import gaussian_smooth, osculating_curvature
+from slt.dynamics.essential import EssentialDynamics, essential_dynamics
 from slt.dynamics.lissajous import LissajousResult, lissajous_diagnostic, random_walk_pca_ratios
 from slt.dynamics.stages import StageResult, TurnResult, detect_stages, detect_turns
 from slt.dynamics.trajectory import LLCTrajectory, llc_trajectory, load_checkpoints

@@ -84,7 +84,8 @@ from typing import Any
 
 import numpy as np
 
-from slt.dynamics.essential import _check_positive_int, _pyplot
+from slt._src import validate
+from slt.plotting import _pyplot
 
 __all__ = ["LissajousResult", "lissajous_diagnostic", "random_walk_pca_ratios"]
 
@@ -100,7 +101,7 @@ def random_walk_pca_ratios(num_points: int) -> np.ndarray:
     :math:`q_k = \lambda_k / \sum_j \lambda_j` with :math:`\lambda_k = 1 / (4 \sin^2(\pi k / 2T))`, the
     eigenvalues of :math:`H L L^\top H`; :math:`q_k \to 6 / (\pi^2 k^2)` as :math:`T \to \infty`.
     """
-    t = _check_positive_int(num_points, "num_points")
+    t = validate.positive_int(num_points, "num_points")
     if t < 2:
         raise ValueError(f"`num_points` must be at least 2; got {num_points!r}.")
     lam = 1.0 / (4.0 * np.sin(np.pi * np.arange(1, t) / (2 * t)) ** 2)
@@ -345,15 +346,10 @@ def lissajous_diagnostic(
     x = x.reshape(x.shape[0], -1)
     if not np.all(np.isfinite(x)):
         raise ValueError("`trajectory` contains NaN or infinite values.")
-    k_wanted = _check_positive_int(n_components, "n_components")
-    b = _check_positive_int(num_surrogates, "num_surrogates")
-    max_points = _check_positive_int(max_points, "max_points")
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"`alpha` must be a number in (0, 1); got {alpha!r}.") from None
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"`alpha` must be in (0, 1); got {alpha!r}.")
+    k_wanted = validate.positive_int(n_components, "n_components")
+    b = validate.positive_int(num_surrogates, "num_surrogates")
+    max_points = validate.positive_int(max_points, "max_points")
+    alpha = validate.probability(alpha, "alpha")
     if (b + 1) * alpha < 1.0:
         raise ValueError(
             f"`num_surrogates` = {b} cannot reach level alpha = {alpha}: the smallest p-value is 1/(B + 1); "

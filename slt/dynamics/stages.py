@@ -19,7 +19,7 @@ does not create them:
 3. **Smoothing.** Gaussian-kernel local linear regression with scale :math:`h` = ``smoothing`` (in the units of
    ``steps``; non-uniform steps are fine) gives a level :math:`a_i` and a slope :math:`b_i` at every point,
    and the standard error of the slope, :math:`\hat\sigma\lVert m_{i\cdot}\rVert`
-   (:func:`slt.dynamics.essential.local_linear_fit`).
+   (:func:`slt.dynamics._geometry.local_linear_fit`).
 4. **Classification.** A point is *rising* if :math:`b_i / \mathrm{SE}(b_i) >` ``threshold``, *falling*
    if below ``-threshold``, *flat* otherwise.
 5. **Significance of stages.** Runs of equal class are stages, then cleaned until nothing changes: a rising or
@@ -37,7 +37,7 @@ noisy flat curve gives one plateau and no boundary: a run of significant slopes 
 ``min_change`` noise standard deviations, which the smoothed noise does not.
 
 :func:`detect_turns` is the variant for essential-dynamics curves (PC scores over checkpoints): a turn or cusp
-is where the smoothed curve's osculating circle is small (:func:`slt.dynamics.essential.osculating_curvature`),
+is where the smoothed curve's osculating circle is small (:func:`slt.dynamics.osculating_curvature`),
 the chords on both sides turn by at least ``min_angle`` and are long enough, compared with the noise, for
 that angle to be real.
 """
@@ -50,7 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from slt.dynamics.essential import _check_scale, _pyplot, local_linear_fit, osculating_curvature
+from slt._src import validate
+from slt.dynamics._geometry import local_linear_fit, osculating_curvature
+from slt.plotting import _pyplot
 
 __all__ = ["StageResult", "TurnResult", "detect_stages", "detect_turns", "noise_scale"]
 
@@ -363,15 +365,15 @@ def detect_stages(
         raise ValueError("`curve` contains NaN or infinite values.")
     x = _positions(steps, n)
     span = float(x[-1] - x[0])
-    h = _check_scale(smoothing, "smoothing")
+    h = validate.positive_float(smoothing, "smoothing", allow_none=True)
     if h is None:
         h = max(0.02 * span, 2.0 * float(np.median(np.diff(x))))
-    threshold = _check_scale(threshold, "threshold", allow_none=False)
-    min_change = _check_scale(min_change, "min_change", allow_none=False)
-    min_plateau = _check_scale(min_plateau, "min_plateau")
+    threshold = validate.positive_float(threshold, "threshold")
+    min_change = validate.positive_float(min_change, "min_change")
+    min_plateau = validate.positive_float(min_plateau, "min_plateau", allow_none=True)
     if min_plateau is None:
         min_plateau = _DEFAULT_MIN_PLATEAU * h
-    noise_floor = _check_scale(noise_floor, "noise_floor", allow_none=False)
+    noise_floor = validate.positive_float(noise_floor, "noise_floor")
 
     # the last two terms keep a constant curve's rounding errors from counting as slopes
     sigma = max(noise_scale(y, x), noise_floor * float(np.ptp(y)), 1e-12 * float(np.max(np.abs(y))), 1e-300)
@@ -494,7 +496,7 @@ def detect_turns(
 
     The curve is smoothed (Gaussian local linear, scale ``smoothing`` points); at each point the circle
     through the smoothed points ``spacing`` before and after gives the curvature :math:`1/R` and the turning
-    angle :math:`\theta` (:func:`slt.dynamics.essential.osculating_curvature`). A point is a candidate when
+    angle :math:`\theta` (:func:`slt.dynamics.osculating_curvature`). A point is a candidate when
 
     * :math:`\theta \ge` ``min_angle`` (default 45°: a right-angle corner is :math:`\pi/2`, a cusp
       :math:`\pi`), and
@@ -528,7 +530,7 @@ def detect_turns(
     if not np.all(np.isfinite(p)):
         raise ValueError("`points` contains NaN or infinite values.")
     x = _positions(steps, n)
-    h = _check_scale(smoothing, "smoothing")
+    h = validate.positive_float(smoothing, "smoothing", allow_none=True)
     h = max(0.75, n / 100) if h is None else h
     if spacing is None:
         spacing = max(3, round(max(4 * h, n / 20)))
@@ -537,7 +539,7 @@ def detect_turns(
     min_angle = float(min_angle)
     if not 0.0 <= min_angle <= math.pi:
         raise ValueError(f"`min_angle` must be in [0, pi] radians; got {min_angle!r}.")
-    threshold = _check_scale(threshold, "threshold", allow_none=False)
+    threshold = validate.positive_float(threshold, "threshold")
 
     index = np.arange(n, dtype=np.float64)
     smoothed, _, level_norm, _ = local_linear_fit(index, p, h)

@@ -22,8 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt._src.driver import as_key, run_chains
-from slt.llc import LLCResult, SamplingSettings, check_loss_at_center, make_target
+from slt._src import validate
+from slt._src.driver import run_chains
+from slt._src.settings import SamplingSettings
+from slt._src.validate import as_key
+from slt.llc import LLCResult, summarize_run
+from slt.targets import check_loss_at_center, make_target
 
 __all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints"]
 
@@ -172,9 +176,7 @@ def llc_trajectory(
     steps = np.asarray(steps)
     if steps.shape != (num,):
         raise ValueError(f"`steps` must have one entry per checkpoint ({num}); got shape {steps.shape}.")
-    batch_ok = isinstance(checkpoint_batch_size, int) and not isinstance(checkpoint_batch_size, bool)
-    if not batch_ok or checkpoint_batch_size < 1:
-        raise ValueError(f"`checkpoint_batch_size` must be a positive integer; got {checkpoint_batch_size!r}.")
+    validate.positive_int(checkpoint_batch_size, "checkpoint_batch_size")
 
     targets = [_target(model_or_loss, ckpt, data, loss=loss, where=where) for ckpt in ckpts]
     first = targets[0]
@@ -215,7 +217,7 @@ def llc_trajectory(
         losses, losses_at_center = trace.loss, trace.loss_at_center
         wall = (time.perf_counter() - t0) / chunk
         for j, i in enumerate(idx[: min(chunk, num - start)]):
-            results.append(cfg.summarize(losses[j], losses_at_center[j], per_example[i], wall))
+            results.append(summarize_run(cfg, losses[j], losses_at_center[j], per_example[i], wall))
         if bar is not None:
             bar.update(min(chunk, num - start))
     if bar is not None:

@@ -9,8 +9,8 @@ rank exactly r and consecutive layers are aligned,
 
 with :math:`U_l` (:math:`H_l \times r`) orthonormal columns and :math:`S_l` well-conditioned r×r, so the
 product is :math:`U_L (S_L\cdots S_1) U_0^\top` (for r = 0 every layer is zero). A generic factorisation
-(say, full-rank hidden layers with a rank-r first layer) can have a *larger* local learning coefficient;
-see the caveat in SCIENCE.md §3.
+(say, full-rank hidden layers with a rank-r first layer) can have a *larger* local learning coefficient:
+reduced-rank regression with M = N = H = 2, r = 0 has local λ = 2 at (A, B) = (I, 0), where the formula gives 3/2.
 
 Which point: ``point="minimum"`` (default) places w* at the empirical minimizer of :math:`L_n` among
 rank-r products (the reduced-rank regression solution, factorised in the same aligned, balanced way), a
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt import theory
+from slt._src import validate
 from slt.models._problem import ReferenceProblem
 
 __all__ = ["deep_linear_network", "dln_loss", "dln_forward"]
@@ -88,8 +89,7 @@ def deep_linear_network(
     """
     widths = [int(h) for h in widths]
     lam, mult = theory.dln(widths, rank)  # validates widths and rank
-    if not (isinstance(num_data, (int, np.integer)) and num_data > 0):
-        raise ValueError(f"`num_data` must be a positive integer; got {num_data!r}.")
+    validate.positive_int(num_data, "num_data")
     if not noise_std > 0:
         raise ValueError(f"`noise_std` must be positive; got {noise_std!r}.")
     lo, hi = singular_value_range
@@ -101,9 +101,7 @@ def deep_linear_network(
     frames = [_orthonormal(rng, h, rank) for h in widths]
     params = []
     for l in range(len(widths) - 1):
-        core = (
-            _orthonormal(rng, rank, rank) @ np.diag(rng.uniform(lo, hi, rank)) @ _orthonormal(rng, rank, rank).T
-        )
+        core = _orthonormal(rng, rank, rank) @ np.diag(rng.uniform(lo, hi, rank)) @ _orthonormal(rng, rank, rank).T
         params.append(frames[l + 1] @ core @ frames[l].T)
     product = np.eye(widths[0])
     for w in params:

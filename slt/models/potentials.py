@@ -1,8 +1,9 @@
 r"""Normal-crossing potentials :math:`K(w) = \prod_i w_i^{2k_i}` at w* = 0.
 
 With a flat prior, :math:`\lambda = \min_i 1/(2k_i)` and m is the number of indices attaining it
-(Watanabe 2009; SCIENCE.md §3). The "loss" is :math:`L_n(w) = K(w)`, independent of the data; a dummy data
-array of length n carries the data size (and so the default nβ = n/log n).
+(Watanabe, *Algebraic Geometry and Statistical Learning Theory*, 2009). The "loss" is :math:`L_n(w) = K(w)`,
+independent of the data; a dummy data array of length n carries the data size (and so the default
+nβ = n/log n).
 
 For one coordinate, :math:`K = w^{2k}`, the tempered posterior mean is exact:
 :math:`\mathbb E_t[tK] = 1/(2k)` for every t (flat prior on the real line); with a Gaussian localizing
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt import theory
+from slt._src import validate
 from slt.models._problem import ReferenceProblem
 
 __all__ = ["normal_crossing", "normal_crossing_llc_exact"]
@@ -43,8 +45,7 @@ def normal_crossing(powers: Sequence[int], *, num_data: int = 10_000, dtype=jnp.
     """The potential :math:`K(w) = \\prod_i w_i^{2k_i}` at w* = 0 with ``powers = (k_1, ..., k_d)``."""
     powers = tuple(int(k) for k in powers)
     lam, mult = theory.normal_crossing(powers)
-    if not (isinstance(num_data, (int, np.integer)) and num_data >= 2):
-        raise ValueError(f"`num_data` must be an integer >= 2; got {num_data!r}.")
+    validate.int_at_least(num_data, "num_data", 2)
     return ReferenceProblem(
         _NormalCrossingLoss(powers),
         jnp.zeros(len(powers), dtype),

@@ -8,7 +8,9 @@ posterior is Gaussian. With :math:`t = n\beta` and Hessian eigenvalues :math:`h_
 .. math:: n\beta\,(\mathbb E[L_n] - L_n(w^*)) = \sum_i \frac{t h_i}{2 (t h_i + \gamma)} \to d/2,
 
 and full-batch SGLD with step ε has the stationary value
-:math:`\sum_i t h_i / [2 c_i (1 - \varepsilon c_i / 4)]`, :math:`c_i = t h_i + \gamma` (SCIENCE.md §1).
+:math:`\sum_i t h_i / [2 c_i (1 - \varepsilon c_i / 4)]`, :math:`c_i = t h_i + \gamma`: along eigendirection i a step is
+the AR(1) recursion :math:`u \leftarrow (1 - \varepsilon c_i/2) u + \sqrt\varepsilon\,\xi`, of stationary variance
+:math:`1 / (c_i (1 - \varepsilon c_i/4))`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt import theory
+from slt._src import validate
 from slt.models._problem import ReferenceProblem
 
 __all__ = ["linear_regression", "linreg_loss", "quadratic_llc"]
@@ -36,8 +39,7 @@ def linear_regression(
     ``params`` is the weight vector w* (``num_features``,), ``data = (x, y)``; ``true_llc = d/2``.
     The Hessian of :math:`L_n` is ``x.T @ x / n`` (see :func:`quadratic_llc`).
     """
-    if not (isinstance(num_features, (int, np.integer)) and num_features > 0):
-        raise ValueError(f"`num_features` must be a positive integer; got {num_features!r}.")
+    validate.positive_int(num_features, "num_features")
     if not (isinstance(num_data, (int, np.integer)) and num_data >= num_features):
         raise ValueError(f"`num_data` must be an integer >= num_features; got {num_data!r}.")
     rng = np.random.default_rng(seed)
@@ -52,14 +54,12 @@ def linear_regression(
     return ReferenceProblem(linreg_loss, jnp.asarray(w_star, dtype), (jnp.asarray(x32), jnp.asarray(y32)), lam, mult)
 
 
-def quadratic_llc(
-    hessian_eigenvalues, nbeta: float, localization: float, step_size: float | None = None
-) -> float:
+def quadratic_llc(hessian_eigenvalues, nbeta: float, localization: float, step_size: float | None = None) -> float:
     r"""Exact :math:`n\beta(\mathbb E[L]-L^*)` for a quadratic loss; with ``step_size``, under full-batch SGLD.
 
     .. math:: \sum_i \frac{t h_i}{2 c_i (1 - \varepsilon c_i/4)}, \quad c_i = t h_i + \gamma
 
-    (``step_size=None`` is the exact posterior, ε = 0). Lau et al. arXiv 2308.12108; SCIENCE.md §1.
+    (``step_size=None`` is the exact posterior, ε = 0). Lau et al. arXiv 2308.12108.
     """
     h = np.asarray(hessian_eigenvalues, dtype=np.float64)
     c = nbeta * h + localization

@@ -56,6 +56,7 @@ import jax.flatten_util  # noqa: F401  (jax.flatten_util.ravel_pytree)
 import jax.numpy as jnp
 import numpy as np
 
+from slt._src import validate
 from slt.models._problem import ReferenceProblem
 
 __all__ = ["kgon_llc", "kgon_params", "kgon_radius_and_bias", "population_loss", "tms", "tms_forward", "tms_loss"]
@@ -243,23 +244,20 @@ def tms(
         ``data`` = x of shape (n, c), and ``true_llc, multiplicity = kgon_llc(k, positive_biases)``.
     """
     k = _parse_point(point)
-    if not (isinstance(num_features, (int, np.integer)) and num_features >= 5):
-        raise ValueError(f"`num_features` must be an integer >= 5; got {num_features!r}.")
+    validate.int_at_least(num_features, "num_features", 5)
     if not MIN_K <= k <= min(MAX_K, num_features):
         raise ValueError(
             f"`point`: k must satisfy {MIN_K} <= k <= min({MAX_K}, num_features = {num_features}); got k = {k}. "
             "(For k <= 4 the optimal bias is 0 and a ReLU kink sits at w*; k > 8 is not checked.)"
         )
-    if not (isinstance(num_data, (int, np.integer)) and num_data >= 2):
-        raise ValueError(f"`num_data` must be an integer >= 2; got {num_data!r}.")
+    validate.int_at_least(num_data, "num_data", 2)
     if not (isinstance(positive_biases, (int, np.integer)) and 0 <= positive_biases <= num_features - k):
         raise ValueError(
             f"`positive_biases` must be an integer in [0, c - k] = [0, {num_features - k}]; got {positive_biases!r}."
         )
     if not dead_bias < 0:
         raise ValueError(f"`dead_bias` must be negative (a dead feature's ReLU stays off); got {dead_bias!r}.")
-    if not (isinstance(refine_steps, (int, np.integer)) and refine_steps >= 0):
-        raise ValueError(f"`refine_steps` must be a non-negative integer; got {refine_steps!r}.")
+    validate.non_negative_int(refine_steps, "refine_steps")
 
     rng = np.random.default_rng(seed)
     active = rng.integers(num_features, size=num_data)

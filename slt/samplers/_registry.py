@@ -17,6 +17,9 @@ out means the default behaviour, never an error:
 * ``stationary_test``: hyperparameters (other than ``step_size``; default: the factory's own) under which
   the sampler's ε → 0 stationary law is the local posterior. The stationary-law test
   (tests/samplers/test_sampler_stationary.py) runs every registered sampler with them.
+* ``adaptive_warmup``: the kernel tunes its own step size (and possibly more) during its first steps, its
+  warmup, which belongs in the burn-in; ``step_size`` only starts the tuning (NUTS). No fixed step is ever
+  used, so the small-step stationary-law test does not apply (the sampler's own tests check its law).
 
 :func:`sampler_spec` resolves a name, a factory or a spec. A factory passed directly gets the spec it was
 registered with, or, never registered, a default spec with no capabilities: ``sampler=my_factory`` works
@@ -64,6 +67,7 @@ class SamplerSpec:
             sampler's valid regime.
         stationary_test: hyperparameters under which the ε → 0 stationary law is the local posterior (None:
             the factory's defaults). Stored read-only; not part of equality or the hash.
+        adaptive_warmup: the kernel tunes its own step size during its first steps; ``step_size`` only starts it.
     """
 
     name: str
@@ -73,6 +77,7 @@ class SamplerSpec:
     step_gain: Callable[[Mapping[str, float]], float] | None = None
     calibration_check: Callable[[Mapping[str, Any], Mapping[str, float]], Any] | None = None
     stationary_test: Mapping[str, float] | None = dataclasses.field(default=None, compare=False)
+    adaptive_warmup: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -82,10 +87,11 @@ class SamplerSpec:
                 f"`SamplerSpec.factory` of {self.name!r} must be a callable "
                 f"`factory(posterior, step_size=...) -> SamplingAlgorithm`; got {type(self.factory).__name__}."
             )
-        if not isinstance(self.full_batch_only, bool):
-            raise ValueError(
-                f"`SamplerSpec.full_batch_only` of {self.name!r} must be a bool; got {self.full_batch_only!r}."
-            )
+        for field in ("full_batch_only", "adaptive_warmup"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(
+                    f"`SamplerSpec.{field}` of {self.name!r} must be a bool; got {getattr(self, field)!r}."
+                )
         for field in ("with_acceptance", "step_gain", "calibration_check"):
             value = getattr(self, field)
             if value is not None and not callable(value):

@@ -16,8 +16,8 @@ from slt._src import driver
 
 @pytest.fixture(scope="module")
 def setup(small_dln):
-    target = slt.llc.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
-    per_example = slt.llc.check_loss_at_center(target, 1024)
+    target = slt.targets.make_target(small_dln.loss_fn, small_dln.params, small_dln.data)
+    per_example = slt.targets.check_loss_at_center(target, 1024)
     kw = dict(
         key=jax.random.key(3),
         example_losses_at_center=per_example,
@@ -73,8 +73,8 @@ def test_thinning_records_every_kth_step(setup):
 
 
 def test_divergence_step_is_exact_with_thinning(regression, key):
-    target = slt.llc.make_target(regression.loss_fn, regression.params, regression.data)
-    per_example = slt.llc.check_loss_at_center(target, 1024)
+    target = slt.targets.make_target(regression.loss_fn, regression.params, regression.data)
+    per_example = slt.targets.check_loss_at_center(target, 1024)
     common = dict(
         key=key,
         example_losses_at_center=per_example,
