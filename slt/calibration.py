@@ -72,6 +72,14 @@ __all__ = ["CalibrationResult", "CalibrationSweep", "calibrate", "hessian_radius
 class CalibrationResult:
     """Result of :func:`calibrate`: one row per grid cell (G cells), and the chosen step size.
 
+    Example (made by :func:`calibrate`):
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> cal = slt.calibrate(p.loss_fn, p.params, p.data, key=jax.random.key(0), num_draws=200,
+        ...                     num_step_sizes=4, num_chains=2)
+        >>> cal.summary().splitlines()[0].startswith("calibration (sgld")
+        True
+
     Attributes:
         step_size: the chosen ε.
         chosen: index of the chosen cell.
@@ -87,7 +95,8 @@ class CalibrationResult:
         sampler_stats: the mean over kept draws of each of the sampler's per-step statistics, (G,) each
             (e.g. ``thermostat`` for SGNHT, ``acceptance_rate``).
         hessian_top: :math:`h_{\\max}` of :math:`L_n` at w*; ``curvature_cap`` = :math:`2/(n\\beta h_{\\max}+\\gamma)`.
-        bias_tolerance, nbeta, localization, batch_size, num_chains, num_steps, num_burnin, sampler: settings.
+        bias_tolerance, nbeta, localization, batch_size, num_chains, num_draws, num_burnin, sampler: settings
+            (each cell ran ``num_burnin + num_draws`` steps and kept the last ``num_draws``).
         note: how the choice was made, in words.
         per_step_seconds: wall time per step of one cell (compile included; an upper bound).
         gradients_per_step: 2 when the cells ran the sampler's ``with_acceptance`` variant, else 1.
@@ -124,7 +133,7 @@ class CalibrationResult:
     localization: float
     batch_size: int
     num_chains: int
-    num_steps: int
+    num_draws: int
     num_burnin: int
     num_params: int
     sampler: str
@@ -165,7 +174,7 @@ class CalibrationResult:
     def summary(self) -> str:
         head = (
             f"calibration ({self.sampler}, nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, batch "
-            f"{self.batch_size}, {self.num_chains} chains × {self.num_steps} steps per cell, "
+            f"{self.batch_size}, {self.num_chains} chains × ({self.num_burnin} + {self.num_draws}) steps per cell, "
             f"{len(self.step_sizes)} cells, {self.wall_time:.1f} s)\n"
             f"h_max = {self.hessian_top:.4g} → grid cap 2/(nβ h_max + γ) = {self.curvature_cap:.3g}; "
             f"chosen step_size = {self.step_size:.3g}\n{self.note}\n"
@@ -247,6 +256,14 @@ class CalibrationSweep:
         nbetas, localizations: (P,) the pairs, nβ-major (every γ for the first nβ, then the next nβ, ...).
         results: the P calibrations, in the same order; each chose its own step size by the rule.
         wall_time: seconds for the whole sweep.
+
+    Example (made by :func:`calibrate`, whose example shows more):
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> sweep = slt.calibrate(p.loss_fn, p.params, p.data, key=jax.random.key(0), num_draws=200,
+        ...                       num_step_sizes=4, num_chains=2, nbeta=[50.0, 100.0])
+        >>> sweep.nbetas.tolist(), len(sweep.results)
+        ([50.0, 100.0], 2)
     """
 
     nbetas: np.ndarray
@@ -335,7 +352,7 @@ def calibrate(
     nbeta=None,
     localization=1.0,
     num_chains: int = 4,
-    num_steps: int = 4000,
+    num_draws: int = 2000,
     num_burnin: int | None = None,
     batch_size: int | None = None,
     sampler: Any = "sgld",
@@ -348,8 +365,8 @@ def calibrate(
 ) -> CalibrationResult | CalibrationSweep:
     r"""Choose the LLC step size from a grid of step sizes run as **one** vmapped computation.
 
-    Same call forms as :func:`slt.estimate_llc`. Every cell runs ``num_chains`` chains for ``num_steps``
-    steps (the first ``num_burnin``, default half, are discarded) with the same random numbers, so
+    Same call forms as :func:`slt.estimate_llc`. Every cell runs ``num_chains`` chains for ``num_burnin +
+    num_draws`` steps (``num_burnin`` defaults to ``num_draws``; those are discarded) with the same random numbers, so
     differences between cells are differences of ε, not of noise. The rule is in the module docstring of
     :mod:`slt.calibration`: cap the grid by the curvature at w*, keep the stable and equilibrated cells, fit
     λ̂ linearly in ε, and take the largest ε whose predicted relative bias is at most ``bias_tolerance``.
@@ -373,6 +390,18 @@ def calibrate(
     Returns:
         :class:`CalibrationResult`; a :class:`CalibrationSweep` (one result per pair) when ``nbeta`` or
         ``localization`` is a sequence.
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> cal = slt.calibrate(p.loss_fn, p.params, p.data, key=jax.random.key(0), num_draws=200,
+        ...                     num_step_sizes=4, num_chains=2)
+        >>> bool(0 < cal.step_size <= cal.curvature_cap), cal.step_sizes.shape
+        (True, (4,))
+        >>> sweep = slt.calibrate(p.loss_fn, p.params, p.data, key=jax.random.key(0), num_draws=200,
+        ...                       num_step_sizes=4, num_chains=2, localization=[1.0, 100.0])
+        >>> [type(r).__name__ for r in sweep.results]
+        ['CalibrationResult', 'CalibrationResult']
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
@@ -384,7 +413,7 @@ def calibrate(
         nbeta=nbeta,
         localization=localization,
         num_chains=num_chains,
-        num_steps=num_steps,
+        num_draws=num_draws,
         num_burnin=num_burnin,
         batch_size=batch_size,
         sampler=sampler,
@@ -414,7 +443,7 @@ def _calibrate_target(
     nbeta=None,
     localization=1.0,
     num_chains=4,
-    num_steps=4000,
+    num_draws=2000,
     num_burnin=None,
     batch_size=None,
     sampler="sgld",
@@ -434,8 +463,8 @@ def _calibrate_target(
             num_data=target.num_data,
             step_size=1.0,
             num_chains=num_chains,
-            num_draws=num_steps,
-            num_burnin=0,
+            num_draws=num_draws,
+            num_burnin=0 if num_burnin is None else num_burnin,
             batch_size=batch_size,
             nbeta=b,
             localization=g,
@@ -448,12 +477,10 @@ def _calibrate_target(
         for g in gammas
     ]
     settings = pairs[0]
-    if num_burnin is None:
-        num_burnin = num_steps // 2
-    if isinstance(num_burnin, bool) or not isinstance(num_burnin, (int, np.integer)) or not 0 <= num_burnin < num_steps:
-        raise ValueError(f"`num_burnin` must be an integer in [0, num_steps); got {num_burnin!r}.")
-    if num_steps - num_burnin < 12:
-        raise ValueError(f"calibration needs at least 12 kept steps per cell; got {num_steps - num_burnin}.")
+    num_draws, num_burnin = settings.num_draws, (settings.num_draws if num_burnin is None else settings.num_burnin)
+    if num_draws < 12:
+        raise ValueError(f"calibration needs at least 12 kept steps per cell: `num_draws` >= 12; got {num_draws}.")
+    num_steps = num_burnin + num_draws
     bias_tolerance = validate.positive_float(bias_tolerance, "bias_tolerance")
     per_example = example_losses_at_center  # a caller that already checked L_n(w*) passes them: one data pass
     if per_example is None:
@@ -630,7 +657,8 @@ def _choose(
         chosen = int(np.flatnonzero(stable)[np.argmin(eps[stable])])
         note = (
             "no cell equilibrated within the calibration run (λ̂ traces still drifting): chose the smallest "
-            "stable ε. Increase num_steps, or localization (flat directions relax in about 2/(εγ) steps)."
+            "stable ε. Increase num_draws and num_burnin, or localization (flat directions relax in about "
+            "2/(εγ) steps)."
         )
     else:
         raise ValueError(
@@ -665,7 +693,7 @@ def _choose(
         localization=settings.localization,
         batch_size=settings.batch_size,
         num_chains=settings.num_chains,
-        num_steps=num_steps,
+        num_draws=num_steps - num_burnin,
         num_burnin=int(num_burnin),
         num_params=num_params,
         sampler=settings.sampler_name,

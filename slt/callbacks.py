@@ -45,6 +45,24 @@ class LLCTracker:
         output_fn: ``output_fn(params, probe)`` for the loss-function form; NNX models are called directly.
         loss, where: as in :func:`slt.estimate_llc`.
         **settings: the other :func:`slt.estimate_llc` settings.
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> x, _ = p.data
+        >>> tracker = slt.callbacks.LLCTracker(p.loss_fn, p.data, key=jax.random.key(0), step_size=5e-3, every=10,
+        ...                                    probe=x[:3], output_fn=lambda w, x: x @ w,
+        ...                                    num_chains=2, num_draws=1000, num_burnin=100)
+        >>> params = p.params + 1.0  # gradient descent from a point off the minimum
+        >>> for step in range(21):
+        ...     _ = tracker(step, params)  # estimates at steps 0, 10 and 20
+        ...     params = params - 0.5 * jax.grad(p.loss_fn)(params, p.data)
+        >>> tracker.steps, tracker.llc_mean.shape, tracker.outputs().shape
+        ([0, 10, 20], (3,), (3, 3))
+        >>> bool(tracker.train_loss[-1] < tracker.train_loss[0]), bool(abs(tracker.llc_mean[-1] - 1.0) < 0.3)
+        (True, True)
+        >>> len(tracker.trajectory())
+        3
     """
 
     def __init__(

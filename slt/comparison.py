@@ -146,6 +146,19 @@ class ModelComparison:
         transitions: the sequence of changes of the *overall* preferred point (argmin of F) as n grows, as
             :class:`Crossover` objects, in increasing n.
         llc_results: the :class:`~slt.llc.LLCResult` of each point (``None`` where λ was given).
+
+    Example:
+        >>> import slt
+        >>> five = slt.models.tms(num_data=200, point="5-gon")  # λ = 7, higher loss
+        >>> six = slt.models.tms(num_data=200, point="6-gon")  # λ = 17/2, lower loss; the same data (same seed)
+        >>> comp = slt.compare_models(five.loss_fn, {"5-gon": five.params, "6-gon": six.params}, five.data,
+        ...                           llcs={"5-gon": five.true_llc, "6-gon": six.true_llc})  # λ known: no sampling
+        >>> comp.names, comp.llcs.tolist(), comp.free_energies.shape
+        (['5-gon', '6-gon'], [7.0, 8.5], (2, 256))
+        >>> bool(comp.log_odds("5-gon", "6-gon", 50) > 0), bool(comp.log_odds("5-gon", "6-gon", 10_000) < 0)
+        (True, True)
+        >>> comp.summary().splitlines()[0]
+        'Model comparison of 2 points, n = 200 (F(n) = nL + λ log n − (m−1) log log n)'
     """
 
     names: list[str]
@@ -430,6 +443,20 @@ def compare_models(
     Raises:
         ValueError: bad ``points``, ``multiplicities``, ``llcs``, ``num_data_grid``, a missing ``key`` or
             ``step_size``; estimate_llc's own errors for the sampler settings.
+
+    Example:
+        The 5-gon and the 6-gon of the toy model of superposition (Chen et al., arXiv 2310.06301): the
+        simpler 5-gon is preferred at small n, the better-fitting 6-gon once n is large.
+
+        >>> import slt
+        >>> five = slt.models.tms(num_data=200, point="5-gon")  # λ = 7, higher loss
+        >>> six = slt.models.tms(num_data=200, point="6-gon")  # λ = 17/2, lower loss; the same data (same seed)
+        >>> comp = slt.compare_models(five.loss_fn, {"5-gon": five.params, "6-gon": six.params}, five.data,
+        ...                           llcs={"5-gon": five.true_llc, "6-gon": six.true_llc})  # λ known: no sampling
+        >>> comp.preferred(50), comp.preferred(10_000)
+        ('5-gon', '6-gon')
+        >>> [(c.before, c.after) for c in comp.crossovers], bool(50 < comp.crossovers[0].num_data < 10_000)
+        ([('5-gon', '6-gon')], True)
     """
     named = _named_points(points)
     names = list(named)

@@ -41,7 +41,16 @@ def _scalar(value: Any) -> float:
 
 
 def rhat(x: Any) -> float:
-    """Rank-normalized split R-hat of a ``(chain, draw)`` array (NaN if undefined, e.g. < 4 draws)."""
+    """Rank-normalized split R-hat of a ``(chain, draw)`` array (NaN if undefined, e.g. < 4 draws).
+
+    Example:
+        >>> import numpy as np, slt
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500))  # 4 chains of independent draws
+        >>> bool(abs(slt.diagnostics.rhat(draws) - 1) < 0.01)
+        True
+        >>> bool(slt.diagnostics.rhat(draws + np.arange(4)[:, None]) > 1.1)  # chains that disagree
+        True
+    """
     arr = _as_chain_draw(x)
     if arr.shape[1] < 4 or not np.all(np.isfinite(arr)):
         return float("nan")
@@ -51,7 +60,18 @@ def rhat(x: Any) -> float:
 
 
 def ess(x: Any, method: str = "bulk") -> float:
-    """Effective sample size of a ``(chain, draw)`` array; ``method`` is ``'bulk'`` or ``'tail'``."""
+    """Effective sample size of a ``(chain, draw)`` array; ``method`` is ``'bulk'`` or ``'tail'``.
+
+    Example:
+        >>> import numpy as np, slt
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500))  # 2000 independent draws
+        >>> bulk, tail = slt.diagnostics.ess(draws), slt.diagnostics.ess(draws, method="tail")
+        >>> bool(1500 < bulk < 2500), bool(1500 < tail < 2500)
+        (True, True)
+        >>> smooth = np.cumsum(draws, axis=1)  # random walks: strongly autocorrelated
+        >>> bool(slt.diagnostics.ess(smooth) < 100)
+        True
+    """
     arr = _as_chain_draw(x)
     if arr.shape[1] < 4 or not np.all(np.isfinite(arr)):
         return float("nan")
@@ -64,7 +84,14 @@ def ess(x: Any, method: str = "bulk") -> float:
 
 
 def mcse(x: Any) -> float:
-    """Monte-Carlo standard error of the mean of a ``(chain, draw)`` array."""
+    """Monte-Carlo standard error of the mean of a ``(chain, draw)`` array.
+
+    Example:
+        >>> import numpy as np, slt
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500))  # independent: MCSE ≈ 1 / sqrt(2000)
+        >>> bool(0.015 < slt.diagnostics.mcse(draws) < 0.03)
+        True
+    """
     arr = _as_chain_draw(x)
     if arr.shape[1] < 4 or not np.all(np.isfinite(arr)):
         return float("nan")
@@ -94,6 +121,15 @@ def to_arviz(
             dimensions (their coordinates are 0..size-1).
         chains: the ``chain`` coordinate (default 0..C-1), e.g. the indices of the chains kept when some are
             left out of the posterior.
+
+    Example:
+        >>> import numpy as np, slt
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500))
+        >>> data = slt.diagnostics.to_arviz({"llc": draws}, attrs={"nbeta": 10.0})
+        >>> type(data).__name__ in ("InferenceData", "DataTree")  # arviz 0.x / 1.x
+        True
+        >>> dict(data["posterior"]["llc"].sizes), data["posterior"].attrs["nbeta"]
+        ({'chain': 4, 'draw': 500}, 10.0)
     """
     az = _arviz()
     posterior = {k: np.asarray(v) for k, v in posterior.items()}

@@ -18,7 +18,7 @@ minibatch noise, too few steps); the difference between this value and the learn
 Implementation: one run of the sampling driver (:func:`slt._src.driver.sample`, as every sampling computation
 of the package) with the registered full-batch kernel :class:`slt.samplers.NUTS` (blackjax's NUTS transition;
 step size by dual averaging and a diagonal or dense mass matrix adapted in Stan's windows *inside* the chain
-during its first ``num_warmup`` steps, which are the run's burn-in) and ``batch_size = n``. The chains are
+during its first ``num_burnin`` steps, the run's burn-in) and ``batch_size = n``. The chains are
 vmapped (or run one after another: ``chain_method="sequential"``), and a second call with the same loss,
 settings and shapes does not compile again (nβ, γ and ``target_accept_prob`` are traced). Only scalars are
 recorded per draw, never the d-dimensional samples.
@@ -139,8 +139,8 @@ def nuts_llc(
     nbeta: float | None = None,
     localization: float = 1.0,
     num_chains: int = 4,
-    num_warmup: int = 1000,
-    num_samples: int = 1000,
+    num_burnin: int = 1000,
+    num_draws: int = 1000,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
@@ -161,7 +161,7 @@ def nuts_llc(
 
     The potential is :math:`U(w) = n\beta L_n(w) + \frac\gamma2\lVert w-w^*\rVert^2` over the flattened moving
     parameters (``jax.flatten_util.ravel_pytree``), with :math:`L_n` the loss of the whole data set in one
-    call. Every chain starts at w*; NUTS adapts its step size and mass matrix during ``num_warmup`` steps,
+    call. Every chain starts at w*; NUTS adapts its step size and mass matrix during ``num_burnin`` steps,
     which are discarded (their losses are kept in ``burnin_loss_trace``). The estimate is the plain one,
     :math:`n\beta(\overline{L_n(w)} - L_n(w^*))` over the kept draws: as in every driver run, a draw is the
     position a step starts from (the first kept one is where the warmup ended) and :math:`L_n(w)` is evaluated
@@ -174,8 +174,8 @@ def nuts_llc(
         nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` (Lau et al.), as in :func:`slt.estimate_llc`.
         localization: γ ≥ 0 (γ = 0 only where :math:`e^{-n\beta L_n}` is integrable by itself).
         num_chains: independent chains, all started at w*.
-        num_warmup: adaptation steps per chain (dual-averaging step size, mass matrix), discarded.
-        num_samples: kept draws per chain.
+        num_burnin: adaptation steps per chain (dual-averaging step size, mass matrix), discarded.
+        num_draws: kept draws per chain.
         target_accept_prob: NUTS's target acceptance probability; raise it (0.9–0.99) when divergences
             are reported.
         max_tree_depth: at most :math:`2^{\text{depth}} - 1` leapfrog steps per draw.
@@ -195,7 +195,7 @@ def nuts_llc(
 
     Returns:
         :class:`~slt.llc.LLCResult` with ``sampler="nuts"``, ``estimator="plain"``, ``batch_size = n``,
-        ``num_burnin = num_warmup`` (the warmup draws are the burn-in), ``step_size`` the mean over chains
+        ``num_burnin`` (the adaptation steps are the burn-in), ``step_size`` the mean over chains
         of NUTS's adapted step size, ``loss_trace`` the full-data loss of every kept draw,
         ``loss_at_center_trace`` filled with :math:`L_n(w^*)` (``init_loss``, computed in the same precision
         as the draws), and ``sampler_stats`` with per-draw ``accept_prob`` (NUTS's mean acceptance
@@ -208,6 +208,14 @@ def nuts_llc(
 
     Raises:
         ValueError: bad arguments (the message names the argument), or a loss that is not finite at w*.
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)   # regular: E_β λ̂ close to d/2 = 1
+        >>> res = slt.ground_truth.nuts_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), num_chains=2,
+        ...                                 num_burnin=200, num_draws=300)
+        >>> res.sampler, res.llc_trace.shape, bool(abs(res.llc_mean - 1.0) < 0.3)
+        ('nuts', (2, 300), True)
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
@@ -219,8 +227,8 @@ def nuts_llc(
     if not (math.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"`localization` (γ) must be a finite number >= 0; got {localization!r}.")
     num_chains = _positive_int(num_chains, "num_chains")
-    num_warmup = _positive_int(num_warmup, "num_warmup")
-    num_samples = _positive_int(num_samples, "num_samples")
+    num_burnin = _positive_int(num_burnin, "num_burnin")
+    num_draws = _positive_int(num_draws, "num_draws")
     max_tree_depth = _positive_int(max_tree_depth, "max_tree_depth")
     chunk_size = _positive_int(chunk_size, "chunk_size")
     try:
@@ -241,7 +249,7 @@ def nuts_llc(
     data_loss = _MeanLoss(target.loss, None, None)
     mean_loss = data_loss if full_loss is None else _MeanLoss(target.loss, full_loss, target.rebuild)
     cast = _to_float64 if x64 else (lambda tree: tree)
-    sampler = NUTS(num_warmup=num_warmup, max_tree_depth=max_tree_depth, dense_mass=bool(dense_mass))
+    sampler = NUTS(num_warmup=num_burnin, max_tree_depth=max_tree_depth, dense_mass=bool(dense_mass))
     with _x64(x64):
         position, frozen, data = cast(target.position), cast(target.frozen), cast(target.data)
         if full_loss is not None:
@@ -256,7 +264,7 @@ def nuts_llc(
             nbeta=nbeta,
             localization=gamma,
             num_chains=num_chains,
-            num_steps=num_warmup + num_samples,
+            num_steps=num_burnin + num_draws,
             batch_size=target.num_data,  # the whole data set every step
             sampler=sampler,
             sampler_params={"target_accept_prob": target_accept},
@@ -273,7 +281,7 @@ def nuts_llc(
     result = summarize(
         losses,
         np.full_like(losses, loss_at_center),
-        num_burnin=num_warmup,
+        num_burnin=num_burnin,
         init_loss=loss_at_center,
         nbeta=nbeta,
         estimator="plain",
@@ -287,7 +295,7 @@ def nuts_llc(
         sampler="nuts",
         wall_time=wall_time,
         sampler_params={
-            "num_warmup": num_warmup,
+            "num_burnin": num_burnin,
             "target_accept_prob": target_accept,
             "max_tree_depth": max_tree_depth,
             "dense_mass": float(bool(dense_mass)),
@@ -320,7 +328,7 @@ def _report_nuts_health(result: LLCResult, max_tree_depth: int) -> None:
     if accept < target_accept - 0.15:
         found.append(
             f"NUTS's mean acceptance statistic is {accept:.2f}, far below its target {target_accept:g}: the "
-            "step-size adaptation did not settle. Raise num_warmup."
+            "step-size adaptation did not settle. Raise num_burnin."
         )
     if found:
         result.notes.extend(found)

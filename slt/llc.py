@@ -45,7 +45,21 @@ __all__ = ["LLCResult", "SamplingWarning", "estimate_llc"]
 
 
 class SamplingWarning(UserWarning):
-    """A sampling run produced something the user must know about (divergent chains, ...)."""
+    """A sampling run produced something the user must know about (divergent chains, ...).
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     res = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=10.0,
+        ...                            num_chains=2, num_draws=1000, num_burnin=100)  # far too large a step
+        >>> any(issubclass(w.category, slt.SamplingWarning) for w in caught), res.diverged.tolist()
+        (True, [True, True])
+        >>> res.llc_mean  # no chain left to estimate from
+        nan
+    """
 
 
 @dataclasses.dataclass
@@ -82,6 +96,18 @@ class LLCResult:
         calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
             the step size (``.first``: the calibration from w* before the warm-up); ``wall_time`` then
             includes both calibrations and the warm-up.
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> res = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=5e-3,
+        ...                        num_chains=2, num_draws=1000, num_burnin=100)
+        >>> res.llc_trace.shape, res.burnin_llc_trace.shape, res.llc_per_chain.shape
+        ((2, 1000), (2, 100), (2,))
+        >>> bool(abs(res.llc_mean - 1.0) < 0.3), bool(res.rhat < 1.1), res.diverged.tolist()
+        (True, True, [False, False])
+        >>> res.summary().splitlines()[0].startswith("LLC ")
+        True
     """
 
     llc_mean: float

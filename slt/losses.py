@@ -28,6 +28,12 @@ def gaussian_nll(outputs: jax.Array, targets: jax.Array) -> jax.Array:
     NLL of the model :math:`y = f_w(x) + \mathcal N(0, I)`, so it is the loss to use when the LLC is to be
     compared with a learning coefficient derived for that model (e.g. the deep linear networks of
     :mod:`slt.models`).
+
+    Example:
+        >>> import jax.numpy as jnp, slt
+        >>> outputs, targets = jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.zeros((2, 2))
+        >>> float(slt.losses.gaussian_nll(outputs, targets))  # (0.5 * 5 + 0) / 2 examples
+        1.25
     """
     return 0.5 * jnp.mean(_per_example_sum(jnp.square(outputs - targets)))
 
@@ -37,6 +43,14 @@ def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 
     Equal to :func:`gaussian_nll` times ``2 / k`` for ``k`` output dimensions: an NLL at a different
     noise scale, so with the same ``nbeta`` the sampled posterior is sharper or flatter accordingly.
+
+    Example:
+        >>> import jax.numpy as jnp, slt
+        >>> outputs, targets = jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.zeros((2, 2))
+        >>> float(slt.losses.mse(outputs, targets))  # 5 / (2 examples * 2 outputs)
+        1.25
+        >>> float(slt.losses.mse(outputs, targets)) == 2 / 2 * float(slt.losses.gaussian_nll(outputs, targets))
+        True
     """
     return jnp.mean(jnp.square(outputs - targets))
 
@@ -46,6 +60,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     ``labels`` are integer class indices of shape ``logits.shape[:-1]``, or one-hot / probability
     vectors of the same shape as ``logits``.
+
+    Example:
+        >>> import jax.numpy as jnp, slt
+        >>> logits = jnp.zeros((3, 4))  # uniform over 4 classes: log 4 per example
+        >>> round(float(slt.losses.cross_entropy(logits, jnp.array([0, 1, 3]))), 4)
+        1.3863
+        >>> one_hot = jnp.eye(4)[jnp.array([0, 1, 3])]
+        >>> bool(slt.losses.cross_entropy(logits, one_hot) == slt.losses.cross_entropy(logits, jnp.array([0, 1, 3])))
+        True
     """
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     if labels.shape == logits.shape:

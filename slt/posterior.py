@@ -34,6 +34,13 @@ def default_nbeta(num_data: int) -> float:
     This is the WBIC temperature :math:`\beta^* = 1/\log n` (Watanabe 2013) with the *full* data size
     n. devinterp's default is ``batch_size / log(batch_size)``, a different (much smaller) value, so LLC
     numbers from the two libraries are only comparable when nβ is set explicitly and equal.
+
+    Example:
+        >>> import math, slt
+        >>> round(slt.default_nbeta(1000), 2)
+        144.76
+        >>> slt.default_nbeta(1000) == 1000 / math.log(1000)
+        True
     """
     if num_data < 2:
         raise ValueError(f"nbeta = n / log n needs n >= 2 data points; got n = {num_data}.")
@@ -59,6 +66,18 @@ class LocalPosterior(NamedTuple):
         frozen: leaves held fixed, passed through to ``loss``.
         nbeta: :math:`n\\beta`.
         localization: :math:`\\gamma`.
+
+    Example:
+        >>> import jax.numpy as jnp, slt
+        >>> def loss(position, frozen, batch):  # L(w) = |w|^2 / 2, no data
+        ...     return 0.5 * jnp.sum(position**2)
+        >>> posterior = slt.LocalPosterior(loss, jnp.zeros(2), None, nbeta=10.0, localization=1.0)
+        >>> w = jnp.array([1.0, 0.0])
+        >>> float(posterior.potential(w, None))  # 10 * 0.5 + 0.5 * 1
+        5.5
+        >>> value, grad = posterior.loss_and_grad(w, None)  # L(w) and 10 * w + 1 * (w - 0)
+        >>> float(value), grad.tolist()
+        (0.5, [11.0, 0.0])
     """
 
     loss: Callable

@@ -59,6 +59,18 @@ class Target:
         num_data: n, the number of data points.
         rebuild: ``rebuild(position) -> params`` returns the parameters in the user's form (for reading
             samples back); ``None`` when ``position`` already is that form.
+
+    Example:
+        >>> import slt
+        >>> p = slt.models.deep_linear_network([2, 2, 2], 1, num_data=200, seed=0)
+        >>> target = slt.targets.from_loss_fn(p.loss_fn, p.params, p.data)
+        >>> target.num_data, target.num_parameters, target.frozen
+        (200, 8, ())
+        >>> last = slt.targets.from_loss_fn(p.loss_fn, p.params, p.data, where=lambda path, leaf: path == (1,))
+        >>> last.num_parameters, len(last.frozen)  # only the second layer moves
+        (4, 1)
+        >>> float(last.loss(last.position, last.frozen, p.data)) == float(p.loss_fn(p.params, p.data))
+        True
     """
 
     loss: Callable[[PyTree, PyTree, PyTree], jax.Array]

@@ -11,7 +11,7 @@ from conftest import COMPILES, SAMPLER_CHUNK
 import slt
 from slt.models.regression import quadratic_llc
 
-CAL = dict(num_steps=1500, num_step_sizes=8, num_chains=4, batch_size=100)
+CAL = dict(num_draws=750, num_step_sizes=8, num_chains=4, batch_size=100)
 
 
 def hessian_eigenvalues(problem):
@@ -136,7 +136,7 @@ def test_unstable_cells_are_flagged(regression):
         regression.data,
         key=jax.random.key(0),
         step_sizes=grid,
-        num_steps=600,
+        num_draws=300,
         num_chains=2,
         batch_size=100,
     )
@@ -153,7 +153,8 @@ def test_unstable_cells_are_flagged(regression):
         ({"step_sizes": [1e-4, 1e-5]}, "step_sizes"),
         ({"step_sizes": [1e-4, -1e-5, 1e-6]}, "step_sizes"),
         ({"bias_tolerance": 0.0}, "bias_tolerance"),
-        ({"num_steps": 100, "num_burnin": 100}, "num_burnin"),
+        ({"num_draws": 100, "num_burnin": -1}, "num_burnin"),
+        ({"num_draws": 11}, "num_draws"),
         ({"num_step_sizes": 2}, "num_step_sizes"),
     ],
 )
@@ -239,7 +240,7 @@ def test_auto_rejects_other_strings(regression):
 def test_preconditioned_sampler_caps_the_grid_by_its_step_gain(regression):
     """RMSprop-SGLD's effective step reaches ε/δ: its spec's ``step_gain`` divides the curvature cap, whether
     the sampler is named or passed as the factory itself; it has no acceptance variant (one gradient per step)."""
-    kwargs = dict(key=jax.random.key(0), num_steps=40, num_step_sizes=3, num_chains=2, batch_size=100)
+    kwargs = dict(key=jax.random.key(0), num_draws=20, num_step_sizes=3, num_chains=2, batch_size=100)
     by_name = slt.calibrate(
         regression.loss_fn,
         regression.params,
@@ -280,7 +281,7 @@ def test_sgnht_cells_whose_thermostat_fights_minibatch_heat_are_unstable(regress
         key=jax.random.key(0),
         sampler="sgnht",
         step_sizes=np.geomspace(1e-2, 1e-5, 8),
-        num_steps=1500,
+        num_draws=750,
         num_chains=2,
         batch_size=50,
     )

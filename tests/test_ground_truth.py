@@ -21,7 +21,7 @@ from slt.models.regression import quadratic_llc
 pytestmark = pytest.mark.filterwarnings("error::slt.llc.SamplingWarning")
 
 # One set of static settings for the regression runs, so that they share one compilation.
-NUTS_SETTINGS = dict(num_chains=4, num_warmup=500, num_samples=2000)
+NUTS_SETTINGS = dict(num_chains=4, num_burnin=500, num_draws=2000)
 
 
 def _hessian_eigenvalues(problem) -> np.ndarray:
@@ -97,7 +97,7 @@ def crossing():
     return slt.models.normal_crossing([1, 1], num_data=1000)
 
 
-CROSSING_SETTINGS = dict(num_warmup=500, num_samples=8000)  # shared by the two tests: one compilation
+CROSSING_SETTINGS = dict(num_burnin=500, num_draws=8000)  # shared by the two tests: one compilation
 
 
 def test_normal_crossing_against_quadrature(crossing):
@@ -144,8 +144,8 @@ def test_divergences_are_reported(crossing):
     [
         (dict(key=None), "key"),
         (dict(num_chains=0), "num_chains"),
-        (dict(num_warmup=-1), "num_warmup"),
-        (dict(num_samples=2.5), "num_samples"),
+        (dict(num_burnin=-1), "num_burnin"),
+        (dict(num_draws=2.5), "num_draws"),
         (dict(nbeta=-1.0), "nbeta"),
         (dict(localization=float("nan")), "localization"),
         (dict(target_accept_prob=1.0), "target_accept_prob"),

@@ -67,7 +67,7 @@ def auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision, 
         cal.first, cal.warmup_step_size, cal.num_warmup = first, warm_eps, num_warmup
         max_steps = max(2000, max_steps - num_warmup)
     g = cal.chosen
-    kept = cal.num_steps - cal.num_burnin
+    kept = cal.num_draws
     ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
     tau = max(1.0, cal.num_chains * kept / ess)  # steps per effective draw
     if num_burnin is None:

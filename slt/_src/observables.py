@@ -30,7 +30,20 @@ PyTree = Any
 
 
 class DrawContext(NamedTuple):
-    """What an observable sees at one draw of one chain (all traced)."""
+    """What an observable sees at one draw of one chain (all traced).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from slt.observables import BUILTIN, DrawContext
+        >>> def loss(position, frozen, batch):
+        ...     return 0.5 * jnp.sum(position**2)
+        >>> ctx = DrawContext(position=jnp.array([3.0, 4.0]), frozen=(), center=jnp.zeros(2), batch=None,
+        ...                   loss=jnp.float32(12.5), loss_at_center=jnp.float32(0.0), target_loss=loss)
+        >>> float(BUILTIN["distance"](ctx, None)), float(BUILTIN["grad_norm"](ctx, None))
+        (5.0, 5.0)
+        >>> ctx.params.tolist()  # a plain loss function's parameters are the position
+        [3.0, 4.0]
+    """
 
     position: PyTree  # w_t, the moving parameters
     frozen: PyTree
@@ -51,7 +64,18 @@ class DrawContext(NamedTuple):
 class Observable:
     """``fn(ctx, data) -> array``, evaluated per draw; ``data`` (a pytree of arrays, e.g. a probe set) is passed
     to the compiled run as an argument, not baked in, so a new probe set of the same shape does not recompile.
-    ``fn`` must be hashable (a function is; a new lambda at each call compiles again)."""
+    ``fn`` must be hashable (a function is; a new lambda at each call compiles again).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from slt.observables import DrawContext, Observable
+        >>> def max_shift(ctx, data):  # the largest coordinate move away from w*
+        ...     return jnp.max(jnp.abs(ctx.position - ctx.center))
+        >>> shift = Observable(max_shift, description="max |w - w*|")  # observables={"shift": shift} in a run
+        >>> ctx = DrawContext(jnp.array([1.0, -3.0]), (), jnp.zeros(2), None, jnp.float32(0), jnp.float32(0), None)
+        >>> float(shift(ctx, shift.data))
+        3.0
+    """
 
     fn: Callable[[DrawContext, Any], jax.Array]
     data: Any = None
@@ -87,7 +111,16 @@ def _grad_norm(ctx, data):
 
 
 def group_names(position: PyTree) -> list[str]:
-    """Names of the top-level groups of a parameter pytree (the labels of ``"group_norms"``)."""
+    """Names of the top-level groups of a parameter pytree (the labels of ``"group_norms"``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from slt.observables import group_names
+        >>> group_names({"head": jnp.ones(2), "dense": {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)}})
+        ['dense', 'head']
+        >>> group_names([jnp.ones(2), jnp.ones(3)])  # a list's groups are its indices
+        ['0', '1']
+    """
     from slt.targets import path_names
 
     names: list[str] = []
@@ -138,7 +171,19 @@ BUILTIN: dict[str, Observable] = {
 
 def per_sample_loss(probe: PyTree) -> Observable:
     """The loss of each example of ``probe`` (a pytree shaped like the data, leading axis P) at every draw:
-    an observable of shape ``(P,)``. For a per-token loss returning one value per token, shape ``(P, T)``."""
+    an observable of shape ``(P,)``. For a per-token loss returning one value per token, shape ``(P, T)``.
+
+    Example:
+        >>> import slt
+        >>> from slt.observables import DrawContext, per_sample_loss
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> x, y = p.data
+        >>> probe = per_sample_loss((x[:5], y[:5]))  # observables={"probe": probe} in a run: (C, D, 5)
+        >>> target = slt.targets.from_loss_fn(p.loss_fn, p.params, p.data)
+        >>> ctx = DrawContext(target.position, target.frozen, target.position, None, None, None, target.loss)
+        >>> probe(ctx, probe.data).shape
+        (5,)
+    """
     from slt.targets import check_data
 
     check_data(probe, "probe")

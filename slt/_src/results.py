@@ -239,6 +239,17 @@ def load(path: str | os.PathLike) -> Any:
     Raises:
         FileNotFoundError: nothing at ``path``.
         ValueError: ``path`` is not a saved slt result, or was written by a newer version of the format.
+
+    Example:
+        >>> import os, tempfile, jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> res = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=5e-3,
+        ...                        num_chains=2, num_draws=1000, num_burnin=100)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     res.save(os.path.join(tmp, "llc"))
+        ...     back = slt.load(os.path.join(tmp, "llc"))
+        >>> type(back).__name__, back.llc_mean == res.llc_mean, bool(np.array_equal(back.llc_trace, res.llc_trace))
+        ('LLCResult', True, True)
     """
     import zarr
 

@@ -76,6 +76,16 @@ def gaussian_smooth(values: Any, scale: float, positions: Any = None) -> np.ndar
     The smoother is local linear regression (:func:`local_linear_fit`), so straight stretches and the ends
     of a curve are not pulled inward as a moving average would pull them. ``positions`` (N,) default to
     ``0, 1, ..., N-1``; ``scale`` is in their units.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import gaussian_smooth
+        >>> line = 2.0 * np.arange(20.0)
+        >>> bool(np.allclose(gaussian_smooth(line, 3.0), line))  # straight stretches and ends stay put
+        True
+        >>> noisy = line + np.random.default_rng(0).normal(size=20)
+        >>> bool(np.abs(gaussian_smooth(noisy, 3.0) - line).mean() < np.abs(noisy - line).mean())
+        True
     """
     values = np.asarray(values, dtype=np.float64)
     scale = validate.positive_float(scale, "scale")
@@ -107,6 +117,19 @@ def osculating_curvature(points: Any, spacing: int = 1) -> tuple[np.ndarray, np.
     Returns:
         ``(curvature, angle)``, each (T,), NaN within ``spacing`` of either end and where a chord has zero
         length (the curve did not move).
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import osculating_curvature
+        >>> t = np.linspace(0, np.pi, 50)
+        >>> circle = 2.0 * np.stack([np.cos(t), np.sin(t)], axis=1)  # radius 2
+        >>> curvature, angle = osculating_curvature(circle, spacing=2)
+        >>> bool(np.allclose(curvature[2:-2], 0.5)), bool(np.isnan(curvature[:2]).all())
+        (True, True)
+        >>> line = np.stack([np.arange(10.0), 2 * np.arange(10.0)], axis=1)
+        >>> curvature, angle = osculating_curvature(line)
+        >>> bool(np.allclose(curvature[1:-1], 0)), bool(np.allclose(angle[1:-1], 0, atol=1e-6))  # straight on
+        (True, True)
     """
     p = np.asarray(points, dtype=np.float64)
     if p.ndim == 1:

@@ -51,6 +51,19 @@ class EssentialDynamics:
         smoothed: (T, k) ``components`` smoothed with :func:`gaussian_smooth` at scale ``smoothing``; None
             without smoothing.
         output_shape: the trailing shape of one checkpoint's outputs (``loadings`` reshape to it).
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import essential_dynamics
+        >>> rng = np.random.default_rng(0)
+        >>> w0, w1, w2 = rng.normal(size=(3, 30))  # outputs on a probe set of 30 at three waypoints
+        >>> seg = np.linspace(0, 1, 30)[:, None]
+        >>> outputs = np.concatenate([w0 + seg * (w1 - w0), w1 + seg[1:] * (w2 - w1)])  # two stages, 59 checkpoints
+        >>> ed = essential_dynamics(outputs + 0.01 * rng.normal(size=outputs.shape), n_components=3, smoothing=2.0)
+        >>> ed.n_components, ed.curve((0, 1)).shape, ed.mean.shape, ed.output_shape
+        (3, (59, 2), (30,), (30,))
+        >>> bool(ed.components[-1, 0] >= ed.components[0, 0])  # PC1 is signed to run forward in time
+        True
     """
 
     components: np.ndarray
@@ -137,6 +150,20 @@ def essential_dynamics(
 
     The SVD is of the (T, F) centred matrix, so it costs :math:`O(T^2 F)` for F ≥ T and needs nothing
     larger than the data itself.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import essential_dynamics
+        >>> rng = np.random.default_rng(0)
+        >>> w0, w1, w2 = rng.normal(size=(3, 30))  # outputs on a probe set of 30 at three waypoints
+        >>> seg = np.linspace(0, 1, 30)[:, None]
+        >>> outputs = np.concatenate([w0 + seg * (w1 - w0), w1 + seg[1:] * (w2 - w1)])  # two stages, 59 checkpoints
+        >>> ed = essential_dynamics(outputs + 0.01 * rng.normal(size=outputs.shape), n_components=3, smoothing=2.0)
+        >>> ed.components.shape, ed.loadings.shape, bool(ed.explained_variance_ratio[:2].sum() > 0.99)
+        ((59, 3), (3, 30), True)
+        >>> turns = ed.detect_turns().indices  # the stage boundary: the waypoint at checkpoint 29
+        >>> len(turns), bool(abs(turns[0] - 29) <= 2)
+        (1, True)
     """
     y = np.asarray(outputs, dtype=np.float64)
     if y.ndim < 2:

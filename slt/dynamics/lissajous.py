@@ -100,6 +100,15 @@ def random_walk_pca_ratios(num_points: int) -> np.ndarray:
 
     :math:`q_k = \lambda_k / \sum_j \lambda_j` with :math:`\lambda_k = 1 / (4 \sin^2(\pi k / 2T))`, the
     eigenvalues of :math:`H L L^\top H`; :math:`q_k \to 6 / (\pi^2 k^2)` as :math:`T \to \infty`.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import random_walk_pca_ratios
+        >>> q = random_walk_pca_ratios(1000)
+        >>> q.shape, bool(np.isclose(q.sum(), 1.0))
+        ((999,), True)
+        >>> bool(np.allclose(q[:3], 6 / (np.pi**2 * np.arange(1, 4) ** 2), atol=1e-4))  # 0.608, 0.152, 0.068
+        True
     """
     t = validate.positive_int(num_points, "num_points")
     if t < 2:
@@ -145,6 +154,17 @@ class LissajousResult:
         pc2_extremum_time: the same point as a fraction of the time span.
         null_statistics: (B,) the surrogates' statistics.
         num_surrogates, n_components, stride: settings used (``stride``: the subsampling step).
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import lissajous_diagnostic
+        >>> rng = np.random.default_rng(0)
+        >>> walk = np.cumsum(rng.normal(size=(60, 30)), axis=0)  # a random walk: 60 steps in 30 dimensions
+        >>> res = lissajous_diagnostic(walk, num_surrogates=99)
+        >>> res.components.shape, res.surrogate_explained_variance_ratio.shape, res.null_statistics.shape
+        ((60, 5), (99, 5), (99,))
+        >>> res.random_walk_like, res.developmental_clock  # a random walk's PC1 is monotone in time too
+        (True, True)
     """
 
     random_walk_like: bool
@@ -339,6 +359,20 @@ def lissajous_diagnostic(
 
     Returns:
         :class:`LissajousResult`.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import lissajous_diagnostic
+        >>> rng = np.random.default_rng(0)
+        >>> walk = np.cumsum(rng.normal(size=(60, 30)), axis=0)  # a random walk: 60 steps in 30 dimensions
+        >>> res = lissajous_diagnostic(walk, num_surrogates=99)
+        >>> res.random_walk_like, bool(res.p_value > res.alpha)
+        (True, True)
+        >>> w0, w1, w2 = rng.normal(size=(3, 30))
+        >>> seg = np.linspace(0, 1, 30)[:, None]
+        >>> stages = np.concatenate([w0 + seg * (w1 - w0), w1 + seg[1:] * (w2 - w1)])  # two straight stages
+        >>> lissajous_diagnostic(stages + 0.01 * rng.normal(size=stages.shape), num_surrogates=99).random_walk_like
+        False
     """
     x = np.asarray(trajectory, dtype=np.float64)
     if x.ndim < 2:

@@ -279,6 +279,16 @@ class StageResult:
         noise_scale: :math:`\\hat\\sigma`, the noise standard deviation estimated from the raw curve.
         curve, steps: the input.
         smoothing, threshold, min_change, min_plateau, noise_floor: the settings used.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import detect_stages
+        >>> steps = np.arange(100.0)
+        >>> ramp = np.clip((steps - 40) / 20, 0, 1)  # flat, a rise from step 40 to 60, flat
+        >>> curve = ramp + 0.01 * np.random.default_rng(0).normal(size=100)
+        >>> res = detect_stages(curve, steps)
+        >>> res.stages[1][2], res.smoothed.shape, bool(res.noise_scale < 0.02)
+        ('rising', (100,), True)
     """
 
     boundaries: np.ndarray
@@ -354,6 +364,16 @@ def detect_stages(
 
     Returns:
         :class:`StageResult`.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import detect_stages
+        >>> steps = np.arange(100.0)
+        >>> ramp = np.clip((steps - 40) / 20, 0, 1)  # flat, a rise from step 40 to 60, flat
+        >>> curve = ramp + 0.01 * np.random.default_rng(0).normal(size=100)
+        >>> res = detect_stages(curve, steps)
+        >>> res.kinds, bool(np.allclose(res.boundaries, [40, 60], atol=3))
+        (['plateau', 'rising', 'plateau'], True)
     """
     y = np.asarray(curve, dtype=np.float64)
     if y.ndim != 1:
@@ -425,6 +445,15 @@ class TurnResult:
         noise_scale: per-coordinate noise s.d. of the raw points (RMS over coordinates).
         points, steps: the input.
         smoothing, spacing, min_angle, threshold: the settings used (smoothing and spacing in points).
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import detect_turns
+        >>> a = np.linspace(0, 1, 40)
+        >>> corner = np.concatenate([np.stack([a, 0 * a], 1), np.stack([1 + 0 * a[1:], a[1:]], 1)])  # right angle at 39
+        >>> res = detect_turns(corner + 0.005 * np.random.default_rng(0).normal(size=corner.shape))
+        >>> res.curvature.shape, res.smoothed.shape, bool(res.significant[res.indices].all())
+        ((79,), (79, 2), True)
     """
 
     indices: np.ndarray
@@ -520,6 +549,17 @@ def detect_turns(
 
     Returns:
         :class:`TurnResult`.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import detect_turns
+        >>> a = np.linspace(0, 1, 40)
+        >>> corner = np.concatenate([np.stack([a, 0 * a], 1), np.stack([1 + 0 * a[1:], a[1:]], 1)])  # right angle at 39
+        >>> res = detect_turns(corner + 0.005 * np.random.default_rng(0).normal(size=corner.shape))
+        >>> bool(len(res.indices) == 1 and abs(res.indices[0] - 39) <= 2)
+        True
+        >>> bool(abs(np.degrees(res.angle[res.indices[0]]) - 90) < 20)
+        True
     """
     p = np.asarray(points, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:

@@ -41,6 +41,17 @@ class LLCTrajectory:
         llc_mean, llc_std, llc_mcse: (K,) per checkpoint (see :class:`slt.LLCResult`).
         init_loss: (K,) full-data loss L_n(w_t) at each checkpoint.
         results: the K :class:`slt.LLCResult` objects.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> checkpoints = [p.params + 1.0, p.params + 0.1, p.params]  # approaching the minimum w*
+        >>> traj = slt.dynamics.llc_trajectory(p.loss_fn, checkpoints, p.data, key=jax.random.key(0), step_size=5e-3,
+        ...                                    steps=[0, 100, 200], num_chains=2, num_draws=1000, num_burnin=100)
+        >>> len(traj), traj.steps.tolist(), traj.llc_mean.shape, traj.results[2].llc_trace.shape
+        (3, [0, 100, 200], (3,), (2, 1000))
+        >>> bool(np.all(np.diff(traj.init_loss) < 0))  # the training loss L_n(w_t) falls
+        True
     """
 
     steps: np.ndarray
@@ -92,6 +103,18 @@ def load_checkpoints(directory: str | os.PathLike) -> tuple[list[Any], list[int]
     """Read every step of an orbax ``CheckpointManager`` directory (saved with ``StandardSave``).
 
     Returns ``(checkpoints, steps)`` in increasing step order.
+
+    Example:
+        >>> import tempfile, jax.numpy as jnp, orbax.checkpoint as ocp
+        >>> from slt.dynamics import load_checkpoints
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with ocp.CheckpointManager(tmp) as manager:  # what a training loop writes
+        ...         for step in (0, 10, 20):
+        ...             _ = manager.save(step, args=ocp.args.StandardSave({"w": jnp.full(2, float(step))}))
+        ...         manager.wait_until_finished()
+        ...     checkpoints, steps = load_checkpoints(tmp)
+        >>> steps, checkpoints[1]["w"].tolist()
+        ([0, 10, 20], [10.0, 10.0])
     """
     import orbax.checkpoint as ocp
 
@@ -167,6 +190,15 @@ def llc_trajectory(
 
     Returns:
         :class:`LLCTrajectory`.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> checkpoints = [p.params + 1.0, p.params + 0.1, p.params]  # approaching the minimum w*
+        >>> traj = slt.dynamics.llc_trajectory(p.loss_fn, checkpoints, p.data, key=jax.random.key(0), step_size=5e-3,
+        ...                                    steps=[0, 100, 200], num_chains=2, num_draws=1000, num_burnin=100)
+        >>> traj.llc_mean.shape, bool(abs(traj.llc_mean[-1] - 1.0) < 0.3)  # at w*: λ = d/2 = 1
+        ((3,), True)
     """
     key = as_key(key)
     ckpts, orbax_steps = _as_list(checkpoints, stacked)

@@ -139,6 +139,20 @@ class LocalFreeEnergyResult:
         diverged: (K, C) chains whose loss became non-finite. A chain index that diverged at any temperature
             is left out at every temperature.
         warnings: plain-language findings.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> res = slt.local_free_energy(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0,
+        ...                             step_size=1e-3, num_temperatures=8, num_chains=2, num_draws=1000,
+        ...                             num_burnin=100)
+        >>> res.nbetas.shape, res.excess_loss_trace.shape, res.nbeta  # default top temperature: nβ = n
+        ((8,), (8, 2, 1000), 200.0)
+        >>> bool(np.isclose(res.free_energy, res.nbeta * res.init_loss + res.free_energy_excess))
+        True
+        >>> lam = res.llc_per_temperature  # the integrand in log nβ rises from about 0 to about λ = 1
+        >>> bool(lam[0] < 0.1), bool(abs(lam[-1] - 1.0) < 0.3), bool(res.kl_divergence > 0)
+        (True, True, True)
     """
 
     free_energy: float
@@ -575,6 +589,18 @@ def local_free_energy(
     Raises:
         ValueError: bad arguments (each message names the argument), or a loss that is not finite at w*
             or at draws from the prior.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> x = np.asarray(p.data[0], np.float64)
+        >>> h = np.linalg.eigvalsh(x.T @ x / 200)  # the Hessian of L_n, which is quadratic
+        >>> exact = 0.5 * np.sum(np.log1p(200 * h / 1.0))  # Gaussian integral at nβ = n = 200, γ = 1
+        >>> res = slt.local_free_energy(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0,
+        ...                             step_size=1e-3, num_temperatures=8, num_chains=2, num_draws=1000,
+        ...                             num_burnin=100)
+        >>> bool(abs(res.free_energy_excess - exact) < 0.15 * exact)
+        True
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)

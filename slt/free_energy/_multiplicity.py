@@ -53,6 +53,14 @@ class MultiplicityResult:
             :func:`fit_multiplicity`).
         subsample_indices: (n,) the permutation of the data; subsample j is its first ``num_data[j]``
             entries (when computed by :func:`fit_multiplicity`).
+
+    Example:
+        >>> import numpy as np, slt
+        >>> n = np.array([1e2, 1e3, 1e4, 1e5, 1e6])
+        >>> free_energy = 0.1 * n + 0.5 * np.log(n) - (2 - 1) * np.log(np.log(n)) + 3.0  # λ = 1/2, m = 2, c = 3
+        >>> res = slt.fit_free_energy_expansion(n, free_energy, reference_loss=np.full(5, 0.1))
+        >>> res.num_data.tolist(), bool(np.allclose(res.fitted, res.excess)), res.llc_fixed
+        ([100, 1000, 10000, 100000, 1000000], True, False)
     """
 
     llc: float
@@ -173,6 +181,17 @@ def fit_free_energy_expansion(
         llc: fix λ at this value and fit only m and c.
         inverse_log_term: also fit a :math:`d/\log n` term.
         warn: emit the warning when m is not resolved.
+
+    Example:
+        >>> import numpy as np, slt
+        >>> n = np.array([1e2, 1e3, 1e4, 1e5, 1e6])
+        >>> free_energy = 0.1 * n + 0.5 * np.log(n) - (2 - 1) * np.log(np.log(n)) + 3.0  # λ = 1/2, m = 2, c = 3
+        >>> res = slt.fit_free_energy_expansion(n, free_energy, reference_loss=np.full(5, 0.1))
+        >>> round(res.llc, 6), round(res.multiplicity, 6), round(res.constant, 6), res.resolved
+        (0.5, 2.0, 3.0, True)
+        >>> fixed = slt.fit_free_energy_expansion(n, free_energy, np.full(5, 0.1), llc=0.5)  # λ known
+        >>> round(fixed.multiplicity, 6), fixed.llc_std
+        (2.0, 0.0)
     """
     n = np.asarray(num_data, dtype=np.float64)
     f = np.asarray(free_energy, dtype=np.float64)
@@ -342,6 +361,20 @@ def fit_multiplicity(
 
     Returns:
         :class:`MultiplicityResult` with the per-size :class:`LocalFreeEnergyResult` in ``results``.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # two sizes cannot resolve m; the fit warns that it says so
+        ...     res = slt.fit_multiplicity(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0,
+        ...                                step_size=1e-3, subsample_sizes=[100, 200], llc=1.0, num_temperatures=8,
+        ...                                num_chains=2, num_draws=1000, num_burnin=100)
+        >>> len(res.results), res.num_data.tolist(), res.llc, res.resolved, res.reference
+        (2, [100, 200], 1.0, False, 'posterior')
+        >>> bool(res.excess[1] > res.excess[0])  # the KL divergence grows with n, like λ log n
+        True
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)

@@ -50,6 +50,17 @@ class MultiTemperatureResult:
             (chi2/dof ≫ 1: :math:`\mathbb E_\beta[nL_n]` is not linear in 1/β over this range).
         step_sizes: (K,) SGLD steps.
         excess_loss_trace: (K, C, D); diverged: (K, C).
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> res = slt.llc_multitemperature(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0,
+        ...                                step_size=5e-3, num_temperatures=3, num_chains=2, num_draws=4000,
+        ...                                num_burnin=100)
+        >>> res.nbetas.shape, res.excess_loss_trace.shape, res.dof
+        ((3,), (3, 2, 4000), 1)
+        >>> bool(np.isclose(res.llc, np.sum(res.slope_coefficients * res.mean_nloss)))
+        True
     """
 
     llc: float
@@ -191,6 +202,17 @@ def llc_multitemperature(
 
     Returns:
         :class:`MultiTemperatureResult`.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> res = slt.llc_multitemperature(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0,
+        ...                                step_size=5e-3, num_temperatures=3, num_chains=2, num_draws=4000,
+        ...                                num_burnin=100)
+        >>> bool(abs(res.llc - 1.0) < 0.3)
+        True
+        >>> bool(np.all(np.diff(res.mean_nloss) < 0))  # E_β[nL_n] falls as the temperature 1/β falls
+        True
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)

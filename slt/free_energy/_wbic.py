@@ -34,6 +34,16 @@ class WBICResult:
         excess_loss_trace: (C, D) per-draw :math:`L_B(w) - L_B(w^*)`.
         rhat, ess: diagnostics of that trace (non-diverged chains).
         diverged: (C,) chains whose loss became non-finite (excluded).
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> res = slt.wbic(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0, step_size=5e-3,
+        ...                num_chains=2, num_draws=1000, num_burnin=100)
+        >>> res.excess_loss_trace.shape, res.diverged.tolist(), res.nbeta == slt.default_nbeta(200)
+        ((2, 1000), [False, False], True)
+        >>> res.summary().startswith("WBIC ")
+        True
     """
 
     wbic: float
@@ -129,6 +139,17 @@ def wbic(
 
     Returns:
         :class:`WBICResult`.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # regular: λ = d/2 = 1
+        >>> import math
+        >>> res = slt.wbic(p.loss_fn, p.params, p.data, key=jax.random.key(0), localization=1.0, step_size=5e-3,
+        ...                num_chains=2, num_draws=1000, num_burnin=100)
+        >>> bool(abs(res.llc - 1.0) < 0.3)
+        True
+        >>> bool(math.isclose(res.wbic, 200 * res.init_loss + res.llc * math.log(200), rel_tol=1e-9))
+        True
     """
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)

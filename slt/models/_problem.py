@@ -14,6 +14,15 @@ class ReferenceProblem(NamedTuple):
         data: pytree of arrays with a leading axis n.
         true_llc: the learning coefficient λ (exact).
         multiplicity: its multiplicity m.
+
+    Example:
+        >>> import slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> p.num_data, p.num_parameters, p.true_llc, p.multiplicity
+        (200, 2, Fraction(1, 1), 1)
+        >>> loss_fn, params, data, true_llc, multiplicity = p  # a NamedTuple: unpacks
+        >>> float(loss_fn(params, data)) > 0
+        True
     """
 
     loss_fn: Callable

@@ -49,7 +49,16 @@ def dln_forward(params: Sequence[jax.Array], x: jax.Array) -> jax.Array:
 
 
 def dln_loss(params, batch, noise_std: float = 1.0) -> jax.Array:
-    """Batch mean of :math:`\\lVert y - f(x)\\rVert^2 / (2\\sigma^2)` for ``batch = (x, y)``."""
+    """Batch mean of :math:`\\lVert y - f(x)\\rVert^2 / (2\\sigma^2)` for ``batch = (x, y)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from slt.models import dln_loss
+        >>> params = [jnp.eye(2), 2 * jnp.eye(2)]  # f(x) = 2x
+        >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> float(dln_loss(params, (x, 2 * x))), float(dln_loss(params, (x, jnp.zeros((2, 2)))))
+        (0.0, 2.0)
+    """
     x, y = batch
     residual = y - dln_forward(params, x)
     return 0.5 * jnp.mean(jnp.sum(jnp.square(residual), axis=-1)) / noise_std**2
@@ -86,6 +95,14 @@ def deep_linear_network(
     Returns:
         :class:`ReferenceProblem` with ``params`` a list of L matrices (``params[l]`` is H_{l+1} × H_l),
         ``data = (x, y)`` and ``true_llc, multiplicity = slt.theory.dln(widths, rank)``.
+
+    Example:
+        >>> import slt
+        >>> p = slt.models.deep_linear_network([2, 2, 2], 1, num_data=200, seed=0)
+        >>> [w.shape for w in p.params], [a.shape for a in p.data]
+        ([(2, 2), (2, 2)], [(200, 2), (200, 2)])
+        >>> (p.true_llc, p.multiplicity) == slt.theory.dln([2, 2, 2], 1)
+        True
     """
     widths = [int(h) for h in widths]
     lam, mult = theory.dln(widths, rank)  # validates widths and rank

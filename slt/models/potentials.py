@@ -42,7 +42,16 @@ class _NormalCrossingLoss:
 
 
 def normal_crossing(powers: Sequence[int], *, num_data: int = 10_000, dtype=jnp.float32) -> ReferenceProblem:
-    """The potential :math:`K(w) = \\prod_i w_i^{2k_i}` at w* = 0 with ``powers = (k_1, ..., k_d)``."""
+    """The potential :math:`K(w) = \\prod_i w_i^{2k_i}` at w* = 0 with ``powers = (k_1, ..., k_d)``.
+
+    Example:
+        >>> import jax.numpy as jnp, slt
+        >>> p = slt.models.normal_crossing([1, 2], num_data=1000)  # K = x^2 y^4: λ = min(1/2, 1/4)
+        >>> p.true_llc, p.multiplicity, p.params.shape
+        (Fraction(1, 4), 1, (2,))
+        >>> float(p.loss_fn(jnp.array([2.0, 1.0]), p.data))  # the data only carry n
+        4.0
+    """
     powers = tuple(int(k) for k in powers)
     lam, mult = theory.normal_crossing(powers)
     validate.int_at_least(num_data, "num_data", 2)

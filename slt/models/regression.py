@@ -38,6 +38,15 @@ def linear_regression(
 
     ``params`` is the weight vector w* (``num_features``,), ``data = (x, y)``; ``true_llc = d/2``.
     The Hessian of :math:`L_n` is ``x.T @ x / n`` (see :func:`quadratic_llc`).
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> p.params.shape, [a.shape for a in p.data], p.true_llc
+        ((2,), [(200, 2), (200,)], Fraction(1, 1))
+        >>> grad = jax.grad(p.loss_fn)(p.params, p.data)  # w* is the least-squares solution
+        >>> bool(np.abs(grad).max() < 1e-4)
+        True
     """
     validate.positive_int(num_features, "num_features")
     if not (isinstance(num_data, (int, np.integer)) and num_data >= num_features):

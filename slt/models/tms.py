@@ -242,6 +242,15 @@ def tms(
     Returns:
         :class:`ReferenceProblem` with ``loss_fn = tms_loss``, ``params = {"W": (2, c), "b": (c,)}``,
         ``data`` = x of shape (n, c), and ``true_llc, multiplicity = kgon_llc(k, positive_biases)``.
+
+    Example:
+        >>> import jax, numpy as np, slt
+        >>> p = slt.models.tms(num_data=200, point="5-gon")
+        >>> p.params["W"].shape, p.params["b"].shape, p.data.shape, p.true_llc
+        ((2, 6), (6,), (200, 6), Fraction(7, 1))
+        >>> grad = jax.grad(p.loss_fn)(p.params, p.data)  # refined to a critical point of this L_n
+        >>> bool(max(np.abs(g).max() for g in jax.tree_util.tree_leaves(grad)) < 1e-5)
+        True
     """
     k = _parse_point(point)
     validate.int_at_least(num_features, "num_features", 5)

@@ -94,17 +94,53 @@ NEEDS_PARAMS = (
 
 
 class SGLDTransformState(NamedTuple):
+    """State of :func:`sgld_transform`: the chain's key and the step counter t.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from slt.samplers import sgld_transform
+        >>> tx = sgld_transform(1e-3, nbeta=10.0, localization=1.0, center=jnp.zeros(2), key=jax.random.key(0),
+        ...                     num_steps=100)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> state._fields, int(state.step)
+        (('key', 'step'), 0)
+    """
+
     key: jax.Array  # the chain's key (typed), fixed
     step: jax.Array  # t: steps taken so far (int32); selects the driver's kernel key of step t
 
 
 class RMSpropSGLDTransformState(NamedTuple):
+    """State of :func:`rmsprop_sgld_transform`: key, step counter and the running mean square V.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from slt.samplers import rmsprop_sgld_transform
+        >>> tx = rmsprop_sgld_transform(1e-3, nbeta=10.0, localization=1.0, center=jnp.zeros(2),
+        ...                             key=jax.random.key(0), num_steps=100)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> state._fields, state.square_avg.tolist()
+        (('key', 'step', 'square_avg'), [0.0, 0.0])
+    """
+
     key: jax.Array
     step: jax.Array
     square_avg: PyTree  # V: running mean of the squared loss gradient
 
 
 class SGHMCTransformState(NamedTuple):
+    """State of :func:`sghmc_transform`: key, step counter and the momentum v (the last update).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from slt.samplers import sghmc_transform
+        >>> tx = sghmc_transform(1e-3, nbeta=10.0, localization=1.0, center=jnp.zeros(2), key=jax.random.key(0),
+        ...                      num_steps=100)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> state._fields, state.momentum.tolist()
+        (('key', 'step', 'momentum'), [0.0, 0.0])
+    """
+
     key: jax.Array
     step: jax.Array
     momentum: PyTree  # v: the last update (the position step)
@@ -137,6 +173,17 @@ def minibatch_indices(key, step, *, batch_size: int, num_data: int, num_steps: i
         ``batch_size == num_data`` (the driver then uses the whole data set, in order). Take the batch with
         ``jax.tree_util.tree_map(lambda a: a[idx], data)``. Each call draws the indices of the whole RNG
         block and keeps one row, as cheap as the driver's draw only for small blocks and batches.
+
+    Example:
+        >>> import jax
+        >>> from slt.samplers import minibatch_indices
+        >>> key = jax.random.split(jax.random.key(0), 4)[2]  # chain 2 of a 4-chain run with key 0
+        >>> idx = minibatch_indices(key, 7, batch_size=32, num_data=200, num_steps=1000)
+        >>> idx.shape, bool((idx >= 0).all() & (idx < 200).all())
+        ((32,), True)
+        >>> full = minibatch_indices(key, 7, batch_size=200, num_data=200, num_steps=1000)
+        >>> full.tolist() == list(range(200))  # a full batch is the data in order
+        True
     """
     batch_size = positive_int(batch_size, "batch_size")
     num_data = positive_int(num_data, "num_data")
@@ -181,6 +228,22 @@ def sgld_transform(
         key: the chain's key (a ``jax.random.key``): ``jax.random.split(key, num_chains)[c]`` for chain c of
             a driver run with key ``key``.
         num_steps: the run's number of steps: it sets the driver's RNG block.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from slt.samplers import sgld_transform
+        >>> def loss(w):  # L = |w|^2 / 2; nβ = 10, γ = 1: nβ E[L] = (d/2) 10/11 = 0.91
+        ...     return 0.5 * jnp.sum(w**2)
+        >>> tx = sgld_transform(0.02, nbeta=10.0, localization=1.0, center=jnp.zeros(2), key=jax.random.key(0),
+        ...                num_steps=4000)
+        >>> def step(carry, _):
+        ...     params, state = carry
+        ...     value, grads = jax.value_and_grad(loss)(params)
+        ...     updates, state = tx.update(grads, state, params)
+        ...     return (optax.apply_updates(params, updates), state), value
+        >>> (params, state), losses = jax.lax.scan(step, (jnp.zeros(2), tx.init(jnp.zeros(2))), length=4000)
+        >>> int(state.step), bool(abs(10.0 * losses[1000:].mean() - 10 / 11) < 0.2)
+        (4000, True)
     """
     block = _block(num_steps)
     step_size, nbeta, localization = _f32(step_size), _f32(nbeta), _f32(localization)
@@ -215,6 +278,22 @@ def rmsprop_sgld_transform(
     the loss gradient ``grads`` (before it is used, no bias correction) in the state, and the update
     :math:`-\frac\varepsilon2 P[n\beta g + \gamma(w - w^*)] + \sqrt{\varepsilon P}\,\xi_t`,
     :math:`P = 1/(\sqrt V + \delta)`. ``alpha`` is α, ``eps`` is δ (not the step size).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from slt.samplers import rmsprop_sgld_transform
+        >>> def loss(w):  # L = |w|^2 / 2; nβ = 10, γ = 1: nβ E[L] = (d/2) 10/11 = 0.91
+        ...     return 0.5 * jnp.sum(w**2)
+        >>> tx = rmsprop_sgld_transform(0.02, nbeta=10.0, localization=1.0, center=jnp.zeros(2), key=jax.random.key(0),
+        ...                        num_steps=4000, alpha=0.99, eps=0.1)
+        >>> def step(carry, _):
+        ...     params, state = carry
+        ...     value, grads = jax.value_and_grad(loss)(params)
+        ...     updates, state = tx.update(grads, state, params)
+        ...     return (optax.apply_updates(params, updates), state), value
+        >>> (params, state), losses = jax.lax.scan(step, (jnp.zeros(2), tx.init(jnp.zeros(2))), length=4000)
+        >>> int(state.step), bool(jnp.all(state.square_avg > 0)), bool(jnp.all(jnp.isfinite(losses)))
+        (4000, True, True)
     """
     block = _block(num_steps)
     step_size, nbeta, localization = _f32(step_size), _f32(nbeta), _f32(localization)
@@ -256,6 +335,22 @@ def sghmc_transform(
     w^*)] + \sqrt{\alpha\varepsilon}\,\xi_t` (α = ``friction``), and the update is the new :math:`v`: the
     kernel's position step ``w + v`` is exactly ``optax.apply_updates``, so with the same gradients the chain
     is the driver's bit for bit.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from slt.samplers import sghmc_transform
+        >>> def loss(w):  # L = |w|^2 / 2; nβ = 10, γ = 1: nβ E[L] = (d/2) 10/11 = 0.91
+        ...     return 0.5 * jnp.sum(w**2)
+        >>> tx = sghmc_transform(0.02, nbeta=10.0, localization=1.0, center=jnp.zeros(2), key=jax.random.key(0),
+        ...                 num_steps=4000, friction=0.1)
+        >>> def step(carry, _):
+        ...     params, state = carry
+        ...     value, grads = jax.value_and_grad(loss)(params)
+        ...     updates, state = tx.update(grads, state, params)
+        ...     return (optax.apply_updates(params, updates), state), value
+        >>> (params, state), losses = jax.lax.scan(step, (jnp.zeros(2), tx.init(jnp.zeros(2))), length=4000)
+        >>> int(state.step), bool(abs(10.0 * losses[1000:].mean() - 10 / 11) < 0.2)
+        (4000, True)
     """
     block = _block(num_steps)
     step_size, nbeta, localization, friction = _f32(step_size), _f32(nbeta), _f32(localization), _f32(friction)

@@ -68,6 +68,15 @@ class SamplerSpec:
         stationary_test: hyperparameters under which the ε → 0 stationary law is the local posterior (None:
             the factory's defaults). Stored read-only; not part of equality or the hash.
         adaptive_warmup: the kernel tunes its own step size during its first steps; ``step_size`` only starts it.
+
+    Example:
+        >>> from slt.samplers import SamplerSpec, sampler_spec, sgld
+        >>> spec = SamplerSpec("my_sgld", sgld)  # not registered: capabilities left at their defaults
+        >>> spec.full_batch_only, spec.with_acceptance is None, spec.step_gain is None
+        (False, True, True)
+        >>> mala = sampler_spec("mala")
+        >>> mala.full_batch_only, sampler_spec("sgld").with_acceptance.__name__
+        (True, 'sgld_with_acceptance')
     """
 
     name: str
@@ -109,7 +118,18 @@ _REGISTRY: dict[str, SamplerSpec] = {}
 
 
 def register(spec: SamplerSpec, *, replace: bool = False) -> SamplerSpec:
-    """Register ``spec`` under ``spec.name`` and return it. A name already taken is an error unless ``replace``."""
+    """Register ``spec`` under ``spec.name`` and return it. A name already taken is an error unless ``replace``.
+
+    Example:
+        >>> from slt.samplers import SamplerSpec, register, registered_samplers, sgld, unregister
+        >>> spec = register(SamplerSpec("my_sgld", sgld))  # now sampler="my_sgld" works everywhere
+        >>> registered_samplers()["my_sgld"] is spec
+        True
+        >>> register(SamplerSpec("my_sgld", sgld), replace=True) is not spec  # replace=True: a new spec
+        True
+        >>> unregister("my_sgld").name
+        'my_sgld'
+    """
     if not isinstance(spec, SamplerSpec):
         raise ValueError(f"`register` takes a SamplerSpec; got {type(spec).__name__}.")
     if spec.name in _REGISTRY and not replace:
@@ -122,7 +142,17 @@ def register(spec: SamplerSpec, *, replace: bool = False) -> SamplerSpec:
 
 
 def unregister(name: str) -> SamplerSpec:
-    """Remove the sampler registered under ``name`` and return its spec."""
+    """Remove the sampler registered under ``name`` and return its spec.
+
+    Example:
+        >>> from slt.samplers import SamplerSpec, register, registered_samplers, sgld, unregister
+        >>> spec = register(SamplerSpec("my_sgld", sgld))
+        >>> unregister("my_sgld") is spec, "my_sgld" in registered_samplers()
+        (True, False)
+        >>> unregister("my_sgld")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: no sampler named 'my_sgld' is registered; ...
+    """
     try:
         return _REGISTRY.pop(name)
     except KeyError:
@@ -130,13 +160,32 @@ def unregister(name: str) -> SamplerSpec:
 
 
 def registered_samplers() -> Mapping[str, SamplerSpec]:
-    """A read-only view of the registry, name -> :class:`SamplerSpec`, in registration order (live)."""
+    """A read-only view of the registry, name -> :class:`SamplerSpec`, in registration order (live).
+
+    Example:
+        >>> from slt.samplers import registered_samplers
+        >>> {"sgld", "rmsprop_sgld", "sghmc", "sgnht", "mala", "nuts"} <= set(registered_samplers())
+        True
+        >>> sorted(name for name, spec in registered_samplers().items() if spec.full_batch_only)
+        ['mala', 'nuts']
+    """
     return types.MappingProxyType(_REGISTRY)
 
 
 def sampler_spec(sampler: str | SamplerSpec | SamplerFactory) -> SamplerSpec:
     """The :class:`SamplerSpec` of a registered name, a spec (returned as is), or a factory: the spec it was
-    first registered with, else a default spec with no capabilities."""
+    first registered with, else a default spec with no capabilities.
+
+    Example:
+        >>> from slt.samplers import sampler_spec, sgld
+        >>> sampler_spec("sgld") is sampler_spec(sgld)  # by name or by factory
+        True
+        >>> def my_factory(posterior, step_size):
+        ...     return sgld(posterior, step_size)
+        >>> spec = sampler_spec(my_factory)  # never registered: a default spec
+        >>> spec.name, spec.full_batch_only
+        ('my_factory', False)
+    """
     if isinstance(sampler, SamplerSpec):
         return sampler
     if isinstance(sampler, str):
@@ -156,5 +205,12 @@ def sampler_spec(sampler: str | SamplerSpec | SamplerFactory) -> SamplerSpec:
 
 
 def get_sampler(sampler: str | SamplerSpec | SamplerFactory) -> SamplerFactory:
-    """The factory of :func:`sampler_spec` (``sampler``): hashable, as the driver's compiled programs need."""
+    """The factory of :func:`sampler_spec` (``sampler``): hashable, as the driver's compiled programs need.
+
+    Example:
+        >>> import slt
+        >>> from slt.samplers import get_sampler
+        >>> get_sampler("sghmc") is slt.samplers.sghmc, get_sampler("nuts") is slt.samplers.nuts
+        (True, True)
+    """
     return sampler_spec(sampler).factory

@@ -144,6 +144,21 @@ def mala(posterior: LocalPosterior, step_size) -> SamplingAlgorithm:
     """Full-batch MALA with step size ε (proposal variance ε, drift −(ε/2)∇U, as SGLD).
 
     See the module docstring for the acceptance probability and the cached first step.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, slt
+        >>> def loss(w, frozen, batch):  # L = |w|^2 / 2; nβ = 10, γ = 1: nβ E[L] = (d/2) 10/11 = 0.91
+        ...     return 0.5 * jnp.sum(w**2)
+        >>> posterior = slt.LocalPosterior(loss, jnp.zeros(2), None, nbeta=10.0, localization=1.0)
+        >>> algorithm = slt.samplers.mala(posterior, step_size=0.1)
+        >>> def body(state, key):
+        ...     return algorithm.step(key, state, None)  # this loss needs no data
+        >>> keys = jax.random.split(jax.random.key(0), 4000)
+        >>> state, info = jax.lax.scan(body, algorithm.init(jnp.zeros(2)), keys)
+        >>> info._fields
+        ('loss', 'acceptance_rate', 'is_accepted')
+        >>> bool(0.5 < info.acceptance_rate.mean() < 1), bool(abs(10.0 * info.loss[1000:].mean() - 10 / 11) < 0.2)
+        (True, True)
     """
     kernel = build_kernel(posterior)
 

@@ -60,20 +60,7 @@ of burn-in.
 ``info``: ``loss`` (:math:`L_n(w_t)` where the step starts), ``accept_prob`` (NUTS's mean acceptance
 statistic over the trajectory, which the step-size adaptation drives to ``target_accept_prob``; not a
 Metropolis acceptance rate), ``num_steps`` (leapfrog steps of the trajectory), ``diverging`` (the energy
-error exceeded 1000) and ``step_size`` (the step size of this step).
-
->>> import jax, jax.numpy as jnp
->>> from slt.posterior import LocalPosterior
->>> posterior = LocalPosterior(lambda w, f, b: 0.5 * jnp.sum(w**2), jnp.zeros(2), None, 10.0, 1.0)
->>> algorithm = NUTS(num_warmup=50)(posterior, step_size=0.1)
->>> def body(state, key):
-...     return algorithm.step(key, state, None)  # this loss needs no data
->>> keys = jax.random.split(jax.random.key(0), 80)
->>> state, info = jax.lax.scan(body, algorithm.init(jnp.zeros(2)), keys)
->>> int(state.count), info._fields
-(80, ('loss', 'accept_prob', 'num_steps', 'diverging', 'step_size'))
->>> bool(info.step_size[0] == 0.1), bool(jnp.all(info.step_size[50:] == info.step_size[50]))  # adapted, then fixed
-(True, True)
+error exceeded 1000) and ``step_size`` (the step size of this step). Example: :class:`NUTS`.
 """
 
 from __future__ import annotations
@@ -138,6 +125,24 @@ class NUTS:
             windows; fewer than 20: step size only). 0: no adaptation, ``step_size`` is used as given.
         max_tree_depth: at most this many trajectory doublings, :math:`2^{\\text{depth}} - 1` leapfrog steps.
         dense_mass: adapt a dense (d × d) mass matrix instead of a diagonal one (only for small d).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from slt.posterior import LocalPosterior
+        >>> posterior = LocalPosterior(lambda w, f, b: 0.5 * jnp.sum(w**2), jnp.zeros(2), None, 10.0, 1.0)
+        >>> algorithm = NUTS(num_warmup=50)(posterior, step_size=0.1)
+        >>> def body(state, key):
+        ...     return algorithm.step(key, state, None)  # this loss needs no data
+        >>> keys = jax.random.split(jax.random.key(0), 80)
+        >>> state, info = jax.lax.scan(body, algorithm.init(jnp.zeros(2)), keys)
+        >>> int(state.count), info._fields
+        (80, ('loss', 'accept_prob', 'num_steps', 'diverging', 'step_size'))
+        >>> fixed = bool(jnp.all(info.step_size[50:] == info.step_size[50]))
+        >>> bool(info.step_size[0] == 0.1), fixed  # adapted during the warmup, then fixed
+        (True, True)
+        >>> from slt.samplers import nuts
+        >>> nuts == NUTS(), nuts.num_warmup  # the registered "nuts"
+        (True, 1000)
     """
 
     num_warmup: int = 1000

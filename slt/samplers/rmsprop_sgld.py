@@ -108,6 +108,21 @@ def rmsprop_sgld(posterior: LocalPosterior, step_size, alpha=0.99, eps=0.1) -> S
     """RMSprop-preconditioned SGLD with step size ε, squared-gradient decay ``alpha`` and stabilizer ``eps`` (δ).
 
     See the module docstring for the update, the step-size convention and what it samples.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, slt
+        >>> def loss(w, frozen, batch):  # L = |w|^2 / 2; nβ = 10, γ = 1: nβ E[L] = (d/2) 10/11 = 0.91
+        ...     return 0.5 * jnp.sum(w**2)
+        >>> posterior = slt.LocalPosterior(loss, jnp.zeros(2), None, nbeta=10.0, localization=1.0)
+        >>> algorithm = slt.samplers.rmsprop_sgld(posterior, step_size=0.02, alpha=0.99, eps=0.1)
+        >>> def body(state, key):
+        ...     return algorithm.step(key, state, None)  # this loss needs no data
+        >>> keys = jax.random.split(jax.random.key(0), 4000)
+        >>> state, info = jax.lax.scan(body, algorithm.init(jnp.zeros(2)), keys)
+        >>> state._fields, bool(jnp.all(state.square_avg > 0))  # V tracks the squared loss gradient
+        (('position', 'square_avg'), True)
+        >>> bool(jnp.all(jnp.isfinite(info.loss)))
+        True
     """
     kernel = build_kernel(posterior)
 

@@ -91,6 +91,21 @@ def sghmc(posterior: LocalPosterior, step_size, friction=0.1) -> SamplingAlgorit
     """SGHMC with step size ε (learning rate ε/2, as SGLD) and per-step friction α (``friction``, in (0, 1]).
 
     See the module docstring for the update, conventions and the choice of default.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, slt
+        >>> def loss(w, frozen, batch):  # L = |w|^2 / 2; nβ = 10, γ = 1: nβ E[L] = (d/2) 10/11 = 0.91
+        ...     return 0.5 * jnp.sum(w**2)
+        >>> posterior = slt.LocalPosterior(loss, jnp.zeros(2), None, nbeta=10.0, localization=1.0)
+        >>> algorithm = slt.samplers.sghmc(posterior, step_size=0.02, friction=0.1)
+        >>> def body(state, key):
+        ...     return algorithm.step(key, state, None)  # this loss needs no data
+        >>> keys = jax.random.split(jax.random.key(0), 4000)
+        >>> state, info = jax.lax.scan(body, algorithm.init(jnp.zeros(2)), keys)
+        >>> state._fields
+        ('position', 'momentum')
+        >>> bool(abs(10.0 * info.loss[1000:].mean() - 10 / 11) < 0.2)  # nβ (E[L] - L(w*))
+        True
     """
     kernel = build_kernel(posterior)
 
