@@ -412,16 +412,28 @@ def per_example_losses(target: Target, position: PyTree | None = None, chunk_siz
     return np.asarray(out)
 
 
+def _losses_at_center_impl(loss, position, frozen, data, chunk_size, head):
+    per_example = _per_example_losses_impl(loss, position, frozen, data, chunk_size)
+    return per_example, loss(position, frozen, jax.tree_util.tree_map(lambda x: x[:head], data))
+
+
+_losses_at_center = jax.jit(_losses_at_center_impl, static_argnames=("loss", "chunk_size", "head"))
+
+
 def check_loss_at_center(target: Target, chunk_size: int) -> np.ndarray:
-    """Per-example losses at w*, after checking the loss is a finite scalar batch mean of them."""
-    one = jax.tree_util.tree_map(lambda x: x[:1], target.data)
-    out = jax.eval_shape(target.loss, target.position, target.frozen, one)
-    if getattr(out, "shape", None) != ():
+    """Per-example losses at w*, after checking the loss is a finite scalar batch mean of them.
+
+    One compiled call gives both the per-example losses and the loss of the first ``chunk_size`` examples
+    as one batch (the mean check below), and one transfer brings them to the host."""
+    m = min(target.num_data, chunk_size)
+    per_example, batch_loss = jax.device_get(
+        _losses_at_center(target.loss, target.position, target.frozen, target.data, m, m)
+    )
+    if np.shape(batch_loss) != ():
         raise ValueError(
             f"the loss must return a scalar (the batch mean of per-example losses); it returned shape "
-            f"{getattr(out, 'shape', type(out))}."
+            f"{np.shape(batch_loss)}."
         )
-    per_example = per_example_losses(target, chunk_size=chunk_size)
     if not np.all(np.isfinite(per_example)):
         bad = np.flatnonzero(~np.isfinite(per_example))
         raise ValueError(
@@ -429,9 +441,7 @@ def check_loss_at_center(target: Target, chunk_size: int) -> np.ndarray:
             f"index {bad[0]}); the LLC needs a finite L_n(w*). Check the parameters and the data."
         )
     # The paired estimator and the chunked L_n(w*) assume loss(w, batch) = mean of per-example losses.
-    m = min(target.num_data, chunk_size)
-    head = jax.tree_util.tree_map(lambda x: x[:m], target.data)
-    batch_loss = float(jax.jit(target.loss)(target.position, target.frozen, head))
+    batch_loss = float(batch_loss)
     mean_loss = float(np.mean(per_example[:m], dtype=np.float64))
     if not math.isclose(batch_loss, mean_loss, rel_tol=1e-3, abs_tol=1e-5 * (1.0 + abs(mean_loss))):
         raise ValueError(
