@@ -60,6 +60,7 @@ from slt import diagnostics
 from slt._src import validate
 from slt._src.curvature import hessian_radius, top_hessian_eigenvalue
 from slt._src.driver import run_grid
+from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
 from slt.samplers import sampler_spec
@@ -69,7 +70,7 @@ __all__ = ["CalibrationResult", "CalibrationSweep", "calibrate", "hessian_radius
 
 
 @dataclasses.dataclass
-class CalibrationResult:
+class CalibrationResult(Result):
     """Result of :func:`calibrate`: one row per grid cell (G cells), and the chosen step size.
 
     Example (made by :func:`calibrate`):
@@ -148,13 +149,6 @@ class CalibrationResult:
     warmup_step_size: float = float("nan")
     num_warmup: int = 0
     first: Any = dataclasses.field(default=None, repr=False)
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def table(self) -> str:
         """The grid as a plain-text table; the chosen row is marked with ``*``."""
@@ -248,7 +242,7 @@ class CalibrationResult:
 
 
 @dataclasses.dataclass
-class CalibrationSweep:
+class CalibrationSweep(Result):
     """Result of :func:`calibrate` with several ``nbeta`` and/or ``localization`` values: one
     :class:`CalibrationResult` per (nβ, γ) pair (every ε × nβ × γ cell ran in the same jitted computation).
 
@@ -270,13 +264,6 @@ class CalibrationSweep:
     localizations: np.ndarray
     results: list
     wall_time: float
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def __getitem__(self, pair) -> CalibrationResult:
         """``sweep[nbeta, localization]``: the calibration of that pair (values matched to 1e-6 relative)."""

@@ -44,6 +44,7 @@ import jax
 import numpy as np
 
 from slt._src import validate
+from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.llc import LLCResult, estimate_llc
 from slt.targets import make_target, per_example_losses
@@ -127,7 +128,7 @@ class Crossover:
 
 
 @dataclasses.dataclass
-class ModelComparison:
+class ModelComparison(Result):
     r"""Result of :func:`compare_models`. Arrays are indexed by point, in the order of ``names``.
 
     Attributes:
@@ -173,13 +174,6 @@ class ModelComparison:
     crossovers: list[Crossover]
     transitions: list[Crossover]
     llc_results: dict[str, LLCResult | None]
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def _index(self, name: str) -> int:
         if name not in self.names:

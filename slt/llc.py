@@ -37,6 +37,7 @@ from slt._src import validate
 from slt._src.auto import auto_settings
 from slt._src.driver import sample
 from slt._src.observables import resolve as resolve_observables
+from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
 from slt.targets import check_loss_at_center, make_target
@@ -63,7 +64,7 @@ class SamplingWarning(UserWarning):
 
 
 @dataclasses.dataclass
-class LLCResult:
+class LLCResult(Result):
     """Result of :func:`estimate_llc`. Arrays are numpy; shapes use C = num_chains, D = num_draws.
 
     Attributes:
@@ -255,13 +256,6 @@ class LLCResult:
                 "divergence_step": ("all_chains", step),
             },
         )
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result (traces, settings, warnings, divergence flags, observables, ``calibration``) to the Zarr
-        directory ``path``; :func:`slt.load` reads it back (format: :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         """A plain-text table: the estimate with MCSE, ESS bulk/tail and R-hat; then one row per chain

@@ -20,7 +20,7 @@ from slt.dynamics import detect_stages, detect_turns, essential_dynamics, lissaj
 from slt.targets import check_loss_at_center, make_target
 
 LLC = dict(num_chains=2, num_draws=40, num_burnin=20, batch_size=50)
-CAL = dict(num_steps=40, num_step_sizes=3, num_chains=2, batch_size=50)
+CAL = dict(num_draws=20, num_step_sizes=3, num_chains=2, batch_size=50)
 
 
 @pytest.fixture(scope="module")

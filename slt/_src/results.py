@@ -49,7 +49,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["save", "load", "FORMAT", "VERSION"]
+__all__ = ["Result", "save", "load", "FORMAT", "VERSION"]
+
+
+class Result:
+    """Base of every result dataclass: ``save(path)`` (everything in it, read back by :func:`slt.load`)."""
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this result (arrays, settings, warnings, flags, nested results) to the Zarr directory ``path``;
+        :func:`slt.load` reads it back. An existing path is replaced only with ``overwrite=True``, and only
+        when it holds a saved result."""
+        save(self, path, overwrite=overwrite)
+
 
 FORMAT = "slt-result"
 VERSION = 1

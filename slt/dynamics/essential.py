@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from slt._src import validate
+from slt._src.results import Result
 from slt.dynamics._geometry import gaussian_smooth, osculating_curvature
 from slt.dynamics.stages import detect_turns
 from slt.plotting import _pyplot
@@ -34,7 +35,7 @@ __all__ = ["EssentialDynamics", "essential_dynamics"]
 
 # ------------------------------------------------------------------------------------------- result
 @dataclasses.dataclass
-class EssentialDynamics:
+class EssentialDynamics(Result):
     """Result of :func:`essential_dynamics`. T = number of checkpoints, k = components kept, F = features.
 
     Attributes:
@@ -76,13 +77,6 @@ class EssentialDynamics:
     smoothing: float | None
     smoothed: np.ndarray | None
     output_shape: tuple[int, ...]
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     @property
     def n_components(self) -> int:

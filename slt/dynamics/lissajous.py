@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 
 from slt._src import validate
+from slt._src.results import Result
 from slt.plotting import _pyplot
 
 __all__ = ["LissajousResult", "lissajous_diagnostic", "random_walk_pca_ratios"]
@@ -126,7 +127,7 @@ def _cosines(num_points: int, k: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- result
 @dataclasses.dataclass
-class LissajousResult:
+class LissajousResult(Result):
     """Result of :func:`lissajous_diagnostic`. T = points used (after subsampling), K = components compared.
 
     Attributes:
@@ -186,13 +187,6 @@ class LissajousResult:
     num_surrogates: int
     n_components: int
     stride: int
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         verdict = "random-walk-like" if self.random_walk_like else "NOT random-walk-like"

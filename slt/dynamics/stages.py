@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from slt._src import validate
+from slt._src.results import Result
 from slt.dynamics._geometry import local_linear_fit, osculating_curvature
 from slt.plotting import _pyplot
 
@@ -266,7 +267,7 @@ def _turning_point(x, y, level, lo: int, hi: int, sign: int, h: float) -> float:
 
 # ------------------------------------------------------------------------------------------- stages
 @dataclasses.dataclass
-class StageResult:
+class StageResult(Result):
     """Result of :func:`detect_stages`. Positions are in the units of ``steps``.
 
     Attributes:
@@ -304,13 +305,6 @@ class StageResult:
     min_change: float
     min_plateau: float
     noise_floor: float
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     @property
     def kinds(self) -> list[str]:
@@ -431,7 +425,7 @@ def detect_stages(
 
 # ------------------------------------------------------------------------------------------- turns
 @dataclasses.dataclass
-class TurnResult:
+class TurnResult(Result):
     """Result of :func:`detect_turns`.
 
     Attributes:
@@ -469,13 +463,6 @@ class TurnResult:
     spacing: int
     min_angle: float
     threshold: float
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def plot(self, dims: tuple[int, int] = (0, 1)):
         """The curve (two of its coordinates) with the turns marked, and the curvature profile; returns the

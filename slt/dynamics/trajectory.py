@@ -24,6 +24,7 @@ import numpy as np
 
 from slt._src import validate
 from slt._src.driver import run_chains
+from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
 from slt.llc import LLCResult, summarize_run
@@ -33,7 +34,7 @@ __all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints"]
 
 
 @dataclasses.dataclass
-class LLCTrajectory:
+class LLCTrajectory(Result):
     """LLC estimates along a training run.
 
     Attributes:
@@ -60,13 +61,6 @@ class LLCTrajectory:
     llc_mcse: np.ndarray
     init_loss: np.ndarray
     results: list[LLCResult]
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def __len__(self) -> int:
         return len(self.results)

@@ -76,6 +76,7 @@ from jax.flatten_util import ravel_pytree
 from slt import diagnostics
 from slt._src import validate
 from slt._src.curvature import hessian_radius
+from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.free_energy._common import (
     _check_localization,
@@ -100,7 +101,7 @@ _MAX_DECADES = 12.0
 
 
 @dataclasses.dataclass
-class LocalFreeEnergyResult:
+class LocalFreeEnergyResult(Result):
     r"""Result of :func:`local_free_energy`. K = number of temperatures, C = chains, D = draws.
 
     Attributes:
@@ -188,13 +189,6 @@ class LocalFreeEnergyResult:
     sampler: str
     warnings: list[str]
     wall_time: float
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     @property
     def num_temperatures(self) -> int:

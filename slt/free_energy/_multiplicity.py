@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.free_energy._common import _take
 from slt.free_energy._local import _free_energy_of_target
@@ -29,7 +30,7 @@ __all__ = [
 
 
 @dataclasses.dataclass
-class MultiplicityResult:
+class MultiplicityResult(Result):
     r"""Result of :func:`fit_free_energy_expansion` / :func:`fit_multiplicity`.
 
     The model: :math:`F_j - n_j \bar L_j = \lambda\log n_j - (m-1)\log\log n_j + c\;[+\,d/\log n_j]`, with
@@ -85,13 +86,6 @@ class MultiplicityResult:
     reference: str = "given"
     results: list = dataclasses.field(default_factory=list)
     subsample_indices: np.ndarray | None = None
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         lam = f"λ = {self.llc:.4g}" + (" (fixed)" if self.llc_fixed else f" ± {self.llc_std:.2g}")

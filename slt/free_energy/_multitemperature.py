@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from slt._src import validate
+from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.free_energy._common import (
     _check_localization,
@@ -32,7 +33,7 @@ __all__ = ["MultiTemperatureResult", "llc_multitemperature"]
 
 
 @dataclasses.dataclass
-class MultiTemperatureResult:
+class MultiTemperatureResult(Result):
     r"""Result of :func:`llc_multitemperature`.
 
     Attributes:
@@ -88,13 +89,6 @@ class MultiTemperatureResult:
     diverged: np.ndarray
     warnings: list[str]
     wall_time: float
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         lines = [

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from slt import diagnostics
+from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.free_energy._common import _check_localization, _problem, _sample
 from slt.posterior import default_nbeta
@@ -21,7 +22,7 @@ __all__ = ["WBICResult", "wbic"]
 
 
 @dataclasses.dataclass
-class WBICResult:
+class WBICResult(Result):
     r"""Result of :func:`wbic`.
 
     Attributes:
@@ -63,13 +64,6 @@ class WBICResult:
     diverged: np.ndarray
     warnings: list[str]
     wall_time: float
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write this result to the Zarr directory ``path``; :func:`slt.load` reads it back (format:
-        :mod:`slt._src.results`)."""
-        from slt._src.results import save
-
-        save(self, path, overwrite=overwrite)
 
     def summary(self) -> str:
         lines = [
