@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -38,6 +37,7 @@ import numpy as np
 
 from slt._src import observables as obs
 from slt._src import rng
+from slt._src.progress import Progress
 from slt._src.rng import RNG_BLOCK
 from slt._src.validate import as_key
 from slt.posterior import LocalPosterior
@@ -272,45 +272,6 @@ class Run:
 
 
 # -------------------------------------------------------------------------------------------- progress
-class _Progress:
-    """Progress per chunk: a bar redrawn in place on a terminal, a plain line per ~10% otherwise. The ETA
-    counts only chunks after the first (the first includes compilation, and says so)."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled, self.total, self.description = enabled, total, description
-        self.tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self.start = time.perf_counter()
-        self.first_done: float | None = None
-        self.first_steps = 0
-        self.last_decile = -1
-        if enabled:
-            self._write(f"{description}: compiling and running the first chunk…", final=not self.tty)
-
-    def _write(self, text: str, final: bool) -> None:
-        if self.tty:
-            sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.first_done is None:
-            self.first_done, self.first_steps = now, done
-        frac = done / self.total
-        rate = (done - self.first_steps) / (now - self.first_done) if now > self.first_done else 0.0
-        eta = f", ETA {(self.total - done) / rate:.0f} s" if rate > 0 and done < self.total else ""
-        text = f"{self.description}: {done}/{self.total} steps ({100 * frac:.0f}%), {now - self.start:.1f} s{eta}"
-        decile = int(10 * frac)
-        if self.tty:
-            self._write(text, final=done >= self.total)
-        elif decile > self.last_decile or done >= self.total:
-            self.last_decile = decile
-            self._write(text, final=True)
-
-
 # ------------------------------------------------------------------------------------------ the driver
 def _plan(num_steps: int, thin: int, steps_per_chunk: int | None) -> tuple[int, int, int]:
     """``(block, blocks_per_chunk, num_blocks)``; a chunk is a whole number of blocks and of ``thin``."""
@@ -513,7 +474,7 @@ def sample(
         )
 
     start = time.perf_counter()
-    bar = _Progress(progress, num_steps * len(groups), f"{description} ({num_chains} chains)")
+    bar = Progress(progress, num_steps * len(groups), f"{description} ({num_chains} chains)")
     pieces, finals, bads = [], [], []
     compile_time = 0.0
     resumed = 0

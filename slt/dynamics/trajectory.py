@@ -24,6 +24,7 @@ import numpy as np
 
 from slt._src import validate
 from slt._src.driver import run_chains
+from slt._src.progress import Progress
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
@@ -217,11 +218,7 @@ def llc_trajectory(
 
     chunk = min(checkpoint_batch_size, num)
     results: list[LLCResult] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num, desc=f"LLC trajectory ({cfg.num_chains} chains)", unit="checkpoint")
+    bar = Progress(progress, num, f"LLC trajectory ({cfg.num_chains} chains)", unit="checkpoints", first="batch")
     for start in range(0, num, chunk):
         idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
         t0 = time.perf_counter()
@@ -244,10 +241,7 @@ def llc_trajectory(
         wall = (time.perf_counter() - t0) / chunk
         for j, i in enumerate(idx[: min(chunk, num - start)]):
             results.append(summarize_run(cfg, losses[j], losses_at_center[j], per_example[i], wall))
-        if bar is not None:
-            bar.update(min(chunk, num - start))
-    if bar is not None:
-        bar.close()
+        bar.update(min(start + chunk, num))
     return LLCTrajectory(
         steps=steps,
         llc_mean=np.array([r.llc_mean for r in results]),
