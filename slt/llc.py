@@ -536,14 +536,14 @@ def summarize_run(
     wall_time: float,
     info=None,
     num_burnin: int | None = None,
-    divergence_step=None,
+    *,
+    divergence_step,
     observables: dict | None = None,
 ) -> LLCResult:
     """An :class:`LLCResult` from one run's ``(chain, record)`` loss traces and per-example losses at w* under
     ``settings``; ``info`` holds the sampler's other per-record statistics (e.g. ``acceptance_rate``);
     ``num_burnin`` counts records (default: the settings' burn-in steps, for an unthinned run);
-    ``divergence_step`` is the driver's exact first non-finite step per chain (default: the first non-finite
-    record)."""
+    ``divergence_step`` is the driver's exact first non-finite step per chain (``Run.divergence_step``)."""
     num_burnin = settings.num_burnin if num_burnin is None else num_burnin
     return summarize(
         np.asarray(losses, dtype=np.float64),
@@ -576,14 +576,12 @@ def summarize(
     estimator: str,
     info: dict | None = None,
     num_params: int | None = None,
-    divergence_step=None,
+    divergence_step,
     observables: dict | None = None,
     **settings,
 ) -> LLCResult:
     """Turn recorded ``(chain, record)`` loss traces into an :class:`LLCResult` (host side, numpy)."""
     sampler_stats = {k: np.asarray(v)[:, num_burnin:] for k, v in (info or {}).items()}
-    if divergence_step is None:
-        divergence_step = _first_nonfinite(losses)
     divergence_step = np.asarray(divergence_step)
     diverged = divergence_step >= 0
     reference = losses_at_center if estimator == "paired" else init_loss
@@ -621,8 +619,3 @@ def summarize(
         observables={k: np.asarray(v)[:, num_burnin:] for k, v in (observables or {}).items()},
         **settings,
     )
-
-
-def _first_nonfinite(losses: np.ndarray) -> np.ndarray:
-    bad = ~np.isfinite(losses)
-    return np.where(bad.any(axis=1), bad.argmax(axis=1), -1)

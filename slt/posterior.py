@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LocalPosterior", "default_nbeta", "resolve_nbeta"]
+__all__ = ["LocalPosterior", "default_nbeta", "potential_gradient", "resolve_nbeta"]
 
 PyTree = Any
 
@@ -55,6 +55,22 @@ def resolve_nbeta(nbeta: float | None, num_data: int) -> float:
     if not (math.isfinite(nbeta) and nbeta > 0):
         raise ValueError(f"`nbeta` must be a positive finite number (n·β); got {nbeta}.")
     return nbeta
+
+
+def potential_gradient(loss_grad: PyTree, position: PyTree, center: PyTree, nbeta, localization) -> PyTree:
+    r""":math:`n\beta\nabla L_B(w) + \gamma(w - w^*)` from the loss gradient, leaf by leaf in each leaf's dtype.
+
+    The one place this formula lives: the kernels get it from :meth:`LocalPosterior.loss_and_grad`, the optax
+    transforms (:mod:`slt.samplers._optax`) from the user's gradient of :math:`L_B`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> potential_gradient(jnp.ones(2), jnp.array([1.0, 2.0]), jnp.zeros(2), 10.0, 0.5).tolist()
+        [10.5, 11.0]
+    """
+    return jax.tree_util.tree_map(
+        lambda g, w, c: (nbeta * g + localization * (w - c)).astype(w.dtype), loss_grad, position, center
+    )
 
 
 class LocalPosterior(NamedTuple):
@@ -93,13 +109,7 @@ class LocalPosterior(NamedTuple):
         costs nothing extra.
         """
         loss, grad = jax.value_and_grad(self.loss)(position, self.frozen, batch)
-        grad = jax.tree_util.tree_map(
-            lambda g, w, c: (self.nbeta * g + self.localization * (w - c)).astype(w.dtype),
-            grad,
-            position,
-            self.center,
-        )
-        return loss, grad
+        return loss, potential_gradient(grad, position, self.center, self.nbeta, self.localization)
 
     def potential(self, position: PyTree, batch: PyTree) -> jax.Array:
         r""":math:`U_B(w) = n\beta L_B(w) + \frac\gamma2 \lVert w-w^*\rVert^2`."""

@@ -80,8 +80,8 @@ def fingerprint(program, dyn: dict, *, num_chains: int, num_steps: int, groups, 
 class RunStore:
     """Writes the records and resume points of one run (see the module docstring)."""
 
-    def __init__(self, path, fp, progress, num_chains, groups, num_chunks, lead, num_records):
-        self.path, self.fp, self.progress, self.num_records = path, fp, progress, num_records
+    def __init__(self, path, progress, num_chains, groups, num_chunks, lead, num_records):
+        self.path, self.progress, self.num_records = path, progress, num_records
         self.num_chains, self.groups, self.num_chunks, self.lead = num_chains, groups, num_chunks, lead
         self.writer = jax.process_index() == 0
 
@@ -119,7 +119,7 @@ class RunStore:
                 root.attrs.update({"format": FORMAT, **_jsonable(attrs or {})})
                 _atomic_json(progress_file, progress)
         num_records = -(-num_steps // program.thin)
-        return cls(path, fp, progress, num_chains, groups, num_chunks, 1 if program.batched else 0, num_records)
+        return cls(path, progress, num_chains, groups, num_chunks, 1 if program.batched else 0, num_records)
 
     # ------------------------------------------------------------------------------------------- resume
     def resume(self, g: int, treedef) -> tuple[int, Any, list]:

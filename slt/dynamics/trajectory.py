@@ -240,7 +240,11 @@ def llc_trajectory(
         losses, losses_at_center = trace.loss, trace.loss_at_center
         wall = (time.perf_counter() - t0) / chunk
         for j, i in enumerate(idx[: min(chunk, num - start)]):
-            results.append(summarize_run(cfg, losses[j], losses_at_center[j], per_example[i], wall))
+            results.append(
+                summarize_run(
+                    cfg, losses[j], losses_at_center[j], per_example[i], wall, divergence_step=trace.divergence_step[j]
+                )
+            )
         bar.update(min(start + chunk, num))
     return LLCTrajectory(
         steps=steps,

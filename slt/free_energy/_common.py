@@ -168,17 +168,17 @@ def _sample(problem: _Problem, nbetas, step_sizes, keys, *, progress: bool, desc
     if len(nbetas) == 1:
         params = {**dict(s.sampler_params), "step_size": float(step_sizes[0])}
         one = run_chains(problem.target, key=keys[0], nbeta=float(nbetas[0]), sampler_params=params, **common)
-        trace = jax.tree_util.tree_map(lambda x: x[None], (one.loss, one.loss_at_center))
+        trace = jax.tree_util.tree_map(lambda x: x[None], (one.loss, one.loss_at_center, one.divergence_step))
     else:
         params = {**dict(s.sampler_params), "step_size": np.asarray(step_sizes, dtype=np.float32)}
         grid = run_grid(
             problem.target, keys=keys, nbeta=np.asarray(nbetas, dtype=np.float32), sampler_params=params, **common
         )
-        trace = (grid.loss, grid.loss_at_center)
+        trace = (grid.loss, grid.loss_at_center, grid.divergence_step)
     wall = time.perf_counter() - start
     losses = np.asarray(trace[0], dtype=np.float64)
     centre = np.asarray(trace[1], dtype=np.float64)
-    diverged = ~np.all(np.isfinite(losses), axis=2)  # (K, C)
+    diverged = np.asarray(trace[2]) >= 0  # (K, C): the driver's first non-finite step
     healthy = ~diverged.any(axis=0)
     excess = (losses - centre)[:, :, s.num_burnin :]
     messages: list[str] = []

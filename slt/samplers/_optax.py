@@ -73,6 +73,7 @@ import optax
 
 from slt._src.rng import block_randomness, rng_block
 from slt._src.validate import as_key, positive_int
+from slt.posterior import potential_gradient
 from slt.samplers.base import normal_like
 
 __all__ = [
@@ -259,11 +260,12 @@ def sgld_transform(
         noise = _noise(state, params, block)
         scale = jnp.sqrt(step_size)
 
-        def one(g, w, c, z):  # the kernel's operations, in its order (slt.samplers.sgld, LocalPosterior)
-            grad = (nbeta * g + localization * (w - c)).astype(w.dtype)
-            return (scale * z - 0.5 * step_size * grad).astype(w.dtype)
+        grad = potential_gradient(grads, params, center, nbeta, localization)
 
-        updates = jax.tree_util.tree_map(one, grads, params, center, noise)
+        def one(g, w, z):  # the kernel's operations, in its order (slt.samplers.sgld)
+            return (scale * z - 0.5 * step_size * g).astype(w.dtype)
+
+        updates = jax.tree_util.tree_map(one, grad, params, noise)
         return updates, SGLDTransformState(state.key, state.step + 1)
 
     return optax.GradientTransformation(init, update)
@@ -315,12 +317,13 @@ def rmsprop_sgld_transform(
             lambda v, g: alpha * v + (1 - alpha) * jnp.square(g.astype(v.dtype)), state.square_avg, grads
         )
 
-        def one(g, w, c, v, z):
-            precond = 1 / (jnp.sqrt(v) + eps)
-            grad_potential = nbeta * g + localization * (w - c)
-            return (jnp.sqrt(step_size * precond) * z - 0.5 * step_size * precond * grad_potential).astype(w.dtype)
+        grad = potential_gradient(grads, params, center, nbeta, localization)
 
-        updates = jax.tree_util.tree_map(one, grads, params, center, square_avg, noise)
+        def one(g, w, v, z):
+            precond = 1 / (jnp.sqrt(v) + eps)
+            return (jnp.sqrt(step_size * precond) * z - 0.5 * step_size * precond * g).astype(w.dtype)
+
+        updates = jax.tree_util.tree_map(one, grad, params, square_avg, noise)
         return updates, RMSpropSGLDTransformState(state.key, state.step + 1, square_avg)
 
     return optax.GradientTransformation(init, update)
@@ -365,11 +368,12 @@ def sghmc_transform(
         noise = _noise(state, params, block)
         scale = jnp.sqrt(friction * step_size)
 
-        def one(v, g, w, c, z):
-            grad = (nbeta * g + localization * (w - c)).astype(w.dtype)
-            return ((1 - friction) * v - 0.5 * step_size * grad + scale * z).astype(v.dtype)
+        grad = potential_gradient(grads, params, center, nbeta, localization)
 
-        momentum = jax.tree_util.tree_map(one, state.momentum, grads, params, center, noise)
+        def one(v, g, z):
+            return ((1 - friction) * v - 0.5 * step_size * g + scale * z).astype(v.dtype)
+
+        momentum = jax.tree_util.tree_map(one, state.momentum, grad, noise)
         return momentum, SGHMCTransformState(state.key, state.step + 1, momentum)
 
     return optax.GradientTransformation(init, update)
