@@ -10,7 +10,9 @@ leading axis of length ``num_data``). Adapters build a target from
 * a linen module with its variables and a loss on its outputs (:func:`from_linen`);
 
 :func:`make_target` picks the adapter from the call form, and :func:`check_loss_at_center` checks that the loss
-is a finite batch mean of per-example losses at w* (:func:`per_example_losses`).
+is a finite batch mean of per-example losses at w* (:func:`per_example_losses`). The model adapters also check,
+from shapes alone, that the model's outputs and the targets fit the loss without broadcasting
+(:func:`slt.losses.check_shapes`).
 
 Weight restriction (the weight-refined LLC of Wang et al., arXiv 2410.02984) is only the choice of which
 leaves move: a path predicate ``where(path, leaf) -> bool`` for pytrees and linen, any NNX filter for NNX.
@@ -30,6 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from slt.losses import check_shapes
 
 __all__ = [
     "Target",
@@ -267,6 +271,23 @@ def _check_supervised(data: PyTree, argname: str = "data"):
     return tuple(data)
 
 
+def _outputs_impl(target_loss, position, frozen, inputs):
+    return target_loss.outputs(position, frozen, inputs)
+
+
+# Only its `eval_shape` is used: the model is traced, never compiled nor run, and the trace is cached by the
+# (value-compared) loss object and the shapes, so that the targets of many checkpoints trace it once.
+_outputs = jax.jit(_outputs_impl, static_argnames=("target_loss",))
+
+
+def _check_output_shapes(target_loss, position, frozen, data) -> None:
+    """Check the model's outputs on the inputs against the targets for the loss (:func:`slt.losses.check_shapes`),
+    from their shapes alone (``eval_shape`` on the full inputs: nothing is computed)."""
+    inputs, targets = data
+    outputs = _outputs.eval_shape(target_loss, position, frozen, inputs)
+    check_shapes(_unwrap(target_loss.output_loss), outputs, targets)
+
+
 @dataclasses.dataclass(frozen=True)
 class _NNXLoss:
     graphdef: Any
@@ -274,7 +295,11 @@ class _NNXLoss:
 
     def __call__(self, position, frozen, batch):
         inputs, targets = batch
-        return _unwrap(self.output_loss)(self.params(position, frozen)(inputs), targets)
+        return _unwrap(self.output_loss)(self.outputs(position, frozen, inputs), targets)
+
+    def outputs(self, position, frozen, inputs):
+        """The model's outputs on ``inputs``."""
+        return self.params(position, frozen)(inputs)
 
     def params(self, position, frozen):
         """The model, merged from the moving and frozen state."""
@@ -290,7 +315,9 @@ def from_nnx(model, data: PyTree, loss: Callable, *, where: Any = None) -> Targe
         model: the module at w*.
         data: ``(inputs, targets)`` with a common leading axis n.
         loss: ``loss(outputs, targets) -> scalar``, the batch mean of a per-example NLL (see
-            :mod:`slt.losses`).
+            :mod:`slt.losses`). The model's output shape is checked against the targets' for it here, from
+            shapes alone (:func:`slt.losses.check_shapes`): targets that would broadcast against the outputs
+            (``(n, 1)`` against ``(n, 3)``) are a ``ValueError``.
         where: an NNX filter (a type, ``nnx.PathContains('layer1')``, ``nnx.All(...)``, a predicate
             ``(path, value) -> bool`` ...). Only ``nnx.Param`` leaves that pass it move; by default every
             ``nnx.Param`` moves and all other state (batch statistics, RNG counters) stays fixed.
@@ -311,7 +338,9 @@ def from_nnx(model, data: PyTree, loss: Callable, *, where: Any = None) -> Targe
     def rebuild(position):
         return nnx.merge(graphdef, position, *frozen)
 
-    return Target(_NNXLoss(graphdef, _static(loss)), moving, frozen, data, n, rebuild)
+    target_loss = _NNXLoss(graphdef, _static(loss))
+    _check_output_shapes(target_loss, moving, frozen, data)
+    return Target(target_loss, moving, frozen, data, n, rebuild)
 
 
 # ----------------------------------------------------------------------------------------------- linen
@@ -324,8 +353,11 @@ class _LinenLoss:
 
     def __call__(self, position, frozen, batch):
         inputs, targets = batch
-        outputs = _unwrap(self.module).apply(self.params(position, frozen), inputs)
-        return _unwrap(self.output_loss)(outputs, targets)
+        return _unwrap(self.output_loss)(self.outputs(position, frozen, inputs), targets)
+
+    def outputs(self, position, frozen, inputs):
+        """The module's outputs on ``inputs``."""
+        return _unwrap(self.module).apply(self.params(position, frozen), inputs)
 
     def params(self, position, frozen):
         """The module's variables."""
@@ -337,7 +369,8 @@ def from_linen(module, variables, data: PyTree, loss: Callable, *, where: PathPr
     """Target for a linen module evaluated as ``loss(module.apply(variables, inputs), targets)``.
 
     Only the ``'params'`` collection moves (restricted further by the path predicate ``where``); other
-    collections (``'batch_stats'`` ...) stay fixed.
+    collections (``'batch_stats'`` ...) stay fixed. As for :func:`from_nnx`, the module's output shape is
+    checked against the targets' for ``loss`` (:func:`slt.losses.check_shapes`).
     """
     data = _check_supervised(data)
     n = check_data(data)
@@ -350,6 +383,7 @@ def from_linen(module, variables, data: PyTree, loss: Callable, *, where: PathPr
     )
     _check_float_leaves(moving, "variables['params']")
     target_loss = _LinenLoss(_static(module), _static(loss), treedef, mask)
+    _check_output_shapes(target_loss, moving, (frozen_leaves, others), data)
 
     def rebuild(position):
         return {"params": _merge_leaves(treedef, mask, position, frozen_leaves), **others}

@@ -136,3 +136,46 @@ def test_path_names_are_plain():
     tree = {"a": [jnp.zeros(1), {"b": jnp.zeros(2)}]}
     paths = [path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
     assert paths == [("a", 0), ("a", 1, "b")]
+
+
+class Wide(nnx.Module):
+    """Three outputs: the shape of the issue, where (n, 1) targets broadcast silently (λ̂ = 6.0)."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.layer = nnx.Linear(3, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.layer(x)
+
+
+class LinenWide(linen.Module):
+    @linen.compact
+    def __call__(self, x):
+        return linen.Dense(3)(x)
+
+
+BROADCAST = (
+    r"`loss` gaussian_nll got outputs of shape \(128, 3\) and targets of shape \(128, 1\), which would broadcast"
+)
+
+
+def test_nnx_targets_that_would_broadcast_against_the_outputs_are_refused(supervised, key):
+    x, y = supervised
+    with pytest.raises(ValueError, match=BROADCAST):
+        slt.estimate_llc(Wide(nnx.Rngs(0)), (x, y[:, :1]), loss=slt.losses.gaussian_nll, key=key, **KW)
+    with pytest.raises(ValueError, match=r"class labels of shape \(128,\)"):
+        slt.targets.make_target(Wide(nnx.Rngs(0)), (x, jnp.zeros((128, 1), int)), loss=slt.losses.cross_entropy)
+    # matching shapes build: regression targets of the outputs' shape, integer labels, one-hot labels
+    slt.targets.make_target(Wide(nnx.Rngs(0)), (x, jnp.tile(y[:, :1], (1, 3))), loss=slt.losses.gaussian_nll)
+    slt.targets.make_target(Wide(nnx.Rngs(0)), (x, jnp.zeros(128, int)), loss=slt.losses.cross_entropy)
+    slt.targets.make_target(Wide(nnx.Rngs(0)), (x, jnp.eye(3)[jnp.zeros(128, int)]), loss=slt.losses.cross_entropy)
+
+
+def test_linen_targets_that_would_broadcast_against_the_outputs_are_refused(supervised, key):
+    x, y = supervised
+    module = LinenWide()
+    variables = module.init(jax.random.key(0), x[:1])
+    with pytest.raises(ValueError, match=BROADCAST):
+        slt.estimate_llc(module, variables, (x, y[:, :1]), loss=slt.losses.gaussian_nll, key=key, **KW)
+    target = slt.targets.make_target(module, variables, (x, jnp.tile(y[:, :1], (1, 3))), loss=slt.losses.gaussian_nll)
+    assert target.num_parameters == 12
