@@ -441,6 +441,8 @@ def _calibrate_target(
     init_position=None,
     max_step_size=None,
     example_losses_at_center=None,
+    hessian_top=None,
+    with_acceptance=True,
 ):
     start = time.perf_counter()
     nbetas, sweep_nbeta = _as_values(nbeta, "nbeta")
@@ -473,7 +475,7 @@ def _calibrate_target(
     if per_example is None:
         per_example = check_loss_at_center(target, settings.chunk_size)
     hess_key, run_key = jax.random.split(key)
-    h_max = top_hessian_eigenvalue(target, key=hess_key)
+    h_max = top_hessian_eigenvalue(target, key=hess_key) if hessian_top is None else float(hessian_top)
     spec = sampler_spec(settings.sampler)
     factory = spec.factory
     # largest effective step per unit ε (preconditioners)
@@ -494,7 +496,7 @@ def _calibrate_target(
     cell_nbeta = np.concatenate([np.full(g.size, p.nbeta) for g, p in zip(grids, pairs)])
     cell_gamma = np.concatenate([np.full(g.size, p.localization) for g, p in zip(grids, pairs)])
 
-    run_sampler = spec.with_acceptance or factory  # same chains, acceptance recorded
+    run_sampler = (spec.with_acceptance if with_acceptance else None) or factory  # same chains, acceptance recorded
     t0 = time.perf_counter()
     trace = run_grid(
         target,

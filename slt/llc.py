@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 import warnings
 from typing import Any
 
@@ -137,6 +136,7 @@ class LLCResult(Result):
     thin: int = 1
     num_params: int | None = None
     notes: list = dataclasses.field(default_factory=list)
+    auto: Any = dataclasses.field(default=None, repr=False)
 
     # ------------------------------------------------------------------ diagnostics, computed on first use
     @functools.cached_property
@@ -444,13 +444,12 @@ def estimate_llc(
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
     named_observables = resolve_observables(observables)
-    calibration = init_position = per_example = None
+    calibration = init_position = per_example = choice = None
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
         key, cal_key = jax.random.split(key)
-        auto_start = time.perf_counter()
-        calibration, step_size, num_burnin, num_draws, init_position, per_example = auto_settings(
+        choice = auto_settings(
             target,
             cal_key,
             num_chains=num_chains,
@@ -465,8 +464,15 @@ def estimate_llc(
             time_budget=time_budget,
             progress=progress,
             chunk_size=chunk_size,
+            steps_per_chunk=steps_per_chunk,
         )
-        auto_seconds = time.perf_counter() - auto_start
+        calibration, per_example, init_position = (
+            choice.calibration,
+            choice.example_losses_at_center,
+            choice.init_position,
+        )
+        step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
+        steps_per_chunk = choice.steps_per_chunk
     num_draws = 2000 if num_draws is None else num_draws
     num_burnin = 1000 if num_burnin is None else num_burnin
     settings = SamplingSettings.validated(
@@ -523,7 +529,10 @@ def estimate_llc(
     result.thin = thin
     if calibration is not None:
         result.calibration = calibration
-        result.wall_time += auto_seconds  # calibrations and warm-up
+        result.auto = choice
+        result.wall_time += choice.calibration_seconds + choice.warmup_seconds
+        if choice.note:
+            result.notes.append(choice.note)
     return result
 
 

@@ -291,3 +291,78 @@ def test_sgnht_cells_whose_thermostat_fights_minibatch_heat_are_unstable(regress
     assert hot.any() and not hot.all()  # batch 50: the large cells are heated, the small ones not
     assert not cal.stable[hot].any()
     assert not hot[cal.chosen]
+
+
+# ------------------------------------------------------------------ awkward points, cost of step_size="auto"
+def _power_loss(params, batch):
+    """The PyTorch peer's normal-crossing loss f = x · w1^1.0 · w2^2.0, written with float powers: JAX's second
+    derivative of w ** 1.0 at w = 0 is 0 · inf = NaN, so the Hessian-vector product at w* = 0 is not finite."""
+    x, y = batch
+    return 0.5 * jax.numpy.mean((y - x * params["w1"] ** 1.0 * params["w2"] ** 2.0) ** 2)
+
+
+def _power_problem():
+    x = 2.0 * jax.random.normal(jax.random.key(0), (1000,))
+    y = 0.25 * jax.random.normal(jax.random.key(1), (1000,))
+    return {"w1": jax.numpy.zeros(()), "w2": jax.numpy.zeros(())}, (x, y)
+
+
+def test_curvature_at_a_nan_hessian_point_is_probed_nearby():
+    from slt._src.curvature import top_hessian_eigenvalue
+    from slt.targets import make_target
+
+    params, data = _power_problem()
+    target = make_target(_power_loss, params, data)
+    flat = jax.flatten_util.ravel_pytree(params)[0]
+    hv = jax.jvp(jax.grad(lambda v: _power_loss({"w1": v[0], "w2": v[1]}, data)), (flat,), (jax.numpy.ones(2),))[1]
+    assert not np.isfinite(np.asarray(hv)).all()  # the premise: NaN exactly at w*
+    h = top_hessian_eigenvalue(target, key=jax.random.key(0))
+    assert np.isfinite(h) and h >= 0
+    cal = slt.calibrate(
+        _power_loss,
+        params,
+        data,
+        key=jax.random.key(0),
+        localization=10.0,
+        num_draws=200,
+        num_step_sizes=4,
+        num_chains=2,
+    )
+    assert np.isfinite(cal.step_sizes).all() and np.isfinite(cal.llc_mean[cal.chosen])
+
+
+def test_curvature_that_is_nan_everywhere_names_the_leaf():
+    @jax.custom_jvp
+    def broken(w):
+        return w**2
+
+    @broken.defjvp
+    def _(primals, tangents):
+        (w,), (t,) = primals, tangents
+        return w**2, jax.numpy.nan * t
+
+    def loss(params, batch):
+        return jax.numpy.mean((batch - params["ok"]) ** 2) + broken(params["bad"])
+
+    params = {"ok": jax.numpy.zeros(()), "bad": jax.numpy.zeros(())}
+    with pytest.raises(ValueError, match=r"gradient is non-finite in leaf \['bad'\]"):
+        slt.calibrate(loss, params, jax.numpy.ones(100), key=jax.random.key(0), num_draws=100, num_step_sizes=3)
+
+
+def test_auto_shares_compiled_programs_and_time_budget_bounds_the_whole_call(regression):
+    """Both calibration grids run one compiled program (same cells, traced run length), the warm-up and the
+    run another (same chunk length): two sampler-chunk compilations in all. The budget covers the calibrations."""
+    kwargs = dict(key=jax.random.key(7), step_size="auto", batch_size=100, num_chains=3)  # 3: a shape of its own
+    before = COMPILES(SAMPLER_CHUNK)
+    res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, time_budget=60.0, **kwargs)
+    assert res.auto.num_warmup > 0 and res.calibration.first is not None
+    assert COMPILES(SAMPLER_CHUNK) - before == 2
+    auto = res.auto
+    assert auto.calibration_seconds > 0 and auto.warmup_seconds > 0
+    assert res.wall_time >= auto.calibration_seconds + auto.warmup_seconds
+    assert "warm-up" in auto.describe()
+    # A budget below what the first calibration takes: no warm-up, the minimum run, and a note that says so.
+    short = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, time_budget=0.01, **kwargs)
+    assert short.auto.num_warmup == 0 and short.num_draws == 2000
+    assert any("time_budget" in n for n in short.notes), (short.notes, short.auto.describe())
+    assert any("time_budget" in w for w in short.warnings)

@@ -474,3 +474,50 @@ def test_expansion_fit_bad_input():
         slt.fit_free_energy_expansion([100, 200], [1.0, 2.0], [0.1, 0.1])
     with pytest.raises(ValueError, match="free_energy_std"):
         slt.fit_free_energy_expansion([100, 200, 400], [1.0, 2.0, 3.0], [0.1] * 3, [0.1, -1.0, 0.1])
+
+
+def test_free_energy_family_with_auto_step_matches_closed_forms(regression, key):
+    """step_size="auto" in wbic, local_free_energy and llc_multitemperature: the step is chosen at the top
+    temperature (the stiffest); tolerance 5% (the calibration's bias tolerance) plus 3 MCSE."""
+    h = hessian_eigenvalues(regression)
+    n = regression.num_data
+    t = n / math.log(n)
+    w = slt.wbic(
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=key,
+        localization=GAMMA,
+        step_size="auto",
+        time_budget=20.0,
+    )
+    exact_llc = 0.5 * np.sum(t * h / (t * h + GAMMA))
+    assert w.calibration is not None and w.step_size == w.calibration.step_size
+    assert abs(w.llc - exact_llc) < 0.05 * exact_llc + 3 * w.llc_std, w.summary()
+    m = slt.llc_multitemperature(
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=key,
+        localization=GAMMA,
+        step_size="auto",
+        time_budget=20.0,
+    )
+    assert np.all(m.step_sizes == m.calibration.step_size)  # one step for all temperatures
+    assert m.calibration.nbeta == pytest.approx(m.nbetas.max())
+    # the fit's own exact value: its linear combination of the exact E_t[n(L_n - L*)] = (n/2) Σ h/(t h + γ)
+    exact_slope = np.sum(m.slope_coefficients * n * 0.5 * np.sum(h / (m.nbetas[:, None] * h + GAMMA), axis=1))
+    assert abs(m.llc - exact_slope) < 0.05 * exact_slope + 3 * m.llc_std, (exact_slope, m.summary())
+    f = slt.local_free_energy(
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=key,
+        localization=GAMMA,
+        step_size="auto",
+        num_temperatures=8,
+        time_budget=20.0,
+    )
+    exact = 0.5 * np.sum(np.log1p(n * h / GAMMA))
+    assert f.calibration.nbeta == pytest.approx(n) and f.step_sizes[-1] == pytest.approx(f.calibration.step_size)
+    assert abs(f.free_energy_excess - exact) < 0.05 * exact + 3 * f.free_energy_std, f.summary()

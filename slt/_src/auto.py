@@ -1,4 +1,4 @@
-r"""``step_size="auto"`` of :func:`slt.estimate_llc`: calibrate, warm up, recalibrate, then size the run.
+r"""``step_size="auto"``: calibrate, warm up, recalibrate, then size the run, within ``time_budget``.
 
 A chain started at w* spreads along the directions the loss leaves (nearly) flat at rate :math:`\varepsilon\gamma`
 per step, so at a step ε small enough for a bias of a few percent it needs ~1/(εγ) steps to explore, and a
@@ -7,79 +7,207 @@ calibration from w* reads low. The warm-up relaxes those directions at a larger 
 :math:`1/(\varepsilon_w\gamma)` steps; a second calibration from the warm chains then chooses ε, and the run's
 burn-in and draws follow from the mixing measured in the chosen cell: with τ the integrated autocorrelation
 time of λ̂ and s its per-draw standard deviation, burn-in :math:`\max(\text{calibration burn-in}, 20\tau)` and
-enough draws for an MCSE of ``precision`` × |λ̂|, within ``time_budget``. The calibrations are
-:func:`slt.calibrate`'s rule (:mod:`slt.calibration`).
+enough draws for an MCSE of ``precision`` × |λ̂|. The calibrations are :func:`slt.calibrate`'s rule
+(:mod:`slt.calibration`).
+
+Cost. Both calibrations run the same grid shape (:data:`AUTO_CELLS` cells of :data:`AUTO_CELL_STEPS` steps), so
+they share one compiled program; the warm-up and the run share another (same chunk length). ``time_budget``
+bounds the whole call: the warm-up gets at most a third of what is left after the first calibration, and the
+run what is left after the second, at the per-step time measured on the warm-up (at least 2,000 draws).
+
+The choice is an :class:`AutoChoice`: trajectories and trackers make it once, at a reference point, and apply it
+unchanged at every record (:func:`apply_choice`), so compared estimates share ε, γ and nβ.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
 
 import jax
 import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
-from slt._src.driver import run_chains
+from slt._src.driver import CHUNK_STEPS, LOSS_OBSERVABLES, sample
 from slt._src.settings import SamplingSettings
 from slt.calibration import _calibrate_target
 from slt.targets import check_loss_at_center
 
-__all__ = ["WARMUP_BIAS", "WARMUP_FACTOR", "WARMUP_GRID", "auto_settings", "warm_up"]
+__all__ = [
+    "AUTO_CELLS",
+    "AUTO_CELL_STEPS",
+    "WARMUP_BIAS",
+    "WARMUP_FACTOR",
+    "AutoChoice",
+    "auto_settings",
+    "warm_up",
+]
 
 
 # Warm-up of ``step_size="auto"``: the largest first-grid cell at most WARMUP_FACTOR times the chosen ε whose
-# predicted bias is at most WARMUP_BIAS, run for 1/(ε_w γ) steps (at most a third of the step budget).
+# predicted bias is at most WARMUP_BIAS, run for 1/(ε_w γ) steps (at most a third of the time left).
 WARMUP_FACTOR = 16
 WARMUP_BIAS = 0.5
-WARMUP_GRID = 8  # cells of the second calibration, halving from ε_w
+AUTO_CELLS = 8  # cells of each calibration grid (halving), the same for both: one compiled grid program
+# (burn-in, kept draws) per cell of the first grid (from w*: it only has to place the warm-up step and bound ε) and
+# of the second (from the warm chains: it chooses ε). The run length is traced: one compiled program for both.
+AUTO_CELL_STEPS = ((500, 500), (1000, 1000))
+MIN_DRAWS = 2000
+WITH_ACCEPTANCE = False
 
 
-def auto_settings(target, key, *, num_chains, num_draws, num_burnin, precision, time_budget, progress, **kwargs):
+@dataclasses.dataclass
+class AutoChoice:
+    """What ``step_size="auto"`` chose at one point w*, with what it cost.
+
+    Attributes:
+        step_size: ε of the run.
+        num_burnin, num_draws: the run's length (burn-in at ε after the warm-up).
+        warmup_step_size, num_warmup: the warm-up's ε_w and length (``num_warmup = 0``: no warm-up).
+        calibration: the :class:`slt.calibration.CalibrationResult` that chose ε (``.first``: the one from w*).
+        init_position: the chains' positions where the run starts (the chosen cell's final positions), or None.
+        example_losses_at_center: per-example losses at w*.
+        steps_per_chunk: the chunk length of the warm-up and the run (one compiled chunk for both).
+        calibration_seconds, warmup_seconds: wall time of the calibrations (curvature included) and the warm-up.
+        note: what limited the choice (the time budget), in words; empty when nothing did.
+    """
+
+    step_size: float
+    num_burnin: int
+    num_draws: int
+    warmup_step_size: float
+    num_warmup: int
+    calibration: Any
+    init_position: Any
+    example_losses_at_center: Any
+    steps_per_chunk: int
+    calibration_seconds: float
+    warmup_seconds: float
+    note: str = ""
+
+    def describe(self) -> str:
+        warm = (
+            f", after a warm-up of {self.num_warmup} steps at ε_w = {self.warmup_step_size:.3g}"
+            if self.num_warmup
+            else ""
+        )
+        return (
+            f"step_size='auto': ε = {self.step_size:.3g}{warm}; burn-in {self.num_burnin}, draws {self.num_draws}; "
+            f"calibration {self.calibration_seconds:.1f} s, warm-up {self.warmup_seconds:.1f} s"
+            + (f". {self.note}" if self.note else "")
+        )
+
+
+def auto_settings(
+    target,
+    key,
+    *,
+    num_chains,
+    num_draws,
+    num_burnin,
+    precision,
+    time_budget,
+    progress,
+    steps_per_chunk=None,
+    **kwargs,
+) -> AutoChoice:
     """Calibrate at w*, warm up at a larger step, recalibrate from the warm chains, then size burn-in and draws
-    from the mixing measured in the chosen cell (see :func:`slt.estimate_llc`). Returns
-    ``(calibration, step_size, num_burnin, num_draws, init_position, per-example losses at w*)``."""
+    from the mixing measured in the chosen cell (see :func:`slt.estimate_llc`), all within ``time_budget``."""
+    start = time.perf_counter()
     precision = validate.positive_float(precision, "precision")
     time_budget = validate.positive_float(time_budget, "time_budget")
     first_key, warm_key, second_key = jax.random.split(key, 3)
-    per_example = check_loss_at_center(target, kwargs.get("chunk_size", 1024))  # one data pass for all stages
+    per_example = kwargs.pop("example_losses_at_center", None)
+    if per_example is None:  # one data pass for all stages
+        per_example = check_loss_at_center(target, kwargs.get("chunk_size", 1024))
     kwargs = {**kwargs, "example_losses_at_center": per_example}
-    first = _calibrate_target(target, key=first_key, num_chains=num_chains, progress=progress, **kwargs)
-    per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
-    max_steps = max(2000, int(time_budget / max(per_step, 1e-9)))
-    cal = first
-    warm = warm_up(
-        target, first, warm_key, max_steps=max_steps // 3, num_chains=num_chains, progress=progress, **kwargs
+    grid = dict(num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE)
+    (first_burnin, first_draws), (second_burnin, second_draws) = AUTO_CELL_STEPS
+    first = _calibrate_target(
+        target, key=first_key, progress=progress, num_burnin=first_burnin, num_draws=first_draws, **grid, **kwargs
     )
+    grid_seconds = first.wall_time
+    per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
+    left = time_budget - (time.perf_counter() - start)
+    max_steps = max(MIN_DRAWS, int(left / max(per_step, 1e-9)))
+    if steps_per_chunk is None:  # at most the shortest warm-up, so that the warm-up and the run share one program
+        steps_per_chunk = int(np.clip(max_steps // 20, CHUNK_STEPS[0], MIN_DRAWS))
+    notes = []
+    cal, warm, warm_seconds = first, None, 0.0
+    if left > grid_seconds:
+        t0 = time.perf_counter()
+        warm = warm_up(
+            target,
+            first,
+            warm_key,
+            max_steps=max(MIN_DRAWS, int((left - grid_seconds) / 3 / max(per_step, 1e-9))),
+            num_chains=num_chains,
+            progress=progress,
+            steps_per_chunk=steps_per_chunk,
+            **kwargs,
+        )
+        warm_seconds = time.perf_counter() - t0
+    else:
+        notes.append(f"no warm-up: the first calibration took {grid_seconds:.1f} s of time_budget={time_budget:g}")
     if warm is not None:
-        warm_eps, num_warmup, position = warm
+        warm_eps, num_warmup, position, run_per_step = warm
         cal = _calibrate_target(
             target,
             key=second_key,
-            step_sizes=warm_eps * 0.5 ** np.arange(WARMUP_GRID),
-            num_chains=num_chains,
+            step_sizes=warm_eps * 0.5 ** np.arange(AUTO_CELLS),
             progress=progress,
             init_position=position,
             # Exploring only adds curvature the cells at w* did not see (singular valleys), so the warm grid
             # may lower a step the first grid chose by its rule, not raise it (also a guard against a noisy
             # fit on short cells); a first choice that was a fallback (no plateau seen from w*) is no bound.
             max_step_size=first.step_size if first.by_rule else None,
+            hessian_top=first.hessian_top,
+            num_burnin=second_burnin,
+            num_draws=second_draws,
+            **grid,
             **kwargs,
         )
         cal.first, cal.warmup_step_size, cal.num_warmup = first, warm_eps, num_warmup
-        max_steps = max(2000, max_steps - num_warmup)
+        per_step = run_per_step
+    else:
+        warm_eps, num_warmup = float("nan"), 0
+    calibration_seconds = time.perf_counter() - start - warm_seconds
+    left = time_budget - (time.perf_counter() - start)
+    max_steps = max(MIN_DRAWS, int(left / max(per_step, 1e-9)))
     g = cal.chosen
-    kept = cal.num_draws
     ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
-    tau = max(1.0, cal.num_chains * kept / ess)  # steps per effective draw
+    tau = max(1.0, cal.num_chains * cal.num_draws / ess)  # steps per effective draw
     if num_burnin is None:
         num_burnin = int(min(max(cal.num_burnin, 20 * tau), max_steps // 3))
     if num_draws is None:
         sd = cal.draw_std[g]
-        need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2)
-        num_draws = int(np.clip(np.ceil(need * tau / cal.num_chains), 2000, max(2000, max_steps - num_burnin)))
-    return cal, cal.step_size, num_burnin, num_draws, cal.chosen_position, per_example
+        need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2) * tau / cal.num_chains
+        num_draws = int(np.clip(math.ceil(need), MIN_DRAWS, max(MIN_DRAWS, max_steps - num_burnin)))
+        if num_draws < need:
+            notes.append(
+                f"time_budget={time_budget:g} s allowed {num_draws} draws of the {math.ceil(need)} that an MCSE of "
+                f"precision={precision:g} × λ̂ needs"
+            )
+    return AutoChoice(
+        step_size=cal.step_size,
+        num_burnin=int(num_burnin),
+        num_draws=int(num_draws),
+        warmup_step_size=warm_eps,
+        num_warmup=int(num_warmup),
+        calibration=cal,
+        init_position=cal.chosen_position,
+        example_losses_at_center=per_example,
+        steps_per_chunk=int(steps_per_chunk),
+        calibration_seconds=calibration_seconds,
+        warmup_seconds=warm_seconds,
+        note="; ".join(notes),
+    )
 
 
-def warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
+def warm_up(target, first, key, *, max_steps, num_chains, progress, steps_per_chunk=None, **kwargs):
     r"""Relax the slow directions before the step size is chosen for good.
 
     A chain started at w* spreads along the directions the loss leaves (nearly) flat at rate
@@ -89,8 +217,9 @@ def warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
     ∝ ε c_i, small where the curvature c_i is small), so they are relaxed at a step ε_w up to
     ``WARMUP_FACTOR`` times larger, for 1/(ε_w γ) steps; the stiff directions, biased at ε_w, re-equilibrate
     within ~2/(ε c_i) steps once the step is lowered (the second calibration's burn-in). Returns
-    ``(ε_w, steps, final positions)``, or None when there is nothing to gain (the chosen ε is already the
-    largest admissible one), the kernel has no ``position``, or the warm-up diverged at ε_w and at ε_w/4.
+    ``(ε_w, steps, final positions, seconds per step excluding compilation)``, or None when there is nothing to
+    gain (the chosen ε is already the largest admissible one), the kernel has no ``position``, or the warm-up
+    diverged at ε_w and at ε_w/4.
     """
     eps = first.step_sizes
     admissible = first.stable & (eps <= WARMUP_FACTOR * first.step_size) & ~(first.predicted_bias > WARMUP_BIAS)
@@ -106,29 +235,54 @@ def warm_up(target, first, key, *, max_steps, num_chains, progress, **kwargs):
         **kwargs,
     )
     for attempt in range(2):
-        gamma = settings.localization
-        steps = max_steps if gamma <= 0 else int(np.clip(np.ceil(1.0 / (warm_eps * gamma)), 2000, max(2000, max_steps)))
-        trace = run_chains(
+        steps = warmup_steps(warm_eps, settings.localization, max_steps)
+        run = run_warmup(
             target,
-            key=jax.random.fold_in(key, attempt),
-            example_losses_at_center=per_example,
-            nbeta=settings.nbeta,
-            localization=gamma,
-            num_chains=num_chains,
-            num_steps=steps,
-            batch_size=settings.batch_size,
-            sampler=settings.sampler,
-            sampler_params={**settings.all_sampler_params, "step_size": warm_eps},
+            settings,
+            jax.random.fold_in(key, attempt),
+            warm_eps,
+            steps,
+            per_example,
+            steps_per_chunk=steps_per_chunk,
             progress=progress,
-            description="warm-up",
         )
-        position = getattr(trace.final_state, "position", None)
-        finite = np.isfinite(trace.loss).all() and all(
+        position = getattr(run.final_state, "position", None)
+        finite = np.isfinite(run.loss).all() and all(
             bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree_util.tree_leaves(position)
         )
         if position is not None and finite:
-            return warm_eps, steps, position
+            per_step = max(run.wall_time - run.compile_time, 1e-9) / steps
+            return warm_eps, steps, position, per_step
         warm_eps /= 4
         if warm_eps <= first.step_size:
             return None
     return None
+
+
+def warmup_steps(warm_eps: float, localization: float, max_steps: int) -> int:
+    """1/(ε_w γ) steps, clipped to [2,000, max_steps] (max_steps without localization)."""
+    if localization <= 0:
+        return int(max_steps)
+    return int(np.clip(math.ceil(1.0 / (warm_eps * localization)), MIN_DRAWS, max(MIN_DRAWS, max_steps)))
+
+
+def run_warmup(target, settings, key, warm_eps, steps, per_example, *, steps_per_chunk, progress, **driver):
+    """The warm-up run: ``settings``' chains at ``warm_eps`` for ``steps`` steps from w*; the driver's Run."""
+
+    return sample(
+        target,
+        key=key,
+        example_losses_at_center=per_example,
+        nbeta=settings.nbeta,
+        localization=settings.localization,
+        num_chains=settings.num_chains,
+        num_steps=steps,
+        batch_size=settings.batch_size,
+        sampler=settings.sampler,
+        sampler_params={**settings.all_sampler_params, "step_size": warm_eps},
+        observables=LOSS_OBSERVABLES,
+        steps_per_chunk=steps_per_chunk,
+        progress=progress,
+        description="warm-up",
+        **driver,
+    )

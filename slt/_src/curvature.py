@@ -8,6 +8,8 @@ on a quadratic potential of curvature c, minimum at 0, multiplies w by :math:`1 
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -42,13 +44,70 @@ def top_hessian_eigenvalue(
     target: Target, *, key: jax.Array, num_examples: int = 2048, num_iterations: int = 100
 ) -> float:
     r"""Spectral radius of the Hessian of :math:`L_n` at w* (:func:`hessian_radius`), on the first
-    ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is estimated well by a subset)."""
+    ``num_examples`` examples (:math:`L_n` is a mean, so its Hessian is estimated well by a subset).
+
+    Where the radius at w* is not finite (a loss written with ``w ** p`` and float p at w = 0: JAX's second
+    derivative of ``x ** 1.0`` at 0 is ``0 * inf``), the curvature is probed at nearby points
+    :math:`w^* + r z`, :math:`z \sim \mathcal N(0, I)`, for :math:`r \in` :data:`PROBE_RADII` (scaled by
+    :math:`1 + \lVert w^*\rVert_{\rm rms}`), and the largest finite radius is returned: a conservative cap,
+    since the chains leave w* at the first step. Where no probe is finite either, the error names the
+    parameter leaves whose gradient or Hessian-vector product is non-finite at w*; so does a gradient that is not
+    finite at w* (every chain started there would diverge at its first step).
+    """
     flat, unravel = jax.flatten_util.ravel_pytree(target.position)
     m = min(num_examples, target.num_data)
     data = jax.tree_util.tree_map(lambda x: x[:m], target.data)
 
+    def loss(v):
+        return target.loss(unravel(v), target.frozen, data)
+
     @jax.jit
     def radius(flat, v0):
-        return hessian_radius(lambda v: target.loss(unravel(v), target.frozen, data), flat, v0, num_iterations)
+        return hessian_radius(loss, flat, v0, num_iterations)
 
-    return float(radius(flat, jax.random.normal(key, flat.shape, flat.dtype)))
+    start_key, probe_key = jax.random.split(key)
+    gradient = jax.jit(jax.grad(loss))(flat)
+    if not bool(jnp.isfinite(gradient).all()):  # every chain's first step would be NaN: say where, now
+        raise ValueError(
+            f"the gradient of the loss is not finite at w*: {_non_finite_leaves(loss, flat, unravel, key)} A chain "
+            "started there diverges at its first step. Check the loss for operations whose derivative is undefined "
+            "at these parameters (e.g. sqrt(0), |w| ** p with p < 1, log(0))."
+        )
+    value = float(radius(flat, jax.random.normal(start_key, flat.shape, flat.dtype)))
+    if math.isfinite(value):
+        return value
+    scale = 1.0 + float(jnp.sqrt(jnp.mean(flat**2))) if flat.size else 1.0
+    probes = []
+    for i, r in enumerate(PROBE_RADII):
+        z_key, v_key = jax.random.split(jax.random.fold_in(probe_key, i))
+        point = flat + r * scale * jax.random.normal(z_key, flat.shape, flat.dtype)
+        probes.append(float(radius(point, jax.random.normal(v_key, flat.shape, flat.dtype))))
+    finite = [p for p in probes if math.isfinite(p)]
+    if finite:
+        return max(finite)
+    raise ValueError(
+        "the curvature of the loss is not finite at w* nor at nearby points (radii "
+        f"{', '.join(f'{r:g}' for r in PROBE_RADII)}): {_non_finite_leaves(loss, flat, unravel, key)} Check the "
+        "loss for operations undefined at these parameters (e.g. log(0), x ** p with x < 0, 0 * inf), or pass "
+        "`step_size` as a number."
+    )
+
+
+# Radii (times 1 + rms(w*)) of the points probed when the curvature at w* is not finite.
+PROBE_RADII = (1e-3, 1e-2, 1e-1)
+
+
+def _non_finite_leaves(loss, flat, unravel, key) -> str:
+    """Which parameter leaves have a non-finite gradient or Hessian-vector product at ``flat``, in words."""
+    grad = jax.grad(loss)
+    g = grad(flat)
+    hv = jax.jvp(grad, (flat,), (jax.random.normal(key, flat.shape, flat.dtype),))[1]
+    named = []
+    for what, vec in (("gradient", g), ("Hessian-vector product", hv)):
+        leaves = jax.tree_util.tree_flatten_with_path(unravel(vec))[0]
+        bad = [jax.tree_util.keystr(path) or "(root)" for path, x in leaves if not bool(jnp.isfinite(x).all())]
+        if bad:
+            named.append(f"the {what} is non-finite in leaf {', '.join(bad)}")
+    if not named:
+        return "the loss's gradient and Hessian-vector products are finite at w*, but power iteration was not."
+    return "at w*, " + "; ".join(named) + "."

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import time
 import warnings
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +22,16 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
+from slt._src.auto import auto_settings
 from slt._src.driver import run_chains, run_grid
 from slt._src.settings import SamplingSettings
 from slt.llc import SamplingWarning
 from slt.targets import Target, check_loss_at_center
+
+
+def _auto_seconds(problem) -> float:
+    """Seconds spent by ``step_size="auto"`` before the estimator's own run (calibrations and warm-up)."""
+    return 0.0 if problem.auto is None else problem.auto.calibration_seconds + problem.auto.warmup_seconds
 
 
 def _take(data, idx):
@@ -76,6 +83,11 @@ class _Problem:
     target: Target
     settings: SamplingSettings
     per_example: np.ndarray
+    auto: Any = None  # the AutoChoice of step_size="auto" (its chains' positions start every temperature)
+
+    @property
+    def init_position(self):
+        return None if self.auto is None else self.auto.init_position
 
     @property
     def init_loss(self) -> float:
@@ -89,7 +101,7 @@ class _Problem:
 def _problem(
     target: Target,
     *,
-    step_size: float,
+    step_size,
     localization: float,
     num_chains,
     num_draws,
@@ -98,7 +110,42 @@ def _problem(
     sampler,
     sampler_params,
     chunk_size,
-) -> _Problem:
+    auto_nbeta=None,
+    key=None,
+    precision=0.02,
+    time_budget=120.0,
+    progress=False,
+) -> tuple[_Problem, Any]:
+    """The validated problem, and the key left for sampling. ``step_size="auto"`` runs
+    :func:`slt._src.auto.auto_settings` at the temperature ``auto_nbeta`` (the stiffest one the estimator
+    samples), which also sizes ``num_burnin``/``num_draws`` where they are None, and the chains start where
+    its chosen calibration cell ended."""
+    choice = None
+    per_example = None
+    if isinstance(step_size, str):
+        if step_size != "auto":
+            raise ValueError(f"`step_size` must be a positive number, an array of them, or 'auto'; got {step_size!r}.")
+        key, cal_key = jax.random.split(key)
+        choice = auto_settings(
+            target,
+            cal_key,
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            batch_size=batch_size,
+            nbeta=auto_nbeta,
+            localization=localization,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            precision=precision,
+            time_budget=time_budget,
+            progress=progress,
+            chunk_size=chunk_size,
+        )
+        step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
+        per_example = choice.example_losses_at_center
+    num_draws = 2000 if num_draws is None else num_draws
+    num_burnin = 1000 if num_burnin is None else num_burnin
     settings = SamplingSettings.validated(
         num_data=target.num_data,
         step_size=step_size,
@@ -111,8 +158,9 @@ def _problem(
         sampler_params=sampler_params,
         chunk_size=chunk_size,
     )
-    per_example = check_loss_at_center(target, settings.chunk_size)
-    return _Problem(target, settings, per_example)
+    if per_example is None:
+        per_example = check_loss_at_center(target, settings.chunk_size)
+    return _Problem(target, settings, per_example, choice), key
 
 
 @dataclasses.dataclass
@@ -163,6 +211,8 @@ def _sample(problem: _Problem, nbetas, step_sizes, keys, *, progress: bool, desc
         sampler=s.sampler,
         progress=progress,
         description=description,
+        init_position=problem.init_position,
+        steps_per_chunk=None if problem.auto is None else problem.auto.steps_per_chunk,
     )
     start = time.perf_counter()
     if len(nbetas) == 1:

@@ -79,6 +79,7 @@ from slt._src.curvature import hessian_radius
 from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.free_energy._common import (
+    _auto_seconds,
     _check_localization,
     _check_num_temperatures,
     _check_step_sizes,
@@ -189,6 +190,7 @@ class LocalFreeEnergyResult(Result):
     sampler: str
     warnings: list[str]
     wall_time: float
+    calibration: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def num_temperatures(self) -> int:
@@ -361,12 +363,15 @@ def _free_energy_of_target(
     progress,
     chunk_size,
     step_reference_nbeta=None,
+    precision=0.02,
+    time_budget=120.0,
 ) -> LocalFreeEnergyResult:
     """``step_reference_nbeta``: the temperature ``step_size`` is meant for (default the top one); the
     schedule scales from there, so one step suits a series of runs with different top temperatures."""
     gamma = _check_localization(localization, strict=True)
     num_temperatures = _check_num_temperatures(num_temperatures)
-    top_step, explicit_steps = _check_step_sizes(step_size, num_temperatures)
+    auto = isinstance(step_size, str)
+    top_step, explicit_steps = (step_size, None) if auto else _check_step_sizes(step_size, num_temperatures)
     n = target.num_data
     top = float(n) if nbeta is None else validate.positive_float(nbeta, "nbeta")
     tail_tolerance = validate.positive_float(tail_tolerance, "tail_tolerance")
@@ -375,7 +380,7 @@ def _free_energy_of_target(
         min_nbeta = validate.positive_float(min_nbeta, "min_nbeta")
         if min_nbeta >= top:
             raise ValueError(f"`min_nbeta` ({min_nbeta:g}) must be below the top temperature nβ = {top:g}.")
-    problem = _problem(
+    problem, key = _problem(
         target,
         step_size=top_step,
         localization=gamma,
@@ -386,8 +391,14 @@ def _free_energy_of_target(
         sampler=sampler,
         sampler_params=sampler_params,
         chunk_size=chunk_size,
+        auto_nbeta=top,
+        key=key,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
     )
     s = problem.settings
+    top_step = s.step_size
     prior_key, run_key = jax.random.split(key)
     messages: list[str] = []
 
@@ -510,7 +521,8 @@ def _free_energy_of_target(
         batch_size=s.batch_size,
         sampler=s.sampler_name,
         warnings=messages,
-        wall_time=run.wall_time,
+        wall_time=run.wall_time + _auto_seconds(problem),
+        calibration=None if problem.auto is None else problem.auto.calibration,
     )
     return result
 
@@ -528,8 +540,8 @@ def local_free_energy(
     scale_step_size: bool = True,
     num_prior_samples: int = 256,
     num_chains: int = 4,
-    num_draws: int = 2000,
-    num_burnin: int = 1000,
+    num_draws: int | None = None,
+    num_burnin: int | None = None,
     batch_size: int | None = None,
     sampler: Any = "sgld",
     sampler_params: dict | None = None,
@@ -537,6 +549,8 @@ def local_free_energy(
     where=None,
     progress: bool = False,
     chunk_size: int = 1024,
+    precision: float = 0.02,
+    time_budget: float = 120.0,
 ) -> LocalFreeEnergyResult:
     r"""The local free energy by thermodynamic integration over the inverse temperature.
 
@@ -567,7 +581,10 @@ def local_free_energy(
         model_or_loss, *args, loss, where: as :func:`slt.estimate_llc`.
         key: a ``jax.random.key``.
         localization: γ > 0 (the prior must be normalizable).
-        step_size: ε at the top temperature (scalar), or an array of ``num_temperatures`` steps.
+        step_size: ε at the top temperature (scalar), an array of ``num_temperatures`` steps, or ``"auto"``:
+            :func:`slt.estimate_llc`'s choice at the top temperature (scaled to the others as above), which
+            also sizes ``num_burnin``/``num_draws`` where they are None (else 1000 and 2000), with
+            ``precision`` and ``time_budget``.
         nbeta: the top temperature nβ; default n (β = 1).
         num_temperatures: nodes of the grid (≥ 2).
         min_nbeta: the lowest node; default ``tail_tolerance / e(0)``, clipped to [nβ·1e-12, nβ/100].
@@ -617,4 +634,6 @@ def local_free_energy(
         sampler_params=sampler_params,
         progress=progress,
         chunk_size=chunk_size,
+        precision=precision,
+        time_budget=time_budget,
     )

@@ -19,6 +19,7 @@ from slt._src import validate
 from slt._src.results import Result
 from slt._src.validate import as_key
 from slt.free_energy._common import (
+    _auto_seconds,
     _check_localization,
     _check_num_temperatures,
     _check_step_sizes,
@@ -89,6 +90,7 @@ class MultiTemperatureResult(Result):
     diverged: np.ndarray
     warnings: list[str]
     wall_time: float
+    calibration: Any = dataclasses.field(default=None, repr=False)
 
     def summary(self) -> str:
         lines = [
@@ -154,8 +156,8 @@ def llc_multitemperature(
     spread: float = 2.0,
     common_random_numbers: bool = True,
     num_chains: int = 4,
-    num_draws: int = 2000,
-    num_burnin: int = 1000,
+    num_draws: int | None = None,
+    num_burnin: int | None = None,
     batch_size: int | None = None,
     sampler: Any = "sgld",
     sampler_params: dict | None = None,
@@ -163,6 +165,8 @@ def llc_multitemperature(
     where=None,
     progress: bool = False,
     chunk_size: int = 1024,
+    precision: float = 0.02,
+    time_budget: float = 120.0,
 ) -> MultiTemperatureResult:
     r"""The learning coefficient as the slope of :math:`\mathbb E_\beta[nL_n]` against 1/β.
 
@@ -189,7 +193,10 @@ def llc_multitemperature(
         model_or_loss, *args, loss, where, key, num_chains, num_draws, num_burnin, batch_size, sampler,
             sampler_params, progress, chunk_size: as :func:`slt.estimate_llc`.
         localization: γ ≥ 0.
-        step_size: SGLD step (scalar: the same at all temperatures), or one per temperature.
+        step_size: SGLD step (scalar: the same at all temperatures), one per temperature, or ``"auto"``:
+            :func:`slt.estimate_llc`'s choice at the top (stiffest) temperature, used at every temperature
+            (the bias then cancels in the slope, as above); it also sizes ``num_burnin``/``num_draws`` where
+            they are None (else 1000 and 2000), with ``precision`` and ``time_budget``.
         nbetas: the temperatures nβ_k (≥ 2 distinct values); default ``num_temperatures`` values
             geometric from :math:`t^*/\text{spread}` to :math:`t^*\cdot\text{spread}`, :math:`t^* = n/\log n`.
         common_random_numbers: one key for all temperatures (default) or independent keys.
@@ -228,9 +235,9 @@ def llc_multitemperature(
         if np.unique(nbetas).size < 2:
             raise ValueError("`nbetas` needs at least 2 distinct temperatures to fit a slope.")
     num = nbetas.size
-    top_step, explicit = _check_step_sizes(step_size, num)
-    steps = explicit if explicit is not None else np.full(num, top_step)
-    problem = _problem(
+    auto = isinstance(step_size, str)
+    top_step, explicit = (step_size, None) if auto else _check_step_sizes(step_size, num)
+    problem, key = _problem(
         target,
         step_size=top_step,
         localization=gamma,
@@ -241,8 +248,14 @@ def llc_multitemperature(
         sampler=sampler,
         sampler_params=sampler_params,
         chunk_size=chunk_size,
+        auto_nbeta=float(nbetas.max()),
+        key=key,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
     )
     s = problem.settings
+    steps = explicit if explicit is not None else np.full(num, s.step_size)
     keys = _same_key(key, num) if common_random_numbers else jax.random.split(key, num)
     run = _sample(problem, nbetas, steps, keys, progress=progress, description="multi-temperature LLC")
     messages = list(run.messages)
@@ -291,5 +304,6 @@ def llc_multitemperature(
         excess_loss_trace=run.excess,
         diverged=run.diverged,
         warnings=messages,
-        wall_time=run.wall_time,
+        wall_time=run.wall_time + _auto_seconds(problem),
+        calibration=None if problem.auto is None else problem.auto.calibration,
     )

@@ -14,7 +14,7 @@ import numpy as np
 from slt import diagnostics
 from slt._src.results import Result
 from slt._src.validate import as_key
-from slt.free_energy._common import _check_localization, _problem, _sample
+from slt.free_energy._common import _auto_seconds, _check_localization, _problem, _sample
 from slt.posterior import default_nbeta
 from slt.targets import make_target
 
@@ -64,6 +64,7 @@ class WBICResult(Result):
     diverged: np.ndarray
     warnings: list[str]
     wall_time: float
+    calibration: Any = dataclasses.field(default=None, repr=False)
 
     def summary(self) -> str:
         lines = [
@@ -86,8 +87,8 @@ def wbic(
     localization,
     step_size,
     num_chains: int = 4,
-    num_draws: int = 2000,
-    num_burnin: int = 1000,
+    num_draws: int | None = None,
+    num_burnin: int | None = None,
     batch_size: int | None = None,
     sampler: Any = "sgld",
     sampler_params: dict | None = None,
@@ -95,6 +96,8 @@ def wbic(
     where=None,
     progress: bool = False,
     chunk_size: int = 1024,
+    precision: float = 0.02,
+    time_budget: float = 120.0,
 ) -> WBICResult:
     r"""Watanabe's widely applicable Bayesian information criterion of the local posterior.
 
@@ -129,7 +132,9 @@ def wbic(
 
     Args:
         as :func:`slt.estimate_llc` (``localization`` γ ≥ 0 is required; the temperature is fixed at
-        n/log n). ``step_size`` is the SGLD step.
+        n/log n). ``step_size`` is the SGLD step, or ``"auto"`` (:func:`slt.estimate_llc`'s choice at
+        nβ = n/log n, with ``precision`` and ``time_budget``; it then also sizes ``num_burnin`` and ``num_draws``
+        where they are None, else 1000 and 2000).
 
     Returns:
         :class:`WBICResult`.
@@ -148,7 +153,9 @@ def wbic(
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
     gamma = _check_localization(localization, strict=False)
-    problem = _problem(
+    n = target.num_data
+    t = default_nbeta(n)
+    problem, key = _problem(
         target,
         step_size=step_size,
         localization=gamma,
@@ -159,9 +166,12 @@ def wbic(
         sampler=sampler,
         sampler_params=sampler_params,
         chunk_size=chunk_size,
+        auto_nbeta=t,
+        key=key,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
     )
-    n = target.num_data
-    t = default_nbeta(n)
     s = problem.settings
     run = _sample(problem, np.array([t]), np.array([s.step_size]), [key], progress=progress, description="WBIC")
     mean, se = run.mean_and_se([1.0])
@@ -183,5 +193,6 @@ def wbic(
         ess=diagnostics.ess(healthy) if healthy.size else float("nan"),
         diverged=run.diverged[0],
         warnings=run.messages,
-        wall_time=run.wall_time,
+        wall_time=run.wall_time + _auto_seconds(problem),
+        calibration=None if problem.auto is None else problem.auto.calibration,
     )
