@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import warnings
+
 import jax
 import numpy as np
 
 from slt._src import validate
 from slt._src.validate import as_key
-from slt.llc import LLCResult, estimate_llc
+from slt.llc import LLCResult, SamplingWarning, estimate_llc
 
 __all__ = ["LLCTracker"]
 
@@ -39,7 +41,15 @@ class LLCTracker:
             the model itself at each call) with ``loss=``; see :func:`slt.estimate_llc`.
         data: the data for the LLC estimates (its full-data loss is recorded as the training loss).
         key: a ``jax.random.key``; the estimate at step ``s`` uses ``fold_in(key, s)``.
-        step_size: ε for every estimate.
+        step_size: ε for every estimate; or ``"auto"``: the choice of :func:`slt.estimate_llc` made **once**,
+            at the record ``reference`` (an index into the records; default the last), and kept for every
+            record, so that the estimates share ε, γ and nβ. Since the last record is not known while
+            training, the tracker then keeps a host copy of the parameters at each record and estimates every
+            record together (:func:`slt.dynamics.llc_trajectory`, compiled once) when a result is first asked
+            for (``results``, ``llc_mean``, :meth:`trajectory`, ...); ``__call__``/:meth:`record` return None.
+            ``recalibrate=True`` instead chooses again at every record, estimating immediately (records then
+            do not share their settings).
+        reference, recalibrate: see ``step_size="auto"``.
         every: estimate when ``step % every == 0`` (and on :meth:`record`, whatever the step).
         probe: optional fixed inputs whose outputs are recorded at each estimate (essential dynamics).
         output_fn: ``output_fn(params, probe)`` for the loss-function form; NNX models are called directly.
@@ -77,9 +87,15 @@ class LLCTracker:
         output_fn: Callable | None = None,
         loss=None,
         where=None,
+        reference: int = -1,
+        recalibrate: bool = False,
         **settings,
     ):
         validate.positive_int(every, "every")
+        if isinstance(step_size, str) and step_size != "auto":
+            raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
+        self._deferred = step_size == "auto" and not recalibrate
+        self.reference = reference
         self._loss_fn = model_or_loss
         self._is_nnx = _is_nnx(model_or_loss)
         if probe is not None and output_fn is None and not self._is_nnx:
@@ -91,7 +107,10 @@ class LLCTracker:
         self._output_fn = jax.jit(output_fn) if output_fn is not None else None
         self._kwargs = dict(step_size=step_size, loss=loss, where=where, **settings)
         self.steps: list[int] = []
-        self.results: list[LLCResult] = []
+        self._results: list[LLCResult] = []
+        self._checkpoints: list[Any] = []  # host copies, for a deferred step_size="auto"
+        self._trajectory = None
+        self._warned = 0
         self._outputs: list[np.ndarray] = []
 
     def __call__(self, step: int, params_or_model) -> LLCResult | None:
@@ -100,19 +119,32 @@ class LLCTracker:
             return None
         return self.record(step, params_or_model)
 
-    def record(self, step: int, params_or_model) -> LLCResult:
-        """Estimate now, whatever the step."""
-        key = jax.random.fold_in(self.key, int(step))
-        if self._is_nnx:
-            result = estimate_llc(params_or_model, self.data, key=key, **self._kwargs)
+    def record(self, step: int, params_or_model) -> LLCResult | None:
+        """Estimate now, whatever the step (with a deferred ``step_size="auto"``: keep the parameters)."""
+        result = None
+        if self._deferred:
+            state = nnx_state(params_or_model) if self._is_nnx else params_or_model
+            self._checkpoints.append(jax.tree_util.tree_map(lambda x: np.array(x), state))
+            self._trajectory = None
         else:
-            result = estimate_llc(self._loss_fn, params_or_model, self.data, key=key, **self._kwargs)
+            key = jax.random.fold_in(self.key, int(step))
+            if self._is_nnx:
+                result = estimate_llc(params_or_model, self.data, key=key, **self._kwargs)
+            else:
+                result = estimate_llc(self._loss_fn, params_or_model, self.data, key=key, **self._kwargs)
+            self._results.append(result)
         self.steps.append(int(step))
-        self.results.append(result)
         if self.probe is not None:
             out = params_or_model(self.probe) if self._is_nnx else self._output_fn(params_or_model, self.probe)
             self._outputs.append(np.asarray(out))
         return result
+
+    @property
+    def results(self) -> list[LLCResult]:
+        """The records' :class:`slt.LLCResult` (computed now for a deferred ``step_size="auto"``)."""
+        if self._deferred:
+            return self.trajectory().results
+        return self._results
 
     @property
     def llc_mean(self) -> np.ndarray:
@@ -134,17 +166,47 @@ class LLCTracker:
         return np.stack(self._outputs)
 
     def trajectory(self):
-        """The records as an :class:`slt.dynamics.trajectory.LLCTrajectory`."""
-        from slt.dynamics.trajectory import LLCTrajectory
+        """The records as an :class:`slt.dynamics.trajectory.LLCTrajectory`. Emits one :class:`slt.SamplingWarning`
+        listing the records that fail a health check (once per new failing record)."""
+        from slt.dynamics.trajectory import _trajectory, llc_trajectory
 
-        return LLCTrajectory(
-            steps=np.array(self.steps),
-            llc_mean=self.llc_mean,
-            llc_std=self.llc_std,
-            llc_mcse=np.array([r.llc_mcse for r in self.results]),
-            init_loss=self.train_loss,
-            results=list(self.results),
-        )
+        if not self.steps:
+            raise ValueError("the tracker has no records yet: call it from the training loop first.")
+        if self._deferred:
+            if self._trajectory is None:
+                kwargs = dict(self._kwargs)
+                kwargs.pop("step_size")
+                self._trajectory = llc_trajectory(
+                    self._loss_fn,
+                    list(self._checkpoints),
+                    self.data,
+                    key=self.key,
+                    step_size="auto",
+                    steps=list(self.steps),
+                    reference=self.reference,
+                    **kwargs,
+                )
+            traj = self._trajectory
+        else:
+            traj = _trajectory(self.steps, self._results)
+        failing = np.flatnonzero(traj.failing)
+        if failing.size > self._warned:
+            self._warned = failing.size
+            warnings.warn(
+                f"LLCTracker: {failing.size} of {len(traj)} records fail a health check (steps "
+                f"{', '.join(str(traj.steps[k]) for k in failing[:10])}{', ...' if failing.size > 10 else ''}); "
+                "see trajectory().health() for what and what to do.",
+                SamplingWarning,
+                stacklevel=2,
+            )
+        return traj
+
+
+def nnx_state(model):
+    """The NNX model's state (what :func:`slt.dynamics.llc_trajectory` takes as a checkpoint)."""
+    from flax import nnx
+
+    return nnx.state(model)
 
 
 def _is_nnx(obj) -> bool:

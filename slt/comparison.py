@@ -429,7 +429,8 @@ def compare_models(
         multiplicities: ``{name: m}``; default 1 for every point (then no log log n term).
         llcs: ``{name: λ}`` or ``{name: (λ, std)}`` for points whose λ is known: they are not sampled.
         **llc_kwargs: passed to :func:`slt.estimate_llc` (``step_size`` is required, plus e.g. ``num_chains``,
-            ``num_draws``, ``batch_size``, ``nbeta``, ``localization``).
+            ``num_draws``, ``batch_size``, ``nbeta``, ``localization``). ``step_size="auto"`` chooses per point:
+            the points are different posteriors (their own curvature and d), so no setting is shared.
 
     Returns:
         :class:`ModelComparison` (``.summary()``, ``.plot()``, ``.crossovers``, ``.log_odds(a, b, n)``).

@@ -105,3 +105,27 @@ def test_tracker_errors(small_dln):
         LLCTracker(small_dln.loss_fn, small_dln.data, key=jax.random.key(0), every=0, **KW)
     with pytest.raises(ValueError, match="output_fn"):
         LLCTracker(small_dln.loss_fn, small_dln.data, key=jax.random.key(0), probe=small_dln.data[0], **KW)
+
+
+def test_tracker_with_auto_chooses_once_and_warns_once_about_failing_records(regression):
+    """step_size="auto": the tracker keeps the parameters of each record and estimates them all together,
+    with one choice at the last record; a record that fails a health check (here the start, off the minimum)
+    is summarized in one SamplingWarning."""
+    tracker = LLCTracker(
+        regression.loss_fn, regression.data, key=jax.random.key(0), step_size="auto", every=10, time_budget=10.0
+    )
+    params = regression.params + 1.0
+    for step in range(31):
+        assert tracker(step, params) is None  # deferred: nothing is estimated during training
+        params = params - 0.5 * jax.grad(regression.loss_fn)(params, regression.data)
+    with pytest.warns(slt.SamplingWarning, match="1 of 4 records fail a health check"):
+        traj = tracker.trajectory()
+    assert traj.reference_step == 30 and len({r.step_size for r in tracker.results}) == 1
+    assert tracker.llc_mean.shape == (4,) and np.all(tracker.llc_mean[1:] > 0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked again: no new failing record, no new warning
+        tracker.trajectory()
+    with pytest.raises(ValueError, match="step_size"):
+        LLCTracker(regression.loss_fn, regression.data, key=jax.random.key(0), step_size="fast")

@@ -64,7 +64,7 @@ class AutoChoice:
     """What ``step_size="auto"`` chose at one point w*, with what it cost.
 
     Attributes:
-        step_size: ε of the run.
+        step_size: ε of the run; ``nbeta``, ``localization``: nβ and γ it was chosen for.
         num_burnin, num_draws: the run's length (burn-in at ε after the warm-up).
         warmup_step_size, num_warmup: the warm-up's ε_w and length (``num_warmup = 0``: no warm-up).
         calibration: the :class:`slt.calibration.CalibrationResult` that chose ε (``.first``: the one from w*).
@@ -76,6 +76,8 @@ class AutoChoice:
     """
 
     step_size: float
+    nbeta: float
+    localization: float
     num_burnin: int
     num_draws: int
     warmup_step_size: float
@@ -193,6 +195,8 @@ def auto_settings(
             )
     return AutoChoice(
         step_size=cal.step_size,
+        nbeta=cal.nbeta,
+        localization=cal.localization,
         num_burnin=int(num_burnin),
         num_draws=int(num_draws),
         warmup_step_size=warm_eps,

@@ -59,7 +59,16 @@ __all__ = [
 PyTree = Any
 
 CHUNK_STEPS = (1000, 10_000)  # default chunk length: num_steps / 20, clipped to this range
-BATCHABLE = ("center", "frozen", "example_losses_at_center", "key", "nbeta", "localization", "sampler_params")
+BATCHABLE = (
+    "center",
+    "frozen",
+    "example_losses_at_center",
+    "key",
+    "nbeta",
+    "localization",
+    "sampler_params",
+    "init_position",
+)
 
 
 # ----------------------------------------------------------------------------------------- the program
@@ -195,9 +204,12 @@ def _chunk_cell(program: _Program, carry, first_block, num_blocks, num_steps, dy
     return carry, jax.tree_util.tree_map(per_chain, rec)
 
 
-def _init_impl(program, dyn, init_position):
+def _init_impl(program, dyn, init_position, init_batched=False):
     if not program.batched:
         carry = _init_cell(program, dyn, init_position)
+    elif init_batched:  # each cell its own starts
+        axes = _cell_axes(program, dyn)
+        carry = jax.vmap(lambda d, p: _init_cell(program, d, p), in_axes=(axes, 0))(dyn, init_position)
     else:
         axes = _cell_axes(program, dyn)
         carry = jax.vmap(lambda d: _init_cell(program, d, init_position), in_axes=(axes,))(dyn)
@@ -215,7 +227,7 @@ def _chunk_impl(program, carry, first_block, num_blocks, num_steps, dyn):
     return _constrain(program, carry, 1 if program.batched else 0), rec
 
 
-_init = jax.jit(_init_impl, static_argnames=("program",))
+_init = jax.jit(_init_impl, static_argnames=("program", "init_batched"))
 _chunk = jax.jit(_chunk_impl, static_argnames=("program",))
 
 
@@ -380,8 +392,8 @@ def sample(
         observables: name -> spec (:mod:`slt._src.observables`); resolved tuples are accepted too.
         thin: record every ``thin``-th step.
         batched: the names among :data:`BATCHABLE` that carry a leading cell axis.
-        init_position: where chains start (leaves with a leading chain axis, after the cell axis when
-            batched... the same starts for every cell); default w*.
+        init_position: where chains start (leaves with a leading chain axis: the same starts for every cell;
+            with ``"init_position"`` in ``batched``, a cell axis first: each cell its own starts); default w*.
         steps_per_chunk: steps per compiled chunk (rounded to whole RNG blocks and ``thin``); default
             ``num_steps / 20`` clipped to [1,000, 10,000].
         chain_batch_size: run the chains in groups of this size, one after another (memory); the same draws.
@@ -433,9 +445,10 @@ def sample(
         blocks_per_chunk=blocks_per_chunk,
         thin=thin,
         observables=tuple((name, o.fn) for name, o in named),
-        batched=tuple(sorted(batched)),
+        batched=tuple(sorted(set(batched) - {"init_position"})),
         mesh=mesh,
     )
+    init_batched = "init_position" in batched and init_position is not None
     lead = 1 if batched else 0
     keys = jnp.asarray(key) if "key" in batched else key
     if "key" in batched:
@@ -481,16 +494,20 @@ def sample(
     for g, rows in enumerate(groups):
         gdyn = dict(dyn)
         gdyn["chain_keys"] = dyn["chain_keys"][..., rows, :]
-        ginit = None if init_position is None else jax.tree_util.tree_map(lambda x, r=rows: x[r], init_position)
+        ginit = (
+            None
+            if init_position is None
+            else jax.tree_util.tree_map(lambda x, r=rows: x[:, r] if init_batched else x[r], init_position)
+        )
         gdyn = _place(program, gdyn, lead)
         first_chunk, records = 0, []
         carry = None
         if writer is not None:
-            shapes = jax.eval_shape(functools.partial(_init_impl, program), gdyn, ginit)
+            shapes = jax.eval_shape(functools.partial(_init_impl, program, init_batched=init_batched), gdyn, ginit)
             first_chunk, carry, records = writer.resume(g, jax.tree_util.tree_structure(shapes))
             resumed += first_chunk
         if carry is None:
-            carry = _init(program, gdyn, ginit)
+            carry = _init(program, gdyn, ginit, init_batched=init_batched)
         else:
             carry = jax.tree_util.tree_map(jnp.asarray, carry)
         # Chunk c + 1 is dispatched before chunk c's records are copied to the host (and written to the

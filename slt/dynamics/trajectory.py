@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt._src import validate
+from slt._src.auto import auto_settings
 from slt._src.driver import run_chains
 from slt._src.progress import Progress
 from slt._src.results import Result
@@ -62,9 +63,52 @@ class LLCTrajectory(Result):
     llc_mcse: np.ndarray
     init_loss: np.ndarray
     results: list[LLCResult]
+    auto: Any = dataclasses.field(default=None, repr=False)
+    reference_step: int | None = None
 
     def __len__(self) -> int:
         return len(self.results)
+
+    @property
+    def rhat(self) -> np.ndarray:
+        """(K,) R-hat of each record's λ̂ trace."""
+        return np.array([r.rhat for r in self.results])
+
+    @property
+    def ess(self) -> np.ndarray:
+        """(K,) bulk ESS of each record's λ̂ trace."""
+        return np.array([r.ess for r in self.results])
+
+    @property
+    def record_warnings(self) -> list[list[str]]:
+        """Each record's health-check findings (:attr:`slt.LLCResult.warnings`)."""
+        return [r.warnings for r in self.results]
+
+    @property
+    def failing(self) -> np.ndarray:
+        """(K,) whether a record fails a health check (diverged chains, R-hat, ESS, drift, λ̂ < 0 or > d/2...)."""
+        return np.array([bool(w) for w in self.record_warnings], dtype=bool)
+
+    def health(self) -> str:
+        """One line per failing record (step: its findings), or a line saying every record passed."""
+        bad = np.flatnonzero(self.failing)
+        if not bad.size:
+            return f"all {len(self)} records pass the health checks."
+        lines = [f"{bad.size} of {len(self)} records fail a health check:"]
+        lines += [f"  step {self.steps[k]}: " + " | ".join(self.results[k].warnings) for k in bad]
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        head = f"LLC trajectory: {len(self)} records, steps {self.steps[0]}..{self.steps[-1]}"
+        if self.auto is not None:
+            head += f"\n{self.auto.describe()}, chosen once at step {self.reference_step}"
+        rows = [f"{'step':>8} {'llc':>9} {'mcse':>7} {'rhat':>6} {'ess':>6} {'loss':>10} ok"]
+        for k in range(len(self)):
+            rows.append(
+                f"{self.steps[k]:>8} {self.llc_mean[k]:>9.4g} {self.llc_mcse[k]:>7.2g} {self.rhat[k]:>6.3f} "
+                f"{self.ess[k]:>6.0f} {self.init_loss[k]:>10.4g} {'no' if self.failing[k] else 'yes'}"
+            )
+        return head + "\n" + "\n".join(rows) + "\n" + self.health()
 
     def plot(self, *, boundaries: Sequence[float] | None = None, title: str | None = None):
         """λ̂ ± std against the training step, with the training loss on a second axis."""
@@ -83,6 +127,12 @@ class LLCTrajectory(Result):
             capsize=2,
             label="LLC $\\hat\\lambda$",
         )
+        bad = self.failing
+        if bad.any():
+            ax.plot(
+                self.steps[bad], self.llc_mean[bad], "x", color="tab:red", ms=8, mew=2, label="fails a health check"
+            )
+            ax.legend(fontsize=7, loc="upper left")
         ax.set_xlabel("training step")
         ax.set_ylabel("LLC $\\hat\\lambda$", color="tab:blue")
         twin = ax.twinx()
@@ -162,6 +212,10 @@ def llc_trajectory(
     checkpoint_batch_size: int = 8,
     stacked: bool = False,
     progress: bool = False,
+    reference: int = -1,
+    recalibrate: bool = False,
+    precision: float = 0.02,
+    time_budget: float = 120.0,
     **settings,
 ) -> LLCTrajectory:
     """One LLC estimate per checkpoint, compiled once.
@@ -173,18 +227,27 @@ def llc_trajectory(
             checkpoint axis, or the path of an orbax ``CheckpointManager`` directory.
         data: as for :func:`slt.estimate_llc`.
         key: a ``jax.random.key``; checkpoint ``i`` uses ``fold_in(key, i)``.
-        step_size: ε, shared by all checkpoints.
+        step_size: ε, shared by all checkpoints; or ``"auto"``: :func:`slt.estimate_llc`'s choice made
+            **once**, at the checkpoint ``reference`` (an index; default the last), and kept for every
+            checkpoint (ε, γ, nβ, the warm-up at ε_w, burn-in and draws), so that the estimates are comparable;
+            each checkpoint's chains warm up at ε_w from its own w_t, then run at ε.
         steps: training step of each checkpoint (default ``0..K-1``, or the orbax steps).
         checkpoint_batch_size: checkpoints per vmapped chunk (memory ∝ this × num_chains × model size).
         stacked: treat ``checkpoints`` as one pytree with a leading checkpoint axis even when its root is
             a list or tuple (by default a list/tuple is a sequence of checkpoints; any other pytree is
             taken as stacked).
         progress: a progress bar over chunks.
+        reference: with ``step_size="auto"``: the index of the checkpoint where the choice is made.
+        recalibrate: with ``step_size="auto"``: choose again at every checkpoint (then the estimates do not
+            share their settings; each record's ``auto`` says what it used).
+        precision, time_budget: as :func:`slt.estimate_llc`, for the choice (``time_budget`` bounds the
+            calibration at the reference checkpoint, not the whole trajectory).
         **settings: the other :func:`slt.estimate_llc` settings (``num_chains``, ``num_draws``,
             ``num_burnin``, ``batch_size``, ``nbeta``, ``localization``, ``sampler``, ``estimator``).
 
     Returns:
-        :class:`LLCTrajectory`.
+        :class:`LLCTrajectory`; with ``"auto"``, ``.auto`` holds the choice and ``.reference_step`` where it was
+        made.
 
     Example:
         >>> import jax, numpy as np, slt
@@ -194,6 +257,10 @@ def llc_trajectory(
         ...                                    steps=[0, 100, 200], num_chains=2, num_draws=1000, num_burnin=100)
         >>> traj.llc_mean.shape, bool(abs(traj.llc_mean[-1] - 1.0) < 0.3)  # at w*: λ = d/2 = 1
         ((3,), True)
+        >>> auto = slt.dynamics.llc_trajectory(p.loss_fn, checkpoints, p.data, key=jax.random.key(0),
+        ...                                    step_size="auto", time_budget=10.0)
+        >>> auto.reference_step, {r.step_size for r in auto.results} == {auto.auto.step_size}
+        (2, True)
     """
     key = as_key(key)
     ckpts, orbax_steps = _as_list(checkpoints, stacked)
@@ -211,49 +278,147 @@ def llc_trajectory(
         same_tree = jax.tree_util.tree_structure(t.position) == jax.tree_util.tree_structure(first.position)
         if not same_tree or t.loss != first.loss:
             raise ValueError(f"checkpoint {i} does not have the structure of checkpoint 0; all must match.")
+    choice, reference_step = None, None
+    if isinstance(step_size, str):
+        if step_size != "auto":
+            raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
+        if isinstance(reference, bool) or not isinstance(reference, (int, np.integer)) or not -num <= reference < num:
+            raise ValueError(f"`reference` must be a checkpoint index in [-{num}, {num}); got {reference!r}.")
+        key, cal_key, warm_key = jax.random.split(key, 3)
+        auto_kwargs = dict(
+            precision=precision,
+            time_budget=time_budget,
+            progress=progress,
+            **{k: v for k, v in settings.items() if k not in ("estimator",)},
+        )
+        if recalibrate:
+            return _recalibrated(targets, steps, key, cal_key, warm_key, auto_kwargs, settings)
+        num_draws, num_burnin = auto_kwargs.pop("num_draws", None), auto_kwargs.pop("num_burnin", None)
+        choice = auto_settings(
+            targets[reference], cal_key, num_draws=num_draws, num_burnin=num_burnin, **_with_chains(auto_kwargs)
+        )
+        reference_step = int(steps[reference])
+        settings = {**settings, **_chosen(choice)}
+        step_size = choice.step_size
     cfg = SamplingSettings.validated(
         num_data=first.num_data, step_size=step_size, num_params=first.num_parameters, **settings
     )
     per_example = [check_loss_at_center(t, cfg.chunk_size) for t in targets]
+    results = _run_checkpoints(
+        targets, cfg, per_example, key, choice, None if choice is None else warm_key, checkpoint_batch_size, progress
+    )
+    return _trajectory(steps, results, auto=choice, reference_step=reference_step)
 
+
+def _with_chains(kwargs: dict) -> dict:
+    return {"num_chains": 4, **kwargs}
+
+
+def _chosen(choice) -> dict:
+    """The settings an AutoChoice fixes for every record."""
+    return dict(
+        num_draws=choice.num_draws,
+        num_burnin=choice.num_burnin,
+        nbeta=choice.nbeta,
+        localization=choice.localization,
+    )
+
+
+def _trajectory(steps, results, **extra) -> LLCTrajectory:
+    return LLCTrajectory(
+        steps=np.asarray(steps),
+        llc_mean=np.array([r.llc_mean for r in results]),
+        llc_std=np.array([r.llc_std for r in results]),
+        llc_mcse=np.array([r.llc_mcse for r in results]),
+        init_loss=np.array([r.init_loss for r in results]),
+        results=list(results),
+        **extra,
+    )
+
+
+def _run_checkpoints(targets, cfg, per_example, key, choice, warm_key, checkpoint_batch_size, progress, offset=0):
+    """Every checkpoint with the settings ``cfg``, ``checkpoint_batch_size`` at a time (vmapped); with an
+    AutoChoice that has a warm-up, each checkpoint's chains first run ``num_warmup`` steps at ε_w from its w_t."""
+    num = len(targets)
+    first = targets[0]
     chunk = min(checkpoint_batch_size, num)
     results: list[LLCResult] = []
     bar = Progress(progress, num, f"LLC trajectory ({cfg.num_chains} chains)", unit="checkpoints", first="batch")
+    batched = ("center", "frozen", "example_losses_at_center", "key")
     for start in range(0, num, chunk):
         idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
         t0 = time.perf_counter()
-        trace = run_chains(
-            first,
-            key=jnp.stack([jax.random.fold_in(key, i) for i in idx]),
+        common = dict(
             example_losses_at_center=jnp.stack([jnp.asarray(per_example[i]) for i in idx]),
             center=_stack([targets[i].position for i in idx]),
             frozen=_stack([targets[i].frozen for i in idx]),
             nbeta=cfg.nbeta,
             localization=cfg.localization,
             num_chains=cfg.num_chains,
-            num_steps=cfg.num_burnin + cfg.num_draws,
             batch_size=cfg.batch_size,
             sampler=cfg.sampler,
+        )
+        init_position, extra = None, {}
+        if choice is not None:
+            extra = {"steps_per_chunk": choice.steps_per_chunk}
+            if choice.num_warmup:
+                warm = run_chains(
+                    first,
+                    key=jnp.stack([jax.random.fold_in(warm_key, offset + i) for i in idx]),
+                    num_steps=choice.num_warmup,
+                    sampler_params={**cfg.all_sampler_params, "step_size": choice.warmup_step_size},
+                    batched=batched,
+                    description="warm-up",
+                    **common,
+                    **extra,
+                )
+                init_position = getattr(warm.final_state, "position", None)
+        trace = run_chains(
+            first,
+            key=jnp.stack([jax.random.fold_in(key, offset + i) for i in idx]),
+            num_steps=cfg.num_burnin + cfg.num_draws,
             sampler_params=cfg.all_sampler_params,
-            batched=("center", "frozen", "example_losses_at_center", "key"),
+            batched=batched + (("init_position",) if init_position is not None else ()),
+            init_position=init_position,
+            **common,
+            **extra,
         )
         losses, losses_at_center = trace.loss, trace.loss_at_center
         wall = (time.perf_counter() - t0) / chunk
         for j, i in enumerate(idx[: min(chunk, num - start)]):
-            results.append(
-                summarize_run(
-                    cfg, losses[j], losses_at_center[j], per_example[i], wall, divergence_step=trace.divergence_step[j]
-                )
+            res = summarize_run(
+                cfg, losses[j], losses_at_center[j], per_example[i], wall, divergence_step=trace.divergence_step[j]
             )
+            res.auto = choice
+            results.append(res)
         bar.update(min(start + chunk, num))
-    return LLCTrajectory(
-        steps=steps,
-        llc_mean=np.array([r.llc_mean for r in results]),
-        llc_std=np.array([r.llc_std for r in results]),
-        llc_mcse=np.array([r.llc_mcse for r in results]),
-        init_loss=np.array([r.init_loss for r in results]),
-        results=results,
-    )
+    return results
+
+
+def _recalibrated(targets, steps, key, cal_key, warm_key, auto_kwargs, settings) -> LLCTrajectory:
+    """``recalibrate=True``: an independent ``step_size="auto"`` choice and run at every checkpoint."""
+    results = []
+    num_draws, num_burnin = auto_kwargs.pop("num_draws", None), auto_kwargs.pop("num_burnin", None)
+    progress = auto_kwargs.get("progress", False)
+    for i, target in enumerate(targets):
+        choice = auto_settings(
+            target,
+            jax.random.fold_in(cal_key, i),
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            **_with_chains(auto_kwargs),
+        )
+        cfg = SamplingSettings.validated(
+            num_data=target.num_data,
+            step_size=choice.step_size,
+            num_params=target.num_parameters,
+            **{**settings, **_chosen(choice)},
+        )
+        (res,) = _run_checkpoints(
+            [target], cfg, [choice.example_losses_at_center], key, choice, warm_key, 1, progress, offset=i
+        )
+        results.append(res)
+    return _trajectory(steps, results)
 
 
 def _target(model_or_loss, checkpoint, data, *, loss, where):

@@ -107,3 +107,56 @@ def test_weight_restricted_trajectory_uses_each_checkpoints_frozen_leaves(small_
             small_dln.loss_fn, ckpts[i], small_dln.data, key=jax.random.fold_in(key, i), where=where, **KW
         )
         np.testing.assert_allclose(traj.results[i].loss_trace, single.loss_trace, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_chooses_once_at_the_reference_and_keeps_the_choice(regression):
+    """step_size="auto": one choice, at the reference checkpoint (default the last), applied to every record:
+    the same ε, γ, nβ, warm-up, burn-in and draws; each checkpoint's chains warm up from its own w_t."""
+    w = regression.params
+    checkpoints = [w + 1.0, w, w, w]  # far from the minimum, then at it
+    traj = llc_trajectory(
+        regression.loss_fn,
+        checkpoints,
+        regression.data,
+        key=jax.random.key(0),
+        step_size="auto",
+        steps=[0, 10, 20, 30],
+        time_budget=10.0,
+        checkpoint_batch_size=2,
+    )
+    auto = traj.auto
+    assert traj.reference_step == 30 and auto is not None and auto.num_warmup > 0
+    assert {r.step_size for r in traj.results} == {auto.step_size}
+    assert {r.localization for r in traj.results} == {auto.localization}
+    assert {r.llc_trace.shape for r in traj.results} == {(4, auto.num_draws)}
+    # warmed up: the first recorded step is not at w_t (there λ̂ would be exactly 0)
+    assert all(np.all(r.burnin_llc_trace[:, 0] != 0) for r in traj.results[1:])
+    exact = slt.models.regression.quadratic_llc(
+        np.linalg.eigvalsh(np.asarray(regression.data[0]).T @ np.asarray(regression.data[0]) / regression.num_data),
+        auto.nbeta,
+        auto.localization,
+    )
+    for r in traj.results[1:]:
+        assert abs(r.llc_mean - exact) < 0.05 * exact + 4 * r.llc_mcse, traj.summary()
+    # health: the first checkpoint is not a minimum (the chains find lower loss) and is flagged; the rest pass
+    assert traj.failing.tolist() == [True, False, False, False], traj.health()
+    assert traj.rhat.shape == traj.ess.shape == (4,)
+    assert "step 0:" in traj.health() and "chosen once at step 30" in traj.summary()
+    fig = traj.plot()
+    assert any(line.get_label() == "fails a health check" for line in fig.axes[0].get_lines())
+    # another reference: the choice is made there
+    other = llc_trajectory(
+        regression.loss_fn,
+        checkpoints,
+        regression.data,
+        key=jax.random.key(0),
+        step_size="auto",
+        steps=[0, 10, 20, 30],
+        time_budget=10.0,
+        reference=1,
+    )
+    assert other.reference_step == 10
+    with pytest.raises(ValueError, match="reference"):
+        llc_trajectory(
+            regression.loss_fn, checkpoints, regression.data, key=jax.random.key(0), step_size="auto", reference=4
+        )
