@@ -18,10 +18,9 @@ Example (plain optax loop)::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
-
-import warnings
 
 import jax
 import numpy as np
