@@ -33,12 +33,14 @@ import numpy as np
 from slt import diagnostics
 from slt._src import observables as obs
 from slt._src import validate
-from slt._src.auto import auto_settings
+from slt._src.auto import auto_settings, is_auto, resolve_localization
+from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
 from slt._src.driver import sample
 from slt._src.observables import resolve as resolve_observables
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
+from slt.samplers import sampler_spec
 from slt.targets import check_loss_at_center, make_target
 
 __all__ = ["LLCResult", "SamplingWarning", "estimate_llc"]
@@ -93,6 +95,9 @@ class LLCResult(Result):
             ``acceptance_rate`` for MALA).
         observables: each ``(C, D, ...)``: what ``observables=`` asked to record at the kept draws.
         thin: steps per recorded draw.
+        localization_choice: with ``localization="auto"``, the ladder of γ and the choice
+            (:class:`slt._src.localization.LocalizationChoice`).
+        auto: with ``step_size="auto"``, the whole choice and its cost (:class:`slt._src.auto.AutoChoice`).
         calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
             the step size (``.first``: the calibration from w* before the warm-up); ``wall_time`` then
             includes both calibrations and the warm-up.
@@ -137,6 +142,7 @@ class LLCResult(Result):
     num_params: int | None = None
     notes: list = dataclasses.field(default_factory=list)
     auto: Any = dataclasses.field(default=None, repr=False)
+    localization_choice: Any = dataclasses.field(default=None, repr=False)
 
     # ------------------------------------------------------------------ diagnostics, computed on first use
     @functools.cached_property
@@ -389,7 +395,11 @@ def estimate_llc(
             ``min(n, 256)``. ``batch_size = n`` gives exact full-batch gradients.
         nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` with the full data size n (Lau et al.).
             devinterp's default, ``batch_size / log(batch_size)``, is a different quantity.
-        localization: γ, the strength of the Gaussian pull towards w*.
+        localization: γ, the strength of the Gaussian pull towards w*; or ``"auto"``: the smallest γ on a
+            ladder :math:`\gamma_k = \kappa_k n\beta h_{\max}` (κ from 1/10 to 1/1000) at which the chains
+            stay local (no divergence, no drift, the loss not below :math:`L_n(w^*)`), see
+            :mod:`slt._src.localization`; ``result.localization_choice`` holds the ladder and the evidence
+            (``.summary()``, ``.plot()``).
         sampler: ``"sgld"``, ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"``, ``"mala"`` (full batch; see
             :mod:`slt.samplers`), or a factory ``factory(posterior, step_size=..., **params) ->
             SamplingAlgorithm``. All use SGLD's ε convention.
@@ -444,7 +454,23 @@ def estimate_llc(
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
     named_observables = resolve_observables(observables)
-    calibration = init_position = per_example = choice = None
+    calibration = init_position = per_example = choice = localization_choice = None
+    if is_auto(localization):
+        key, loc_key = jax.random.split(key)
+        per_example = check_loss_at_center(target, chunk_size)
+        localization, localization_choice = resolve_localization(
+            target,
+            loc_key,
+            localization,
+            nbeta=nbeta,
+            batch_size=batch_size,
+            num_chains=num_chains,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            chunk_size=chunk_size,
+            example_losses_at_center=per_example,
+            progress=progress,
+        )
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
@@ -465,6 +491,7 @@ def estimate_llc(
             progress=progress,
             chunk_size=chunk_size,
             steps_per_chunk=steps_per_chunk,
+            example_losses_at_center=per_example,
         )
         calibration, per_example, init_position = (
             choice.calibration,
@@ -493,6 +520,7 @@ def estimate_llc(
     if per_example is None:
         per_example = check_loss_at_center(target, settings.chunk_size)
     validate.positive_int(thin, "thin")
+    step_note = None if calibration is not None else _fixed_step_check(target, settings, key)
     run = sample(
         target,
         key=key,
@@ -527,6 +555,12 @@ def estimate_llc(
         observables={name: run.observables[name] for name, _ in named_observables},
     )
     result.thin = thin
+    if localization_choice is not None:
+        result.localization_choice = localization_choice
+        result.wall_time += localization_choice.wall_time
+    if step_note is not None:
+        result.notes.append(step_note)
+        warnings.warn(step_note, SamplingWarning, stacklevel=2)
     if calibration is not None:
         result.calibration = calibration
         result.auto = choice
@@ -534,6 +568,39 @@ def estimate_llc(
         if choice.note:
             result.notes.append(choice.note)
     return result
+
+
+# A fixed step whose predicted first-order bias of λ̂ (curvature at w*) exceeds this is flagged.
+STEP_BIAS_WARN = 0.2
+
+
+def _fixed_step_check(target, settings: SamplingSettings, key) -> str | None:
+    """A warning, with a suggested step, when a fixed step's predicted bias exceeds :data:`STEP_BIAS_WARN`
+    (samplers with SGLD's first-order bias: ``SamplerSpec.langevin_bias``). The curvature is a short power
+    iteration on at most 512 examples: a few dozen Hessian-vector products, cheap against a sampling run."""
+    spec = sampler_spec(settings.sampler)
+    if not spec.langevin_bias:
+        return None
+    gain = float(spec.step_gain(dict(settings.sampler_params))) if spec.step_gain is not None else 1.0
+    h_max = top_hessian_eigenvalue(target, key=jax.random.fold_in(key, 0x5EED), num_examples=512, num_iterations=20)
+    bias = predicted_step_bias(
+        settings.step_size,
+        nbeta=settings.nbeta,
+        localization=settings.localization,
+        hessian_top=h_max,
+        batch_size=settings.batch_size,
+        num_data=settings.num_data,
+        gain=gain,
+    )
+    if not bias > STEP_BIAS_WARN:
+        return None
+    suggested = settings.step_size * 0.05 / bias
+    return (
+        f"step_size={settings.step_size:.3g} is probably too large: from the curvature at w* (Hessian radius "
+        f"{h_max:.3g}, nβ h + γ = {settings.nbeta * h_max + settings.localization:.3g}) and the minibatch noise, its "
+        f"discretization bias of λ̂ is predicted at up to {bias:+.0%}. A step of about {suggested:.2g} keeps it "
+        "under 5%; or pass step_size='auto'."
+    )
 
 
 # ------------------------------------------------------------------------------------------- reduction

@@ -112,7 +112,7 @@ def test_tracker_with_auto_chooses_once_and_warns_once_about_failing_records(reg
     with one choice at the last record; a record that fails a health check (here the start, off the minimum)
     is summarized in one SamplingWarning."""
     tracker = LLCTracker(
-        regression.loss_fn, regression.data, key=jax.random.key(0), step_size="auto", every=10, time_budget=10.0
+        regression.loss_fn, regression.data, key=jax.random.key(0), step_size="auto", every=10, time_budget=60.0
     )
     params = regression.params + 1.0
     for step in range(31):

@@ -32,6 +32,7 @@ import numpy as np
 from slt import diagnostics
 from slt._src import validate
 from slt._src.driver import CHUNK_STEPS, LOSS_OBSERVABLES, sample
+from slt._src.localization import choose_localization
 from slt._src.settings import SamplingSettings
 from slt.calibration import _calibrate_target
 from slt.targets import check_loss_at_center
@@ -73,6 +74,7 @@ class AutoChoice:
         steps_per_chunk: the chunk length of the warm-up and the run (one compiled chunk for both).
         calibration_seconds, warmup_seconds: wall time of the calibrations (curvature included) and the warm-up.
         note: what limited the choice (the time budget), in words; empty when nothing did.
+        localization_choice: with ``localization="auto"``, the :class:`slt._src.localization.LocalizationChoice`.
     """
 
     step_size: float
@@ -89,6 +91,7 @@ class AutoChoice:
     calibration_seconds: float
     warmup_seconds: float
     note: str = ""
+    localization_choice: Any = None
 
     def describe(self) -> str:
         warm = (
@@ -99,6 +102,7 @@ class AutoChoice:
         return (
             f"step_size='auto': ε = {self.step_size:.3g}{warm}; burn-in {self.num_burnin}, draws {self.num_draws}; "
             f"calibration {self.calibration_seconds:.1f} s, warm-up {self.warmup_seconds:.1f} s"
+            + (f"; localization='auto': γ = {self.localization:.4g}" if self.localization_choice is not None else "")
             + (f". {self.note}" if self.note else "")
         )
 
@@ -126,6 +130,13 @@ def auto_settings(
     if per_example is None:  # one data pass for all stages
         per_example = check_loss_at_center(target, kwargs.get("chunk_size", 1024))
     kwargs = {**kwargs, "example_losses_at_center": per_example}
+    localization_choice = kwargs.pop("localization_choice", None)
+    if is_auto(kwargs.get("localization")):
+        localization_choice = choose_localization(
+            target, jax.random.fold_in(key, 1), num_chains=num_chains, progress=progress, **_ladder_kwargs(kwargs)
+        )
+    if localization_choice is not None:
+        kwargs["localization"] = localization_choice.localization
     grid = dict(num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE)
     (first_burnin, first_draws), (second_burnin, second_draws) = AUTO_CELL_STEPS
     first = _calibrate_target(
@@ -208,7 +219,36 @@ def auto_settings(
         calibration_seconds=calibration_seconds,
         warmup_seconds=warm_seconds,
         note="; ".join(notes),
+        localization_choice=localization_choice,
     )
+
+
+def is_auto(value) -> bool:
+    """Whether a setting is ``"auto"``; any other string is an error naming what is accepted."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"a setting given as a string must be 'auto'; got {value!r}.")
+        return True
+    return False
+
+
+def _ladder_kwargs(kwargs: dict) -> dict:
+    names = ("nbeta", "batch_size", "sampler", "sampler_params", "chunk_size", "example_losses_at_center")
+    return {k: kwargs[k] for k in names if k in kwargs}
+
+
+def resolve_localization(target, key, localization, *, progress=False, **kwargs):
+    """``(γ, LocalizationChoice or None)``: ``localization="auto"`` chooses γ (:mod:`slt._src.localization`)."""
+    if not is_auto(localization):
+        return localization, None
+    choice = choose_localization(
+        target,
+        key,
+        progress=progress,
+        **_ladder_kwargs(kwargs),
+        **({"num_chains": kwargs["num_chains"]} if "num_chains" in kwargs else {}),
+    )
+    return choice.localization, choice
 
 
 def warm_up(target, first, key, *, max_steps, num_chains, progress, steps_per_chunk=None, **kwargs):

@@ -8,6 +8,7 @@ on a quadratic potential of curvature c, minimum at 0, multiplies w by :math:`1 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -61,19 +62,25 @@ def top_hessian_eigenvalue(
     def loss(v):
         return target.loss(unravel(v), target.frozen, data)
 
-    @jax.jit
-    def radius(flat, v0):
-        return hessian_radius(loss, flat, v0, num_iterations)
+    def radius(point, v0):  # compiled once per loss and shapes (module-level jit), not once per call
+        return _radius(target.loss, unravel(point), target.frozen, data, v0, num_iterations)[0]
 
     start_key, probe_key = jax.random.split(key)
-    gradient = jax.jit(jax.grad(loss))(flat)
-    if not bool(jnp.isfinite(gradient).all()):  # every chain's first step would be NaN: say where, now
+    value, gradient_finite = _radius(
+        target.loss,
+        target.position,
+        target.frozen,
+        data,
+        jax.random.normal(start_key, flat.shape, flat.dtype),
+        num_iterations,
+    )
+    if not bool(gradient_finite):  # every chain's first step would be NaN: say where, now
         raise ValueError(
             f"the gradient of the loss is not finite at w*: {_non_finite_leaves(loss, flat, unravel, key)} A chain "
             "started there diverges at its first step. Check the loss for operations whose derivative is undefined "
             "at these parameters (e.g. sqrt(0), |w| ** p with p < 1, log(0))."
         )
-    value = float(radius(flat, jax.random.normal(start_key, flat.shape, flat.dtype)))
+    value = float(value)
     if math.isfinite(value):
         return value
     scale = 1.0 + float(jnp.sqrt(jnp.mean(flat**2))) if flat.size else 1.0
@@ -91,6 +98,17 @@ def top_hessian_eigenvalue(
         "loss for operations undefined at these parameters (e.g. log(0), x ** p with x < 0, 0 * inf), or pass "
         "`step_size` as a number."
     )
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "num_iterations"))
+def _radius(loss, position, frozen, data, v0, num_iterations):
+    """(Hessian radius, whether the gradient is finite) at ``position``: one compiled program for both."""
+    flat, unravel = jax.flatten_util.ravel_pytree(position)
+
+    def fun(v):
+        return loss(unravel(v), frozen, data)
+
+    return hessian_radius(fun, flat, v0, num_iterations), jnp.isfinite(jax.grad(fun)(flat)).all()
 
 
 # Radii (times 1 + rms(w*)) of the points probed when the curvature at w* is not finite.
@@ -111,3 +129,22 @@ def _non_finite_leaves(loss, flat, unravel, key) -> str:
     if not named:
         return "the loss's gradient and Hessian-vector products are finite at w*, but power iteration was not."
     return "at w*, " + "; ".join(named) + "."
+
+
+def predicted_step_bias(step_size, *, nbeta, localization, hessian_top, batch_size, num_data, gain=1.0) -> float:
+    r"""First-order relative bias of λ̂ from an SGLD-type step in the stiffest direction at w*,
+
+    .. math:: b = \frac{g\varepsilon\,(n\beta h_{\max} + \gamma)}{4}\Big(1 + \frac{n\beta}{m}\Big)
+
+    (:mod:`slt.calibration`: the deterministic bias :math:`\varepsilon c/4` of a direction of curvature c, times the
+    minibatch factor near a well-specified minimum; no factor for full batches, m = n). Each direction's bias is at
+    most this, so λ̂'s is too, to first order.
+
+    Example:
+        >>> from slt._src.curvature import predicted_step_bias
+        >>> round(predicted_step_bias(1e-3, nbeta=100.0, localization=0.0, hessian_top=2.0, batch_size=100,
+        ...                           num_data=100), 3)  # full batch: ε c / 4
+        0.05
+    """
+    noise = 1.0 + nbeta / batch_size if batch_size < num_data else 1.0
+    return float(gain * step_size * (nbeta * hessian_top + localization) / 4.0 * noise)

@@ -17,6 +17,10 @@ out means the default behaviour, never an error:
 * ``stationary_test``: hyperparameters (other than ``step_size``; default: the factory's own) under which
   the sampler's ε → 0 stationary law is the local posterior. The stationary-law test
   (tests/samplers/test_sampler_stationary.py) runs every registered sampler with them.
+* ``langevin_bias``: the kernel's stationary law has SGLD's first-order discretization bias, a relative
+  :math:`\approx \varepsilon g c_i (1 + n\beta/m)/4` in a direction of curvature :math:`c_i` (g the step gain, m
+  the batch size; :mod:`slt.calibration`). :func:`slt.estimate_llc` then predicts the bias of a fixed step from the
+  curvature at w* and warns when it is large.
 * ``adaptive_warmup``: the kernel tunes its own step size (and possibly more) during its first steps, its
   warmup, which belongs in the burn-in; ``step_size`` only starts the tuning (NUTS). No fixed step is ever
   used, so the small-step stationary-law test does not apply (the sampler's own tests check its law).
@@ -68,6 +72,7 @@ class SamplerSpec:
         stationary_test: hyperparameters under which the ε → 0 stationary law is the local posterior (None:
             the factory's defaults). Stored read-only; not part of equality or the hash.
         adaptive_warmup: the kernel tunes its own step size during its first steps; ``step_size`` only starts it.
+        langevin_bias: the stationary law has SGLD's first-order discretization bias (the fixed-step check).
 
     Example:
         >>> from slt.samplers import SamplerSpec, sampler_spec, sgld
@@ -87,6 +92,7 @@ class SamplerSpec:
     calibration_check: Callable[[Mapping[str, Any], Mapping[str, float]], Any] | None = None
     stationary_test: Mapping[str, float] | None = dataclasses.field(default=None, compare=False)
     adaptive_warmup: bool = False
+    langevin_bias: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -96,7 +102,7 @@ class SamplerSpec:
                 f"`SamplerSpec.factory` of {self.name!r} must be a callable "
                 f"`factory(posterior, step_size=...) -> SamplingAlgorithm`; got {type(self.factory).__name__}."
             )
-        for field in ("full_batch_only", "adaptive_warmup"):
+        for field in ("full_batch_only", "adaptive_warmup", "langevin_bias"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(
                     f"`SamplerSpec.{field}` of {self.name!r} must be a bool; got {getattr(self, field)!r}."

@@ -139,4 +139,12 @@ def _step_gain(params: dict) -> float:
 
 # alpha = 1 keeps V = 0, a constant preconditioner G = 1/δ: the ε → 0 law is then the posterior (with alpha < 1 the
 # preconditioner follows w and the law is tilted, see the module docstring); δ = 0.5 tells G from √G.
-register(SamplerSpec("rmsprop_sgld", rmsprop_sgld, step_gain=_step_gain, stationary_test={"alpha": 1.0, "eps": 0.5}))
+register(
+    SamplerSpec(
+        "rmsprop_sgld",
+        rmsprop_sgld,
+        step_gain=_step_gain,
+        stationary_test={"alpha": 1.0, "eps": 0.5},
+        langevin_bias=True,
+    )
+)

@@ -146,4 +146,4 @@ def sgld_with_acceptance(posterior: LocalPosterior, step_size) -> SamplingAlgori
 
 
 # calibration (slt.calibrate) runs the variant to record the acceptance of each step
-register(SamplerSpec("sgld", sgld, with_acceptance=sgld_with_acceptance))
+register(SamplerSpec("sgld", sgld, with_acceptance=sgld_with_acceptance, langevin_bias=True))

@@ -121,7 +121,7 @@ def test_auto_chooses_once_at_the_reference_and_keeps_the_choice(regression):
         key=jax.random.key(0),
         step_size="auto",
         steps=[0, 10, 20, 30],
-        time_budget=10.0,
+        time_budget=60.0,
         checkpoint_batch_size=2,
     )
     auto = traj.auto
@@ -152,7 +152,7 @@ def test_auto_chooses_once_at_the_reference_and_keeps_the_choice(regression):
         key=jax.random.key(0),
         step_size="auto",
         steps=[0, 10, 20, 30],
-        time_budget=10.0,
+        time_budget=60.0,
         reference=1,
     )
     assert other.reference_step == 10

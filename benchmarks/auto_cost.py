@@ -1,0 +1,161 @@
+"""What ``step_size="auto"`` costs against the run it chooses, and how accurate it is (issue #11 §3).
+
+Per problem, each measurement in a fresh process (cold: compilation included everywhere):
+
+* ``auto``: ``estimate_llc(step_size="auto")`` with every other argument at its default; its total seconds, and
+  the part spent choosing (calibrations, curvature) versus sampling (the warm-up at ε_w, burn-in and draws);
+* ``fixed``: ``estimate_llc`` at the chosen ε, burn-in and draws, from w* without the warm-up (what a user who
+  knew ε would run).
+
+Ratios: ``total / sampling`` (the choice against the sampling it chose, both inside the auto call, the sampler's
+compilation on the sampling side) and ``total / fixed``. Accuracy: λ̂ against the reference (Aoyagi's λ for
+DLNs). ``--write`` puts the table in benchmarks/RESULTS.md.
+
+    python benchmarks/auto_cost.py            # DLN suite (2-5 layers)
+    python benchmarks/auto_cost.py --only 0 2 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+try:
+    from benchmarks._results import write_section
+except ImportError:  # run as a script from benchmarks/
+    from _results import write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (name, widths, rank)
+PROBLEMS = [
+    ("DLN 5-3-5 r0", [5, 3, 5], 0),
+    ("DLN 4-3-8 r0", [4, 3, 8], 0),
+    ("DLN 8-6-4 r2", [8, 6, 4], 2),
+    ("DLN 10-5-10 r2", [10, 5, 10], 2),
+    ("DLN 12-8-6 r4", [12, 8, 6], 4),
+    ("DLN 3-4-5-6 r1", [3, 4, 5, 6], 1),
+    ("DLN 5-5-5-5-5 r2", [5, 5, 5, 5, 5], 2),
+    ("DLN 10-10-10-10-10-10 r5", [10, 10, 10, 10, 10, 10], 5),
+]
+
+CHILD = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+import jax, slt
+spec = json.loads(sys.argv[1])
+p = slt.models.deep_linear_network(spec["widths"], spec["rank"], num_data=10000, seed=0, point="minimum")
+start = time.perf_counter()
+if spec["mode"] == "auto":
+    r = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size="auto")
+    total = time.perf_counter() - start
+    a = r.auto
+    out = dict(total=total, choosing=a.calibration_seconds, warmup=a.warmup_seconds, step_size=r.step_size,
+               num_burnin=a.num_burnin, num_draws=a.num_draws, num_warmup=a.num_warmup, llc=r.llc_mean,
+               mcse=r.llc_mcse, true=float(p.true_llc))
+else:
+    r = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=spec["step_size"],
+                         num_burnin=spec["num_burnin"], num_draws=spec["num_draws"])
+    out = dict(total=time.perf_counter() - start, llc=r.llc_mean)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def child(spec: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[len("RESULT") :])
+    raise RuntimeError(f"child failed: {proc.stderr[-2000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", type=int, nargs="*", help="problem indices")
+    parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    problems = PROBLEMS if not args.only else [PROBLEMS[i] for i in args.only]
+    rows = []
+    start = time.perf_counter()
+    for name, widths, rank in problems:
+        auto = child({"mode": "auto", "widths": widths, "rank": rank})
+        fixed = child(
+            {
+                "mode": "fixed",
+                "widths": widths,
+                "rank": rank,
+                "step_size": auto["step_size"],
+                "num_burnin": auto["num_burnin"],
+                "num_draws": auto["num_draws"],
+            }
+        )
+        sampling = auto["total"] - auto["choosing"]
+        row = dict(
+            name=name,
+            total=auto["total"],
+            choosing=auto["choosing"],
+            sampling=sampling,
+            fixed=fixed["total"],
+            ratio_sampling=auto["total"] / sampling,
+            ratio_fixed=auto["total"] / fixed["total"],
+            error=auto["llc"] / auto["true"] - 1,
+            llc=auto["llc"],
+            true=auto["true"],
+            step_size=auto["step_size"],
+            num_warmup=auto["num_warmup"],
+            num_burnin=auto["num_burnin"],
+            num_draws=auto["num_draws"],
+        )
+        rows.append(row)
+        print(
+            f"{name:>26}: total {row['total']:6.1f} s (choosing {row['choosing']:5.1f}, sampling {sampling:5.1f}), "
+            f"fixed run {row['fixed']:5.1f} s; total/sampling {row['ratio_sampling']:.2f}, total/fixed "
+            f"{row['ratio_fixed']:.2f}; λ̂ {row['llc']:.3g} vs λ {row['true']:.3g} ({row['error']:+.1%})",
+            flush=True,
+        )
+    wall = time.perf_counter() - start
+    header = (
+        "| problem | λ | λ̂ auto | error | ε | warm-up / burn-in / draws | total s | choosing s | sampling s | "
+        "fixed run s | total/sampling | total/fixed |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [header]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['true']:.4g} | {r['llc']:.4g} | {r['error']:+.1%} | {r['step_size']:.2g} | "
+            f"{r['num_warmup']} / {r['num_burnin']} / {r['num_draws']} | {r['total']:.1f} | {r['choosing']:.1f} | "
+            f"{r['sampling']:.1f} | {r['fixed']:.1f} | {r['ratio_sampling']:.2f} | {r['ratio_fixed']:.2f} |"
+        )
+    errors = [abs(r["error"]) for r in rows]
+    ratios = [r["ratio_sampling"] for r in rows]
+    summary = (
+        f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}; total/sampling median "
+        f"{statistics.median(ratios):.2f}, max {max(ratios):.2f}; total/fixed median "
+        f"{statistics.median([r['ratio_fixed'] for r in rows]):.2f}"
+    )
+    print(summary)
+    if args.write:
+        body = (
+            f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}), "
+            f"total {wall:.0f} s: `python benchmarks/auto_cost.py{' --only ' + ' '.join(map(str, args.only)) if args.only else ''} --write`\n\n"
+            "Every measurement in a fresh process (compilation included). *choosing*: curvature and the two "
+            "calibration grids; *sampling*: the warm-up at ε_w, burn-in and draws (their compilation included); "
+            "*fixed run*: `estimate_llc` at the chosen ε, burn-in and draws from w* without the warm-up.\n\n"
+            + "\n".join(lines)
+            + f"\n\n{summary}.\n"
+        )
+        write_section("Cost of step_size='auto' (issue #11)", body)
+
+
+if __name__ == "__main__":
+    main()
