@@ -184,7 +184,7 @@ class CalibrationResult(Result):
         return text
 
     def __repr__(self) -> str:
-        llc = self.llc_mean[self.chosen]
+        llc = self.llc_mean[self.chosen] if self.chosen >= 0 else float("nan")
         return f"CalibrationResult(step_size={self.step_size:.3g}, llc≈{llc:.4g}, cells={len(self.step_sizes)})"
 
     def plot(self, *, true_llc: float | None = None):
@@ -248,7 +248,9 @@ class CalibrationSweep(Result):
 
     Attributes:
         nbetas, localizations: (P,) the pairs, nβ-major (every γ for the first nβ, then the next nβ, ...).
-        results: the P calibrations, in the same order; each chose its own step size by the rule.
+        results: the P calibrations, in the same order; each chose its own step size by the rule. A pair with
+            no stable cell is not fatal: its result has ``chosen = -1``, ``step_size`` NaN and a ``note`` saying
+            why; :attr:`failed` lists them.
         wall_time: seconds for the whole sweep.
 
     Example (made by :func:`calibrate`, whose example shows more):
@@ -279,14 +281,22 @@ class CalibrationSweep(Result):
 
     @property
     def step_sizes(self) -> np.ndarray:
-        """(P,) the step size each pair chose."""
+        """(P,) the step size each pair chose (NaN for a pair with no stable cell)."""
         return np.array([r.step_size for r in self.results])
+
+    @property
+    def failed(self) -> dict:
+        """``{(nβ, γ): why}`` for the pairs with no stable cell (the sweep goes on without them)."""
+        return {pair: r.note for pair, r in zip(self.pairs, self.results) if r.chosen < 0}
 
     def table(self) -> str:
         """One line per (nβ, γ): chosen ε, λ̂ there (± se), R-hat, and how the choice was made."""
         lines = [f"{'nbeta':>10} {'gamma':>8} {'step_size':>10} {'llc':>9} {'se':>7} {'rhat':>6} {'rule':>5}"]
         for b, g, r in zip(self.nbetas, self.localizations, self.results):
             c = r.chosen
+            if c < 0:
+                lines.append(f"{b:>10.4g} {g:>8.3g}   no stable cell: see failed")
+                continue
             lines.append(
                 f"{b:>10.4g} {g:>8.3g} {r.step_size:>10.3g} {r.llc_mean[c]:>9.4g} {r.llc_se[c]:>7.2g} "
                 f"{r.rhat[c]:>6.3f} {'yes' if r.by_rule else 'no':>5}"
@@ -308,7 +318,8 @@ class CalibrationSweep(Result):
             line = ax.errorbar(
                 r.step_sizes[ok], r.llc_mean[ok], 2 * r.llc_se[ok], fmt="o-", ms=3, label=f"nβ = {b:.4g}, γ = {g:.3g}"
             )
-            ax.plot([r.step_size], [r.llc_mean[r.chosen]], "*", ms=12, color=line[0].get_color())
+            if r.chosen >= 0:
+                ax.plot([r.step_size], [r.llc_mean[r.chosen]], "*", ms=12, color=line[0].get_color())
         if true_llc is not None:
             ax.axhline(float(true_llc), color="tab:red", ls="--", lw=1, label=f"true λ = {float(true_llc):.3g}")
         ax.set_xscale("log")
@@ -547,6 +558,8 @@ def _calibrate_target(
     for result in results:
         result.wall_time = wall_time
     if not (sweep_nbeta or sweep_gamma):
+        if results[0].chosen < 0:
+            raise ValueError("calibration found no stable step size: " + results[0].note)
         return results[0]
     return CalibrationSweep(
         nbetas=np.array([p.nbeta for p in pairs]),
@@ -650,15 +663,19 @@ def _choose(
             "2/(εγ) steps)."
         )
     else:
-        raise ValueError(
-            "calibration found no stable step size: every cell diverged, exceeded d/2 or failed the sampler's "
-            "regime check (see `sampler_stats`, e.g. SGNHT's thermostat). Pass smaller "
-            f"`step_sizes` (the grid was {eps.min():.3g} to {eps.max():.3g}) or check the model and data."
+        chosen = -1
+        over = int(np.sum((num_diverged == 0) & (stats["mean"] - 3 * np.nan_to_num(se) > D_HALF_MARGIN * d_half)))
+        note = (
+            f"no stable step size (nβ = {settings.nbeta:.4g}, γ = {settings.localization:.4g}): of {G} cells, "
+            f"{int(np.sum(num_diverged > 0))} had diverging chains, {over} read λ̂ above 1.5·d/2 (chains leaving w*)"
+            + (f", {int(np.sum(~in_regime))} failed the sampler's regime check" if regime_check is not None else "")
+            + f". Pass smaller `step_sizes` (the grid was {eps.min():.3g} to {eps.max():.3g}), a larger "
+            "localization, or check the model and data (is w* a minimum?)."
         )
     if final_position is not None:
-        final_position = jax.tree_util.tree_map(lambda x: x[chosen], final_position)
+        final_position = None if chosen < 0 else jax.tree_util.tree_map(lambda x: x[chosen], final_position)
     return CalibrationResult(
-        step_size=float(eps[chosen]),
+        step_size=float(eps[chosen]) if chosen >= 0 else float("nan"),
         chosen=chosen,
         step_sizes=eps,
         llc_mean=stats["mean"],

@@ -366,3 +366,22 @@ def test_auto_shares_compiled_programs_and_time_budget_bounds_the_whole_call(reg
     assert short.auto.num_warmup == 0 and short.num_draws == 2000
     assert any("time_budget" in n for n in short.notes), (short.notes, short.auto.describe())
     assert any("time_budget" in w for w in short.warnings)
+
+
+def test_a_sweep_pair_with_no_stable_cell_is_reported_not_fatal(regression):
+    """The same fixed grid is stable at γ = 1 and far beyond the stability limit ε(nβh + γ) = 4 at γ = 10⁵: that
+    pair fails and says why, the other is calibrated as usual; a single such pair raises with the same reason."""
+    h = hessian_eigenvalues(regression)
+    t = slt.default_nbeta(regression.num_data)
+    limit = 4 / (t * h.max() + 1.0)
+    grid = [limit / 20, limit / 40, limit / 80]
+    kwargs = dict(key=jax.random.key(0), num_draws=200, num_chains=2, batch_size=100, step_sizes=grid)
+    sweep = slt.calibrate(regression.loss_fn, regression.params, regression.data, localization=[1.0, 1e5], **kwargs)
+    assert list(sweep.failed) == [(t, 1e5)], sweep.table()
+    why = sweep.failed[(t, 1e5)]
+    assert "no stable step size" in why and "3 had diverging chains" in why, why
+    assert np.isnan(sweep[t, 1e5].step_size) and sweep[t, 1e5].chosen == -1
+    assert np.isfinite(sweep[t, 1.0].step_size) and sweep[t, 1.0].chosen >= 0
+    assert "no stable cell" in sweep.table() and sweep.plot() is not None
+    with pytest.raises(ValueError, match="no stable step size.*diverging"):
+        slt.calibrate(regression.loss_fn, regression.params, regression.data, localization=1e5, **kwargs)
