@@ -58,6 +58,7 @@ AUTO_CELLS = 8  # cells of each calibration grid (halving), the same for both: o
 AUTO_CELL_STEPS = ((500, 500), (1000, 1000))
 MIN_DRAWS = 2000
 WITH_ACCEPTANCE = False
+GRID_RETRIES = 2  # when the first grid has no stable cell, continue it downwards (8 more halvings) at most this often
 
 
 @dataclasses.dataclass
@@ -138,17 +139,34 @@ def auto_settings(
     if localization_choice is not None:
         kwargs["localization"] = localization_choice.localization
     grid = dict(num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE)
+    notes = []
     (first_burnin, first_draws), (second_burnin, second_draws) = AUTO_CELL_STEPS
-    first = _calibrate_target(
-        target, key=first_key, progress=progress, num_burnin=first_burnin, num_draws=first_draws, **grid, **kwargs
-    )
+    first = None
+    for attempt in range(1 + GRID_RETRIES):
+        # No stable cell: the curvature at w* understated the stiffness the chains meet (e.g. K = w1⁴ w2⁴ has zero
+        # curvature at 0): continue the grid downwards, same shape, same compiled program.
+        below = None if first is None else first.step_sizes.min() * 0.5 ** np.arange(1, AUTO_CELLS + 1)
+        first = _calibrate_target(
+            target,
+            key=first_key,
+            progress=progress,
+            num_burnin=first_burnin,
+            num_draws=first_draws,
+            step_sizes=below,
+            hessian_top=None if below is None else first.hessian_top,
+            allow_failure=attempt < GRID_RETRIES,
+            **grid,
+            **kwargs,
+        )
+        if first.chosen >= 0:
+            break
+        notes.append(f"no stable cell at or below {first.step_sizes.max():.3g}: the grid went on below it")
     grid_seconds = first.wall_time
     per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
     left = time_budget - (time.perf_counter() - start)
     max_steps = max(MIN_DRAWS, int(left / max(per_step, 1e-9)))
     if steps_per_chunk is None:  # at most the shortest warm-up, so that the warm-up and the run share one program
         steps_per_chunk = int(np.clip(max_steps // 20, CHUNK_STEPS[0], MIN_DRAWS))
-    notes = []
     cal, warm, warm_seconds = first, None, 0.0
     if left > grid_seconds:
         t0 = time.perf_counter()
