@@ -558,7 +558,7 @@ def estimate_llc(
     if localization_choice is not None:
         result.localization_choice = localization_choice
         result.wall_time += localization_choice.wall_time
-    if step_note is not None:
+    if step_note is not None and not result.diverged.any():  # a divergence is reported already, with advice
         result.notes.append(step_note)
         warnings.warn(step_note, SamplingWarning, stacklevel=2)
     if calibration is not None:

@@ -212,7 +212,11 @@ def auto_settings(
     ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
     tau = max(1.0, cal.num_chains * cal.num_draws / ess)  # steps per effective draw
     if num_burnin is None:
-        num_burnin = int(min(max(cal.num_burnin, 20 * tau), max_steps // 3))
+        burnin = max(cal.num_burnin, 20 * tau)
+        gamma = cal.localization
+        if num_warmup == 0 and gamma > 0:  # nothing relaxed the flat directions yet: they need ~2/(εγ) steps
+            burnin = max(burnin, math.ceil(2.0 / (cal.step_size * gamma)))
+        num_burnin = int(min(burnin, max(max_steps // 3, cal.num_burnin)))
     if num_draws is None:
         sd = cal.draw_std[g]
         need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2) * tau / cal.num_chains

@@ -13,11 +13,13 @@ failure modes in γ (Lau et al., arXiv 2308.12108, Sec. 4; the LLC itself is the
 
 The rule. Every rung runs the same chains (one compiled grid, common random numbers) at the step whose predicted
 first-order bias is :data:`LADDER_BIAS` (:func:`slt._src.curvature.predicted_step_bias`), for long enough that the
-rungs down to κ = 1/300 relax (:math:`\varepsilon\gamma N \ge` :data:`RELAXED`, the flat directions relax at rate
+rungs down to κ = 1/100 relax (:math:`\varepsilon\gamma N \ge` :data:`RELAXED`, the flat directions relax at rate
 εγ per step), within the time budget. Walking down from the largest γ, a rung is *local* when no chain diverged,
 λ̂ is above 0 by 3 standard errors (the loss does not fall below :math:`L_n(w^*)`), its trace does not drift
 (:data:`slt.diagnostics.DRIFT_Z`), R-hat < 1.1 and λ̂ is not above 1.5·d/2; the chosen γ is the last local rung
-before the first that is not local or not relaxed. If the largest rung is not local, it is chosen anyway and the
+before the first that is not local or not relaxed. A rung whose chains diverge or run away is first run again at a
+step 16× smaller (twice at most): the curvature at w* can understate what the chains meet (a saturated classifier
+has almost none), so only a rung that fails at the smaller step too counts against its γ. If the largest rung is not local, it is chosen anyway and the
 result says why (typically: w* is not a minimum at any scale the ladder reaches).
 """
 
@@ -44,7 +46,10 @@ __all__ = ["LADDER", "LocalizationChoice", "choose_localization"]
 LADDER = (1 / 10, 1 / 30, 1 / 100, 1 / 300, 1 / 1000)  # κ: γ = κ nβ h_max, largest first
 LADDER_BIAS = 0.2  # predicted first-order bias of each rung's step (the ladder ranks γ; it does not estimate λ)
 RELAXED = 2.0  # ε γ N: flat directions relaxed by e^-2
-RELAX_THROUGH = 1 / 300  # the run is long enough for the rungs down to this κ
+RELAX_THROUGH = 1 / 100  # the run is long enough for the rungs down to this κ
+MAX_LADDER_STEPS = 20_000
+STEP_RETRIES = 2  # rungs that diverge or run away run again at a smaller step at most this often
+STEP_SHRINK = 16.0
 FLAT_SCALE = 10.0  # nβ h_max to scale the ladder by when the curvature at w* is 0
 
 
@@ -149,7 +154,7 @@ def choose_localization(
     example_losses_at_center=None,
     progress=False,
 ) -> LocalizationChoice:
-    """The rule of the module docstring (the ladder runs 2,000-50,000 steps)."""
+    """The rule of the module docstring (the ladder runs 2,000-20,000 steps)."""
     start = time.perf_counter()
     settings = SamplingSettings.validated(
         num_data=target.num_data,
@@ -193,37 +198,55 @@ def choose_localization(
         return LADDER_BIAS / unit
 
     steps = np.array([step_for(g) for g in gammas])
-    need = RELAXED / (steps * gammas)  # steps for each rung to relax
     through = int(np.searchsorted(-np.asarray(LADDER), -RELAX_THROUGH, side="right"))  # rungs down to RELAX_THROUGH
-    num_steps = int(np.clip(np.ceil(need[:through].max() * 1.5), 2000, 50_000))
+
+    def run_length(steps):  # long enough for the rungs down to RELAX_THROUGH to relax (ε γ N >= RELAXED)
+        need = RELAXED / (steps * gammas)
+        return int(np.clip(np.ceil(need[:through].max() * 1.5), 2000, MAX_LADDER_STEPS))
+
+    num_steps = run_length(steps)
     num_burnin = num_steps // 3
-    trace = run_grid(
-        target,
-        keys=jnp.stack([run_key] * gammas.size),
-        example_losses_at_center=per_example,
-        nbeta=t,
-        localization=gammas,
-        num_chains=settings.num_chains,
-        num_steps=num_steps,
-        batch_size=settings.batch_size,
-        sampler=settings.sampler,
-        sampler_params={"step_size": steps, **dict(settings.sampler_params)},
-        progress=progress,
-        description="localization ladder",
-    )
-    llc = t * (np.asarray(trace.loss, np.float64) - np.asarray(trace.loss_at_center, np.float64))
-    diverged = np.asarray(trace.divergence_step) >= 0  # (P, C)
-    P = gammas.size
-    mean, se, drift, rhat = (np.full(P, np.nan) for _ in range(4))
-    for k in range(P):
-        good = llc[k][~diverged[k]][:, num_burnin:]
-        if good.shape[0] == 0:
-            continue
-        means = good.mean(axis=1)
-        mean[k] = means.mean()
-        se[k] = means.std(ddof=1) / np.sqrt(means.size) if means.size > 1 else diagnostics.mcse(good)
-        drift[k] = diagnostics.drift_z(good)
-        rhat[k] = diagnostics.rhat(good) if means.size > 1 else np.nan
+    for attempt in range(1 + STEP_RETRIES):
+        trace = run_grid(
+            target,
+            keys=jnp.stack([run_key] * gammas.size),
+            example_losses_at_center=per_example,
+            nbeta=t,
+            localization=gammas,
+            num_chains=settings.num_chains,
+            num_steps=num_steps,
+            batch_size=settings.batch_size,
+            sampler=settings.sampler,
+            sampler_params={"step_size": steps, **dict(settings.sampler_params)},
+            progress=progress,
+            description="localization ladder",
+        )
+        llc = t * (np.asarray(trace.loss, np.float64) - np.asarray(trace.loss_at_center, np.float64))
+        diverged = np.asarray(trace.divergence_step) >= 0  # (P, C)
+        P = gammas.size
+        mean, se, drift, rhat = (np.full(P, np.nan) for _ in range(4))
+        for k in range(P):
+            good = llc[k][~diverged[k]][:, num_burnin:]
+            if good.shape[0] == 0:
+                continue
+            means = good.mean(axis=1)
+            mean[k] = means.mean()
+            se[k] = means.std(ddof=1) / np.sqrt(means.size) if means.size > 1 else diagnostics.mcse(good)
+            drift[k] = diagnostics.drift_z(good)
+            rhat[k] = diagnostics.rhat(good) if means.size > 1 else np.nan
+        # A rung whose chains diverge or run away (λ̂ above d/2) may have too large a step rather than too small a
+        # γ: the curvature at w* can understate what the chains meet (a saturated classifier). Such rungs run
+        # again at a step STEP_SHRINK times smaller (the same compiled grid); only failing again counts against γ.
+        runaway = diverged.any(axis=1) | ~np.isfinite(mean) | (mean > 1.5 * target.num_parameters / 2)
+        if not runaway.any() or attempt == STEP_RETRIES:
+            break
+        steps = np.where(runaway, steps / STEP_SHRINK, steps)
+        num_steps = run_length(steps)
+        num_burnin = num_steps // 3
+        note += (
+            f"rungs γ = {', '.join(f'{g:.3g}' for g in gammas[runaway])} diverged or ran away: ran again at a step "
+            f"{STEP_SHRINK:g}× smaller. "
+        )
     relaxed = steps * gammas * (num_steps - num_burnin) >= RELAXED
     d_half = target.num_parameters / 2
     reasons = []
@@ -234,8 +257,10 @@ def choose_localization(
         elif not np.isfinite(mean[k]):
             why.append("λ̂ not finite")
         else:
-            if mean[k] - 3 * np.nan_to_num(se[k]) <= 0:
-                why.append(f"λ̂ = {mean[k]:.3g} not above 0: the loss falls below L_n(w*)")
+            if mean[k] <= 0:
+                why.append(f"λ̂ = {mean[k]:.3g} ≤ 0: the loss falls below L_n(w*)")
+            elif mean[k] - 3 * np.nan_to_num(se[k]) <= 0:
+                why.append(f"λ̂ = {mean[k]:.3g} ± {se[k]:.2g} not resolved above 0")
             if abs(np.nan_to_num(drift[k])) > diagnostics.DRIFT_Z:
                 why.append(f"drifting (z = {drift[k]:.1f})")
             if rhat[k] >= 1.1:

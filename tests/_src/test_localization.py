@@ -72,7 +72,7 @@ def test_the_walk_stops_above_the_first_rung_where_the_loss_falls_below_w_star()
     assert choice.local[0] and choice.localization > 2.0, choice.summary()
     below = choice.chosen + 1
     assert below < len(gammas) and not choice.local[below]
-    assert "not above 0" in choice.reasons[below], choice.summary()
+    assert "≤ 0: the loss falls below" in choice.reasons[below], choice.summary()
     assert choice.llc_mean[below] < 0
 
 
