@@ -145,9 +145,10 @@ def main() -> None:
     )
     print(summary)
     if args.write:
+        only = " --only " + " ".join(map(str, args.only)) if args.only else ""
         body = (
             f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}), "
-            f"total {wall:.0f} s: `python benchmarks/auto_cost.py{' --only ' + ' '.join(map(str, args.only)) if args.only else ''} --write`\n\n"
+            f"total {wall:.0f} s: `python benchmarks/auto_cost.py{only} --write`\n\n"
             "Every measurement in a fresh process (compilation included). *choosing*: curvature and the two "
             "calibration grids; *sampling*: the warm-up at ε_w, burn-in and draws (their compilation included); "
             "*fixed run*: `estimate_llc` at the chosen ε, burn-in and draws from w* without the warm-up.\n\n"

@@ -144,7 +144,8 @@ def main() -> None:
     ]
     for k in range(len(traj)):
         rows.append(
-            f"| {traj.steps[k]} | {accs[k, 0]:.2f} | {accs[k, 1]:.2f} | {traj.init_loss[k]:.3g} | {traj.llc_mean[k]:.4g} | "
+            f"| {traj.steps[k]} | {accs[k, 0]:.2f} | {accs[k, 1]:.2f} | {traj.init_loss[k]:.3g} | "
+            f"{traj.llc_mean[k]:.4g} | "
             f"{traj.llc_mcse[k]:.2g} | {traj.rhat[k]:.3f} | {traj.ess[k]:.0f} | "
             f"{'fails: ' + traj.results[k].warnings[0][:80] if traj.failing[k] else 'ok'} |"
         )

@@ -56,7 +56,7 @@ def make_loss(powers):
 
 def exact(powers, batch, nbeta, gamma, grid=4001):
     x, y = (np.asarray(a, np.float64) for a in batch)
-    a, b, c = np.mean(y * y), np.mean(x * y), np.mean(x * x)
+    b, c = np.mean(x * y), np.mean(x * x)  # L_n(w) − L_n(0) = −2 g b + g² c
     half = 8.0 / math.sqrt(gamma)
     w = np.linspace(-half, half, grid)
     w1, w2 = np.meshgrid(w, w, indexing="ij")

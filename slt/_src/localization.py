@@ -14,13 +14,14 @@ failure modes in γ (Lau et al., arXiv 2308.12108, Sec. 4; the LLC itself is the
 The rule. Every rung runs the same chains (one compiled grid, common random numbers) at the step whose predicted
 first-order bias is :data:`LADDER_BIAS` (:func:`slt._src.curvature.predicted_step_bias`), for long enough that the
 rungs down to κ = 1/100 relax (:math:`\varepsilon\gamma N \ge` :data:`RELAXED`, the flat directions relax at rate
-εγ per step), within the time budget. Walking down from the largest γ, a rung is *local* when no chain diverged,
+εγ per step; at most 20,000 steps). Walking down from the largest γ, a rung is *local* when no chain diverged,
 λ̂ is above 0 by 3 standard errors (the loss does not fall below :math:`L_n(w^*)`), its trace does not drift
 (:data:`slt.diagnostics.DRIFT_Z`), R-hat < 1.1 and λ̂ is not above 1.5·d/2; the chosen γ is the last local rung
 before the first that is not local or not relaxed. A rung whose chains diverge or run away is first run again at a
 step 16× smaller (twice at most): the curvature at w* can understate what the chains meet (a saturated classifier
-has almost none), so only a rung that fails at the smaller step too counts against its γ. If the largest rung is not local, it is chosen anyway and the
-result says why (typically: w* is not a minimum at any scale the ladder reaches).
+has almost none), so only a rung that fails at the smaller step too counts against its γ. If the largest rung is
+not local, it is chosen anyway and the result says why (typically: w* is not a minimum at any scale the ladder
+reaches).
 """
 
 from __future__ import annotations
