@@ -13,7 +13,7 @@ failure modes in γ (Lau et al., arXiv 2308.12108, Sec. 4; the LLC itself is the
 
 The rule. Every rung runs the same chains (one compiled grid, common random numbers) at the step whose predicted
 first-order bias is :data:`LADDER_BIAS` (:func:`slt._src.curvature.predicted_step_bias`), for long enough that the
-rungs down to κ = 1/100 relax (:math:`\varepsilon\gamma N \ge` :data:`RELAXED`, the flat directions relax at rate
+rungs down to κ = 1/300 relax (:math:`\varepsilon\gamma N \ge` :data:`RELAXED`, the flat directions relax at rate
 εγ per step; at most 20,000 steps). Walking down from the largest γ, a rung is *local* when no chain diverged,
 λ̂ is above 0 by 3 standard errors (the loss does not fall below :math:`L_n(w^*)`), its trace does not drift
 (:data:`slt.diagnostics.DRIFT_Z`), R-hat < 1.1 and λ̂ is not above 1.5·d/2; the chosen γ is the last local rung
@@ -47,7 +47,7 @@ __all__ = ["LADDER", "LocalizationChoice", "choose_localization"]
 LADDER = (1 / 10, 1 / 30, 1 / 100, 1 / 300, 1 / 1000)  # κ: γ = κ nβ h_max, largest first
 LADDER_BIAS = 0.2  # predicted first-order bias of each rung's step (the ladder ranks γ; it does not estimate λ)
 RELAXED = 2.0  # ε γ N: flat directions relaxed by e^-2
-RELAX_THROUGH = 1 / 100  # the run is long enough for the rungs down to this κ
+RELAX_THROUGH = 1 / 300  # the run is long enough for the rungs down to this κ
 MAX_LADDER_STEPS = 20_000
 STEP_RETRIES = 2  # rungs that diverge or run away run again at a smaller step at most this often
 STEP_SHRINK = 16.0
