@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-budget", type=float, default=600.0, help="seconds for the one choice of γ and ε")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
@@ -151,7 +152,7 @@ def main() -> None:
         )
     text = (
         f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}): "
-        f"`python benchmarks/grokking_auto.py{' --write' if args.write else ''}`. Training {train_seconds:.0f} s, "
+        f"`python benchmarks/grokking_auto.py --time-budget {args.time_budget:g}{' --write' if args.write else ''}`. Training {train_seconds:.0f} s, "
         f"LLC for all {len(traj)} records {sample_seconds:.0f} s (one choice, at step {traj.reference_step}).\n\n"
         f"{auto.describe()}\n\n```\n{auto.localization_choice.summary()}\n```\n\n"
         + "\n".join(rows)

@@ -217,6 +217,11 @@ def auto_settings(
         if num_warmup == 0 and gamma > 0:  # nothing relaxed the flat directions yet: they need ~2/(εγ) steps
             burnin = max(burnin, math.ceil(2.0 / (cal.step_size * gamma)))
         num_burnin = int(min(burnin, max(max_steps // 3, cal.num_burnin)))
+        if num_burnin < burnin:
+            notes.append(
+                f"time_budget={time_budget:g} s allowed a burn-in of {num_burnin} of the {math.ceil(burnin)} steps "
+                "the flat directions need (2/(εγ)); the traces may drift: raise time_budget"
+            )
     if num_draws is None:
         sd = cal.draw_std[g]
         need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2) * tau / cal.num_chains
