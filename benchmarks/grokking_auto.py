@@ -89,6 +89,7 @@ def main() -> None:
         every=args.every,
         step_size="auto",
         localization="auto",
+        time_budget=args.time_budget,
     )
     start = time.perf_counter()
     accs = []
@@ -152,7 +153,8 @@ def main() -> None:
         )
     text = (
         f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}): "
-        f"`python benchmarks/grokking_auto.py --time-budget {args.time_budget:g}{' --write' if args.write else ''}`. Training {train_seconds:.0f} s, "
+        f"`python benchmarks/grokking_auto.py --time-budget {args.time_budget:g}{' --write' if args.write else ''}`. "
+        f"Training {train_seconds:.0f} s, "
         f"LLC for all {len(traj)} records {sample_seconds:.0f} s (one choice, at step {traj.reference_step}).\n\n"
         f"{auto.describe()}\n\n```\n{auto.localization_choice.summary()}\n```\n\n"
         + "\n".join(rows)
