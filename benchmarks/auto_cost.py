@@ -11,7 +11,7 @@ Ratios: ``total / sampling`` (the choice against the sampling it chose, both ins
 compilation on the sampling side) and ``total / fixed``. Accuracy: λ̂ against the reference (Aoyagi's λ for
 DLNs). ``--write`` puts the table in benchmarks/RESULTS.md.
 
-    python benchmarks/auto_cost.py            # DLN suite (2-5 layers)
+    python benchmarks/auto_cost.py            # the DLN suite (2-5 layers, 14 networks)
     python benchmarks/auto_cost.py --only 0 2 --write
 """
 
@@ -36,17 +36,13 @@ except ImportError:  # run as a script from benchmarks/
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (name, widths, rank)
-PROBLEMS = [
-    ("DLN 5-3-5 r0", [5, 3, 5], 0),
-    ("DLN 4-3-8 r0", [4, 3, 8], 0),
-    ("DLN 8-6-4 r2", [8, 6, 4], 2),
-    ("DLN 10-5-10 r2", [10, 5, 10], 2),
-    ("DLN 12-8-6 r4", [12, 8, 6], 4),
-    ("DLN 3-4-5-6 r1", [3, 4, 5, 6], 1),
-    ("DLN 5-5-5-5-5 r2", [5, 5, 5, 5, 5], 2),
-    ("DLN 10-10-10-10-10-10 r5", [10, 10, 10, 10, 10, 10], 5),
-]
+# the DLN accuracy suite of benchmarks/dln_accuracy.py: 2-5 layers, widths 3-30, ranks 0-6
+try:
+    from benchmarks.dln_accuracy import CONFIGS
+except ImportError:  # run as a script from benchmarks/
+    from dln_accuracy import CONFIGS
+
+PROBLEMS = [(f"DLN {'-'.join(map(str, w))} r{r}", w, r) for w, r in CONFIGS]
 
 CHILD = r"""
 import json, sys, time, warnings
