@@ -212,15 +212,17 @@ def auto_settings(
     ess = cal.ess[g] if np.isfinite(cal.ess[g]) and cal.ess[g] > 0 else 1.0
     tau = max(1.0, cal.num_chains * cal.num_draws / ess)  # steps per effective draw
     if num_burnin is None:
-        burnin = max(cal.num_burnin, 20 * tau)
+        burnin = math.ceil(max(cal.num_burnin, 20 * tau))  # the mixing
+        why = "the mixing (20 τ)"
         gamma = cal.localization
-        if num_warmup == 0 and gamma > 0:  # nothing relaxed the flat directions yet: they need ~2/(εγ) steps
-            burnin = max(burnin, math.ceil(2.0 / (cal.step_size * gamma)))
+        relax = math.ceil(2.0 / (cal.step_size * gamma)) if num_warmup == 0 and gamma > 0 else 0
+        if relax > burnin:  # nothing relaxed the flat directions yet: they need ~2/(εγ) steps
+            burnin, why = relax, "the flat directions, with no warm-up (2/(εγ))"
         num_burnin = int(min(burnin, max(max_steps // 3, cal.num_burnin)))
-        if num_burnin < burnin:
+        if num_burnin < 0.9 * burnin:  # a shortfall worth a note
             notes.append(
-                f"time_budget={time_budget:g} s allowed a burn-in of {num_burnin} of the {math.ceil(burnin)} steps "
-                "the flat directions need (2/(εγ)); the traces may drift: raise time_budget"
+                f"time_budget={time_budget:g} s allowed a burn-in of {num_burnin} of the {burnin} steps {why} needs; "
+                "the traces may drift: raise time_budget"
             )
     if num_draws is None:
         sd = cal.draw_std[g]
