@@ -172,7 +172,7 @@ def auto_run(regression):
         key=jax.random.key(1),
         step_size="auto",
         batch_size=100,
-        time_budget=10.0,
+        time_budget=60.0,
     )
 
 
