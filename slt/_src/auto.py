@@ -131,13 +131,17 @@ def auto_settings(
     if per_example is None:  # one data pass for all stages
         per_example = check_loss_at_center(target, kwargs.get("chunk_size", 1024))
     kwargs = {**kwargs, "example_losses_at_center": per_example}
-    localization_choice = kwargs.pop("localization_choice", None)
-    if is_auto(kwargs.get("localization")):
-        localization_choice = choose_localization(
-            target, jax.random.fold_in(key, 1), num_chains=num_chains, progress=progress, **_ladder_kwargs(kwargs)
+    localization_choice = None
+    if "localization" in kwargs:
+        others = {k: v for k, v in kwargs.items() if k != "localization"}
+        kwargs["localization"], localization_choice = resolve_localization(
+            target,
+            jax.random.fold_in(key, 1),
+            kwargs["localization"],
+            progress=progress,
+            num_chains=num_chains,
+            **others,
         )
-    if localization_choice is not None:
-        kwargs["localization"] = localization_choice.localization
     grid = dict(num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE)
     notes = []
     (first_burnin, first_draws), (second_burnin, second_draws) = AUTO_CELL_STEPS
@@ -262,21 +266,16 @@ def is_auto(value) -> bool:
 
 
 def _ladder_kwargs(kwargs: dict) -> dict:
-    names = ("nbeta", "batch_size", "sampler", "sampler_params", "chunk_size", "example_losses_at_center")
+    names = ("nbeta", "batch_size", "num_chains", "sampler", "sampler_params", "chunk_size", "example_losses_at_center")
     return {k: kwargs[k] for k in names if k in kwargs}
 
 
 def resolve_localization(target, key, localization, *, progress=False, **kwargs):
-    """``(γ, LocalizationChoice or None)``: ``localization="auto"`` chooses γ (:mod:`slt._src.localization`)."""
+    """``(γ, LocalizationChoice or None)``: ``localization="auto"`` chooses γ (:mod:`slt._src.localization`); any
+    other value is returned as it is. The one path for every estimator that takes γ."""
     if not is_auto(localization):
         return localization, None
-    choice = choose_localization(
-        target,
-        key,
-        progress=progress,
-        **_ladder_kwargs(kwargs),
-        **({"num_chains": kwargs["num_chains"]} if "num_chains" in kwargs else {}),
-    )
+    choice = choose_localization(target, key, progress=progress, **_ladder_kwargs(kwargs))
     return choice.localization, choice
 
 
