@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import warnings
 from typing import Any
 
@@ -33,9 +34,9 @@ import numpy as np
 from slt import diagnostics
 from slt._src import observables as obs
 from slt._src import validate
-from slt._src.auto import auto_settings, is_auto, resolve_localization
+from slt._src.auto import EXTENSIONS, auto_settings, is_auto, plan_extension, resolve_localization
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
-from slt._src.driver import sample
+from slt._src.driver import continue_run, sample
 from slt._src.observables import resolve as resolve_observables
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
@@ -101,6 +102,9 @@ class LLCResult(Result):
         calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
             the step size (``.first``: the calibration from w* before the warm-up); ``wall_time`` then
             includes both calibrations and the warm-up.
+        extensions: with draws sized by ``step_size="auto"``: each continuation of the chains from their final
+            state, and why (a drifting trace, R-hat > 1.01, too few effective draws or an MCSE above the
+            requested ``precision``; :func:`slt._src.auto.plan_extension`); empty when the first run passed.
 
     Example:
         >>> import jax, slt
@@ -143,6 +147,7 @@ class LLCResult(Result):
     notes: list = dataclasses.field(default_factory=list)
     auto: Any = dataclasses.field(default=None, repr=False)
     localization_choice: Any = dataclasses.field(default=None, repr=False)
+    extensions: list = dataclasses.field(default_factory=list)
 
     # ------------------------------------------------------------------ diagnostics, computed on first use
     @functools.cached_property
@@ -303,6 +308,7 @@ class LLCResult(Result):
                 line += f"  {acc[c]:>6.3f}"
             line += f"  step {self.divergence_step[c]}" if self.diverged[c] else "  no"
             lines.append(line)
+        lines.extend(f"extended: {e}" for e in self.extensions)
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -383,10 +389,14 @@ def estimate_llc(
                ``None``) from the mixing measured in that cell: with τ = the integrated autocorrelation time
                of λ̂ (draws per effective draw) and s the per-draw std, ``num_burnin = max(calibration
                burn-in, 20 τ)`` and ``num_draws`` such that the MCSE is about ``precision`` × |λ̂| (at
-               least 400 effective draws).
+               least 400 effective draws);
+            5. where ``num_draws`` was left at ``None`` and the run still fails a check that longer chains pass
+               (drift, R-hat > 1.01, ESS < 400, MCSE > 1.5 × ``precision`` × |λ̂|: τ from a 1,000-draw cell
+               is noisy), the chains continue from their final state, at most twice
+               (:func:`slt._src.auto.plan_extension`; ``result.extensions`` says why and by how much).
 
-            Warm-up, burn-in and draws are capped so they take about ``time_budget`` seconds (the warm-up at
-            most a third). ``result.calibration`` holds the second calibration (``.first``,
+            Warm-up, burn-in, draws and continuations are capped so they take about ``time_budget`` seconds
+            (the warm-up at most a third). ``result.calibration`` holds the second calibration (``.first``,
             ``.warmup_step_size`` and ``.num_warmup`` the rest); without a warm-up (the first choice is
             already the largest admissible step, or the warm-up diverged) the first.
         num_chains, num_draws, num_burnin: chains; kept draws per chain; discarded steps before them
@@ -413,8 +423,8 @@ def estimate_llc(
             with an ETA that leaves out compilation.
         chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
         precision: with ``step_size="auto"``: target relative MCSE of λ̂.
-        time_budget: with ``step_size="auto"``: seconds the warm-up and sampling runs (after the
-            calibrations) may take.
+        time_budget: with ``step_size="auto"``: seconds the whole call may take, calibrations, warm-up,
+            run and continuations included (the run is sized from the per-step time the warm-up measured).
         observables: what else to record at each kept draw, on device: ``{"name": spec}`` with ``spec`` a
             built-in (``"weight_norm"``, ``"group_norms"``, ``"distance"``, ``"grad_norm"``, ``"loss"``,
             ``"loss_at_center"``), ``slt.observables.per_sample_loss(probe)``, or ``fn(params, batch)``
@@ -471,6 +481,7 @@ def estimate_llc(
             example_losses_at_center=per_example,
             progress=progress,
         )
+    draws_sized_by_auto, burnin_sized_by_auto = num_draws is None, num_burnin is None
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
@@ -521,39 +532,83 @@ def estimate_llc(
         per_example = check_loss_at_center(target, settings.chunk_size)
     validate.positive_int(thin, "thin")
     step_note = None if calibration is not None else _fixed_step_check(target, settings, key)
-    run = sample(
-        target,
-        key=key,
+    driver_args = dict(
         example_losses_at_center=per_example,
         nbeta=settings.nbeta,
         localization=settings.localization,
         num_chains=settings.num_chains,
-        num_steps=settings.num_burnin + settings.num_draws * thin,
         batch_size=settings.batch_size,
         sampler=settings.sampler,
         sampler_params=settings.all_sampler_params,
         observables=(("loss_at_center", obs.BUILTIN["loss_at_center"]),) + named_observables,
         thin=thin,
-        init_position=init_position,
         steps_per_chunk=steps_per_chunk,
         chain_batch_size=chain_batch_size,
         mesh=mesh,
-        store=store,
         store_attrs={"estimator": "estimate_llc", **settings.describe()},
         progress=progress,
         description="LLC",
     )
-    result = summarize_run(
-        settings,
-        run.stats["loss"],
-        run.observables["loss_at_center"],
-        per_example,
-        run.wall_time,
-        info={k: v for k, v in run.stats.items() if k != "loss"},
-        num_burnin=-(-settings.num_burnin // thin),
-        divergence_step=run.divergence_step,
-        observables={name: run.observables[name] for name, _ in named_observables},
+    run = sample(
+        target,
+        key=key,
+        num_steps=settings.num_burnin + settings.num_draws * thin,
+        init_position=init_position,
+        store=store,
+        **driver_args,
     )
+    burnin_records = -(-settings.num_burnin // thin)
+
+    def summarized(run, burnin_records):
+        return summarize_run(
+            settings,
+            run.stats["loss"],
+            run.observables["loss_at_center"],
+            per_example,
+            run.wall_time,
+            info={k: v for k, v in run.stats.items() if k != "loss"},
+            num_burnin=burnin_records,
+            divergence_step=run.divergence_step,
+            observables={name: run.observables[name] for name, _ in named_observables},
+        )
+
+    result = summarized(run, burnin_records)
+    extended = []
+    if choice is not None and draws_sized_by_auto:  # continue a run sized from a short cell's mixing that fell short
+        for k in range(EXTENSIONS):
+            spent = choice.calibration_seconds + choice.warmup_seconds + run.wall_time
+            per_record = max(run.wall_time - run.compile_time, 1e-9) / max(run.stats["loss"].shape[-1], 1)
+            plan = plan_extension(
+                result,
+                precision=precision,
+                max_draws=int((time_budget - spent) / per_record),
+                drop_allowed=burnin_sized_by_auto,
+            )
+            position = getattr(run.final_state, "position", None)
+            if plan is None or position is None:
+                break
+            # Whole chunks: the driver runs them anyway, and the chunk program compiled for the run is reused.
+            steps = -(-plan.draws * thin // run.steps_per_chunk) * run.steps_per_chunk
+            plan = dataclasses.replace(plan, draws=steps // thin)
+            more = sample(
+                target,
+                key=jax.random.fold_in(key, EXTENSION_KEY + k),
+                num_steps=plan.draws * thin,
+                init_position=position,
+                store=None if store is None else os.path.join(os.fspath(store), f"extension-{k + 1}"),
+                **driver_args,
+            )
+            run = continue_run(run, more)
+            burnin_records += plan.drop
+            settings = dataclasses.replace(
+                settings,
+                num_burnin=settings.num_burnin + plan.drop * thin,
+                num_draws=settings.num_draws - plan.drop + plan.draws,
+            )
+            result = summarized(run, burnin_records)
+            joined = f", the first {plan.drop} kept draws joined the burn-in" if plan.drop else ""
+            extended.append(f"{plan.reason}: continued by {plan.draws} draws{joined}")
+    result.extensions = extended
     result.thin = thin
     if localization_choice is not None:
         result.localization_choice = localization_choice
@@ -568,6 +623,10 @@ def estimate_llc(
         if choice.note:
             result.notes.append(choice.note)
     return result
+
+
+# The extensions of an auto-sized run draw from fold_in(key, EXTENSION_KEY + k): streams no other stage uses.
+EXTENSION_KEY = 0xE7E0
 
 
 # A fixed step whose predicted first-order bias of λ̂ (curvature at w*) exceeds this is flagged.

@@ -44,6 +44,7 @@ __all__ = [
     "WARMUP_FACTOR",
     "AutoChoice",
     "auto_settings",
+    "plan_extension",
     "warm_up",
 ]
 
@@ -59,6 +60,12 @@ AUTO_CELL_STEPS = ((500, 500), (1000, 1000))
 MIN_DRAWS = 2000
 WITH_ACCEPTANCE = False
 GRID_RETRIES = 2  # when the first grid has no stable cell, continue it downwards (8 more halvings) at most this often
+# A run sized by "auto" that fails a check more sampling can fix is continued from its final state: at most
+# EXTENSIONS times, each adding at most EXTENSION_GROWTH times its kept draws; "MCSE too large" means larger than
+# EXTEND_PRECISION × precision × |λ̂| (the run was sized for precision from a short cell's noisy mixing estimate).
+EXTENSIONS = 2
+EXTENSION_GROWTH = 4
+EXTEND_PRECISION = 1.5
 
 
 @dataclasses.dataclass
@@ -254,6 +261,71 @@ def auto_settings(
         note="; ".join(notes),
         localization_choice=localization_choice,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """How to continue a run: ``draws`` more records, of which the first ``drop`` kept records of the run so far
+    join the burn-in (a drifting trace: all of them; chains that disagree: the first half), and why."""
+
+    draws: int
+    drop: int
+    reason: str
+
+
+def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bool = True) -> Extension | None:
+    r"""What more sampling would fix in ``result`` (an :class:`slt.LLCResult` sized by ``step_size="auto"``), or
+    None when nothing would: no chain diverged and the trace fails a check that longer chains pass.
+
+    * the λ̂ trace still drifts (:func:`slt.diagnostics.drift_z` beyond ``DRIFT_Z``): the kept draws were burn-in;
+      they join it and as many draws again are run;
+    * R-hat > 1.01 without drift: the chains are too short for their mixing; the first half of the kept draws
+      joins the burn-in and as many draws as were kept are added;
+    * bulk ESS < ``ESS_MIN`` or MCSE > ``EXTEND_PRECISION``·precision·|λ̂|: since MCSE ∝ N^{-1/2}, the kept
+      draws N grow to N·max((MCSE/(precision·|λ̂|))², ESS_MIN/ESS).
+
+    Each extension adds at most ``EXTENSION_GROWTH``·N draws and at most ``max_draws`` (what the time budget
+    affords); a fix smaller than N/10 draws is not worth a continuation. ``drop_allowed=False`` (a burn-in the
+    user set) only adds draws.
+
+    Example:
+        >>> import numpy as np, types
+        >>> rng = np.random.default_rng(0)
+        >>> drifting = np.cumsum(rng.normal(size=(4, 1000)), axis=1) * 0.1 + np.linspace(0, 30, 1000)
+        >>> res = types.SimpleNamespace(diverged=np.zeros(4, bool), llc_trace=drifting, llc_mean=drifting.mean(),
+        ...                             llc_mcse=0.1, rhat=1.0, ess=1000.0, num_draws=1000)
+        >>> plan_extension(res, precision=0.02, max_draws=10_000)
+        Extension(draws=1000, drop=1000, reason='the λ̂ trace still drifts (z = 8.6)')
+    """
+    diverged = np.asarray(result.diverged, bool)
+    if diverged.any() or not np.isfinite(result.llc_mean):
+        return None  # a divergence is a step-size problem, reported as one
+    kept = int(result.num_draws)
+    z = diagnostics.drift_z(np.asarray(result.llc_trace)[~diverged])
+    rhat, ess = float(result.rhat), float(result.ess)
+    if np.isfinite(z) and abs(z) > diagnostics.DRIFT_Z:
+        draws, drop, reason = kept, kept if drop_allowed else 0, f"the λ̂ trace still drifts (z = {z:.1f})"
+    elif np.isfinite(rhat) and rhat > 1.01:
+        draws, drop, reason = kept, kept // 2 if drop_allowed else 0, f"R-hat {rhat:.3f} > 1.01"
+    else:
+        target = precision * abs(float(result.llc_mean))
+        ratio = (float(result.llc_mcse) / target) ** 2 if target > 0 and np.isfinite(result.llc_mcse) else 0.0
+        short_ess = np.isfinite(ess) and ess < diagnostics.ESS_MIN
+        if not short_ess and ratio <= EXTEND_PRECISION**2:
+            return None
+        by_ess = (diagnostics.ESS_MIN / ess if ess > 0 else EXTENSION_GROWTH) if short_ess else 0.0
+        growth = max(ratio, by_ess)
+        draws, drop = math.ceil(kept * (growth - 1)), 0
+        reason = (
+            f"bulk ESS {ess:.0f} < {diagnostics.ESS_MIN}"
+            if short_ess
+            else f"MCSE {float(result.llc_mcse):.3g} > {EXTEND_PRECISION:g} × precision × |λ̂| "
+            f"= {EXTEND_PRECISION * target:.3g}"
+        )
+    draws = int(min(draws, EXTENSION_GROWTH * kept, max_draws))
+    if draws < max(1, kept // 10):
+        return None
+    return Extension(draws=draws, drop=drop, reason=reason)
 
 
 def is_auto(value) -> bool:

@@ -283,6 +283,45 @@ class Run:
         return self.stats["loss"]
 
 
+def continue_run(first: Run, second: Run) -> Run:
+    """One :class:`Run` from ``first`` and ``second``, a run started from ``first.final_state``'s positions:
+    records concatenated along the record axis, ``second``'s steps counted on from ``first``'s, the first
+    divergence kept, ``second``'s final state. Both must share ``thin`` and the chain (and cell) layout.
+
+    Example:
+        >>> import numpy as np
+        >>> a = Run({"loss": np.zeros((2, 3))}, {}, np.arange(3), np.array([-1, -1]), None, 3, 1, 3, 1, 1.0)
+        >>> b = Run({"loss": np.ones((2, 2))}, {}, np.arange(2), np.array([-1, 1]), None, 2, 1, 2, 1, 0.5)
+        >>> ab = continue_run(a, b)
+        >>> ab.loss.shape, ab.record_steps.tolist(), ab.divergence_step.tolist(), ab.num_steps, ab.wall_time
+        ((2, 5), [0, 1, 2, 3, 4], [-1, 4], 5, 1.5)
+    """
+    if first.thin != second.thin:
+        raise ValueError(f"runs to join must share `thin`; got {first.thin} and {second.thin}.")
+    axis = np.ndim(first.divergence_step)  # the record axis: after the (cell and) chain axes
+
+    def cat(x, y):
+        return np.concatenate([np.asarray(x), np.asarray(y)], axis=axis)
+
+    bad_first, bad_second = np.asarray(first.divergence_step), np.asarray(second.divergence_step)
+    return Run(
+        stats=jax.tree_util.tree_map(cat, first.stats, second.stats),
+        observables=jax.tree_util.tree_map(cat, first.observables, second.observables),
+        record_steps=np.concatenate([first.record_steps, second.record_steps + first.num_steps]),
+        divergence_step=np.where(
+            bad_first >= 0, bad_first, np.where(bad_second >= 0, bad_second + first.num_steps, -1)
+        ),
+        final_state=second.final_state,
+        num_steps=first.num_steps + second.num_steps,
+        thin=first.thin,
+        steps_per_chunk=first.steps_per_chunk,
+        num_chunks=first.num_chunks + second.num_chunks,
+        wall_time=first.wall_time + second.wall_time,
+        compile_time=first.compile_time + second.compile_time,
+        resumed_chunks=first.resumed_chunks + second.resumed_chunks,
+    )
+
+
 # -------------------------------------------------------------------------------------------- progress
 # ------------------------------------------------------------------------------------------ the driver
 def _plan(num_steps: int, thin: int, steps_per_chunk: int | None) -> tuple[int, int, int]:
