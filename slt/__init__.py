@@ -7,6 +7,7 @@ closed-form learning coefficients to validate them against, and reference models
 from __future__ import annotations
 
 from slt import callbacks, diagnostics, dynamics, ground_truth, losses, models, observables, samplers, theory
+from slt._src.components import Selector, components, head_mask
 from slt._src.driver import Run, run_chains, sample
 from slt._src.results import load
 from slt.calibration import CalibrationResult, CalibrationSweep, calibrate
@@ -22,6 +23,7 @@ from slt.free_energy import (
     local_free_energy,
     wbic,
 )
+from slt.influence import BIFResult, SusceptibilityResult, bif, susceptibilities
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 from slt.posterior import LocalPosterior, default_nbeta
 from slt.targets import Target
@@ -42,7 +44,14 @@ __all__ = [
     "CalibrationSweep",
     "calibrate",
     "compare_models",
+    "components",
+    "head_mask",
+    "Selector",
     "ModelComparison",
+    "BIFResult",
+    "SusceptibilityResult",
+    "bif",
+    "susceptibilities",
     "LLCResult",
     "LocalPosterior",
     "SamplingWarning",
