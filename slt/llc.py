@@ -319,6 +319,33 @@ class LLCResult(Result):
             f"diverged={int(np.sum(self.diverged))}, warnings={len(self.warnings)})"
         )
 
+    def bits(self, tolerance, *, coarse_tolerance: float | None = None, multiplicity: int = 1):
+        """The description-length reading of λ̂: bits to refine w* to loss tolerance δ (excess of L over
+        L(w*), in the loss's units), ≈ λ̂·log₂(δ₀/δ), with ``bits_se`` from ``llc_mcse`` and the Bayes
+        generalization error λ̂/n beside it; see :func:`slt.theory.description_length` (``multiplicity`` m
+        adds the volume law's log-log term). λ̂ is the finite-temperature estimate, which sits somewhat below λ
+        on singular models (SCIENCE.md §2).
+
+        Example:
+            >>> import jax, slt
+            >>> p = slt.models.linear_regression(2, num_data=200, seed=0)  # λ = d/2 = 1: one bit per halving
+            >>> res = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=5e-3,
+            ...                        num_chains=2, num_draws=1000, num_burnin=100)
+            >>> dl = res.bits(1e-3)
+            >>> bool(abs(dl.bits - 3.32 * 3) < 3.0), dl.bits_se > 0, dl.generalization_error == res.llc_mean / 200
+            (True, True, True)
+        """
+        from slt._src.description_length import description_length
+
+        return description_length(
+            self.llc_mean,
+            tolerance,
+            multiplicity=multiplicity,
+            coarse_tolerance=coarse_tolerance,
+            llc_se=self.llc_mcse,
+            num_data=self.num_data,
+        )
+
     def plot(self, **kwargs):
         """Loss and λ̂ traces per chain (see :func:`slt.plotting.plot_llc_trace`); returns the figure."""
         from slt.plotting import plot_llc_trace

@@ -13,7 +13,9 @@ and serve as ground truth for estimators of the local learning coefficient
 (Lau et al., arXiv 2308.12108).
 
 All functions are pure Python with exact rational arithmetic; none of them
-imports JAX.
+imports JAX. :func:`description_length` (re-exported from
+``slt._src.description_length``) turns a λ and m into bits: the volume-scaling
+law :math:`V(\\delta) \\propto \\delta^\\lambda (\\log 1/\\delta)^{m-1}`.
 
 References:
     S. Watanabe, *Algebraic Geometry and Statistical Learning Theory*,
@@ -36,7 +38,11 @@ import numbers
 from collections.abc import Sequence
 from fractions import Fraction
 
+from slt._src.description_length import DescriptionLength, description_length
+
 __all__ = [
+    "DescriptionLength",
+    "description_length",
     "dln",
     "normal_crossing",
     "regular",
