@@ -156,9 +156,9 @@ def _probe_observable(probe, probe_loss, argname: str) -> Observable:
 class _ComponentLosses:
     """φ_C(w) = L_ref(w_C, w*_¬C) for each component, then L_ref(w): shape (K + 1,).
 
-    ``masks[k]`` holds one entry per moving leaf: a Python bool (the whole leaf is in the component). An array
-    entry (a sub-array mask, e.g. one attention head inside a fused projection) is spliced elementwise with
-    ``jnp.where``: the only place a sub-leaf component would plug in."""
+    ``masks[k]`` holds one entry per moving leaf: a Python bool (the whole leaf is in the component), or a
+    :class:`_LeafMask` (a boolean array over the leaf, e.g. one attention head inside a fused projection, as a
+    selector returning an array gives), spliced elementwise with ``jnp.where``."""
 
     masks: tuple
 
@@ -169,7 +169,7 @@ class _ComponentLosses:
         def splice(mask):
             out = []
             for m, w, c in zip(mask, leaves, centre):
-                out.append((w if m else c) if isinstance(m, bool) else jnp.where(m, w, c))
+                out.append((w if m else c) if isinstance(m, bool) else jnp.where(m.array, w, c))
             return jax.tree_util.tree_unflatten(treedef, out)
 
         values = [ctx.target_loss(splice(mask), ctx.frozen, reference) for mask in self.masks]
@@ -223,8 +223,38 @@ def _moving_leaves(target: Target) -> list[tuple[tuple, Any]]:
     return out
 
 
+class _LeafMask:
+    """A boolean array over one leaf, hashed and compared by value (the observable holding it must be hashable)."""
+
+    __slots__ = ("array", "_key")
+
+    def __init__(self, array):
+        self.array = np.asarray(array, dtype=bool)
+        self._key = (self.array.shape, np.packbits(self.array).tobytes())
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _LeafMask) and other._key == self._key
+
+
+def _leaf_selection(value, leaf, name: str, path):
+    """A selector's answer for one leaf: a bool (whole leaf) or a :class:`_LeafMask` (part of it)."""
+    if np.ndim(value) == 0:
+        return bool(value)
+    shape = np.shape(getattr(leaf, "value", leaf))
+    if np.shape(value) != shape:
+        raise ValueError(
+            f"component {name!r} returned a mask of shape {np.shape(value)} for {'.'.join(map(str, path))}, whose "
+            f"shape is {shape}."
+        )
+    return _LeafMask(value)
+
+
 def _component_masks(target: Target, components) -> tuple[tuple[str, ...], tuple]:
-    """Names and, per component, one bool per moving leaf (whole-leaf selection)."""
+    """Names and, per component, one entry per moving leaf: a bool (whole leaf) or a :class:`_LeafMask` when the
+    selector returns a boolean array for that leaf (a sub-array component such as one attention head)."""
     if not isinstance(components, Mapping) or not components:
         raise ValueError(
             "`components` must be a non-empty dict name -> selector, the selector a path predicate "
@@ -247,8 +277,8 @@ def _component_masks(target: Target, components) -> tuple[tuple[str, ...], tuple
             raise ValueError(
                 f"component {name!r}: expected a path predicate (path, leaf) -> bool; got {type(selector).__name__}."
             )
-        mask = tuple(bool(predicate(path, leaf)) for path, leaf in leaves)
-        if not any(mask):
+        mask = tuple(_leaf_selection(predicate(path, leaf), leaf, name, path) for path, leaf in leaves)
+        if not any(m if isinstance(m, bool) else m.array.any() for m in mask):
             paths = ", ".join(".".join(map(str, p)) for p, _ in leaves[:8])
             raise ValueError(
                 f"component {name!r} selects none of the moving parameters (they are: {paths}"
@@ -736,7 +766,9 @@ def susceptibilities(
         key: a ``jax.random.key``.
         components: name -> selector of whole parameter leaves: a path predicate ``(path, leaf) -> bool`` for
             loss functions and linen (``path`` a tuple of names, as for ``where``), an NNX filter for NNX models.
-            Each must select at least one moving leaf.
+            Each must select at least one moving leaf. A selector may also return a boolean array of a leaf's
+            shape for part of that leaf (e.g. the head selectors of ``slt.components``): only those entries are
+            taken from the draw.
         probes: name -> probe data set (a pytree shaped like the training data), the distribution *q* the data
             is shifted toward.
         step_size: ε or ``"auto"``.
