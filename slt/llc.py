@@ -34,7 +34,7 @@ import numpy as np
 from slt import diagnostics
 from slt._src import observables as obs
 from slt._src import validate
-from slt._src.auto import EXTENSIONS, auto_settings, is_auto, plan_extension, resolve_localization
+from slt._src.auto import EXTENSION_KEY, EXTENSIONS, auto_settings, is_auto, plan_extension, resolve_localization
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
 from slt._src.driver import continue_run, sample
 from slt._src.observables import resolve as resolve_observables
@@ -650,10 +650,6 @@ def estimate_llc(
         if choice.note:
             result.notes.append(choice.note)
     return result
-
-
-# The extensions of an auto-sized run draw from fold_in(key, EXTENSION_KEY + k): streams no other stage uses.
-EXTENSION_KEY = 0xE7E0
 
 
 # A fixed step whose predicted first-order bias of λ̂ (curvature at w*) exceeds this is flagged.

@@ -411,3 +411,34 @@ def test_an_auto_run_that_falls_short_is_continued_from_its_final_state(regressi
     assert kept > 0 and res.llc_mcse < short.llc_mcse
     exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse + 0.02 * exact, (res.llc_mean, exact, res.llc_mcse)
+
+
+def test_trajectory_records_that_fall_short_are_continued_with_their_batch(regression, monkeypatch):
+    """llc_trajectory(step_size="auto") with draws sized by the choice: a checkpoint batch whose records fail a
+    check longer chains pass continues from the final states, every record of the batch by the same draws,
+    each dropping its own share into burn-in; ε, γ and nβ stay the choice's."""
+    import dataclasses
+
+    import slt.dynamics.trajectory as trajectory_module
+
+    real = trajectory_module.auto_settings
+    monkeypatch.setattr(
+        trajectory_module, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=200)
+    )
+    checkpoints = [regression.params + 0.01, regression.params]
+    traj = slt.dynamics.llc_trajectory(
+        regression.loss_fn,
+        checkpoints,
+        regression.data,
+        key=jax.random.key(5),
+        step_size="auto",
+        batch_size=100,
+        num_chains=5,
+        time_budget=30.0,
+    )
+    assert all(r.extensions for r in traj.results), [r.extensions for r in traj.results]
+    assert all(r.num_draws > 200 for r in traj.results)
+    assert {r.step_size for r in traj.results} == {traj.auto.step_size}
+    exact = quadratic_llc(hessian_eigenvalues(regression), traj.auto.nbeta, traj.auto.localization)
+    last = traj.results[-1]
+    assert abs(last.llc_mean - exact) < 4 * last.llc_mcse + 0.02 * exact, (last.llc_mean, exact, last.llc_mcse)

@@ -66,6 +66,7 @@ GRID_RETRIES = 2  # when the first grid has no stable cell, continue it downward
 EXTENSIONS = 2
 EXTENSION_GROWTH = 4
 EXTEND_PRECISION = 1.5
+EXTENSION_KEY = 0xE7E0  # continuation k draws from fold_in(key, EXTENSION_KEY + k): a stream no other stage uses
 
 
 @dataclasses.dataclass

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt._src import validate
-from slt._src.auto import auto_settings
-from slt._src.driver import run_chains
+from slt._src.auto import EXTENSION_KEY, EXTENSIONS, auto_settings, plan_extension
+from slt._src.driver import ChainTrace, run_chains
 from slt._src.progress import Progress
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
@@ -279,6 +279,8 @@ def llc_trajectory(
         if not same_tree or t.loss != first.loss:
             raise ValueError(f"checkpoint {i} does not have the structure of checkpoint 0; all must match.")
     choice, reference_step = None, None
+    draws_sized_by_auto = isinstance(step_size, str) and settings.get("num_draws") is None
+    burnin_sized_by_auto = settings.get("num_burnin") is None
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
@@ -305,7 +307,15 @@ def llc_trajectory(
     )
     per_example = [check_loss_at_center(t, cfg.chunk_size) for t in targets]
     results = _run_checkpoints(
-        targets, cfg, per_example, key, choice, None if choice is None else warm_key, checkpoint_batch_size, progress
+        targets,
+        cfg,
+        per_example,
+        key,
+        choice,
+        None if choice is None else warm_key,
+        checkpoint_batch_size,
+        progress,
+        extend=None if not draws_sized_by_auto else dict(precision=precision, drop_allowed=burnin_sized_by_auto),
     )
     return _trajectory(steps, results, auto=choice, reference_step=reference_step)
 
@@ -336,9 +346,28 @@ def _trajectory(steps, results, **extra) -> LLCTrajectory:
     )
 
 
-def _run_checkpoints(targets, cfg, per_example, key, choice, warm_key, checkpoint_batch_size, progress, offset=0):
+def _join(first: ChainTrace, second: ChainTrace, num_steps: int) -> ChainTrace:
+    """Cell-batched traces ``(G, C, steps)`` of a run and of its continuation from ``first.final_state``."""
+    bad_first, bad_second = np.asarray(first.divergence_step), np.asarray(second.divergence_step)
+    return ChainTrace(
+        np.concatenate([first.loss, second.loss], axis=2),
+        np.concatenate([first.loss_at_center, second.loss_at_center], axis=2),
+        second.final_state,
+        {k: np.concatenate([first.info[k], second.info[k]], axis=2) for k in first.info},
+        np.where(bad_first >= 0, bad_first, np.where(bad_second >= 0, bad_second + num_steps, -1)),
+    )
+
+
+def _run_checkpoints(
+    targets, cfg, per_example, key, choice, warm_key, checkpoint_batch_size, progress, offset=0, extend=None
+):
     """Every checkpoint with the settings ``cfg``, ``checkpoint_batch_size`` at a time (vmapped); with an
-    AutoChoice that has a warm-up, each checkpoint's chains first run ``num_warmup`` steps at ε_w from its w_t."""
+    AutoChoice that has a warm-up, each checkpoint's chains first run ``num_warmup`` steps at ε_w from its w_t.
+
+    ``extend`` (draws sized by ``step_size="auto"``: ``{"precision", "drop_allowed"}``): a chunk with records
+    that fail a check longer chains pass continues all its checkpoints' chains from their final states, by the
+    most draws any record needs (:func:`slt._src.auto.plan_extension`, at most ``EXTENSIONS`` times); each
+    record's kept draws that must join the burn-in are its own. ε, γ and nβ stay those of every record."""
     num = len(targets)
     first = targets[0]
     chunk = min(checkpoint_batch_size, num)
@@ -383,13 +412,61 @@ def _run_checkpoints(targets, cfg, per_example, key, choice, warm_key, checkpoin
             **common,
             **extra,
         )
-        losses, losses_at_center = trace.loss, trace.loss_at_center
-        wall = (time.perf_counter() - t0) / chunk
-        for j, i in enumerate(idx[: min(chunk, num - start)]):
-            res = summarize_run(
-                cfg, losses[j], losses_at_center[j], per_example[i], wall, divergence_step=trace.divergence_step[j]
+        live = idx[: min(chunk, num - start)]
+        burnin = [cfg.num_burnin] * len(live)
+        extended: list[list[str]] = [[] for _ in live]
+
+        def summarized(trace, wall, live=live, burnin=burnin):
+            out = []
+            for j, i in enumerate(live):
+                kept = trace.loss.shape[2] - burnin[j]
+                record_cfg = dataclasses.replace(cfg, num_burnin=burnin[j], num_draws=kept)
+                out.append(
+                    summarize_run(
+                        record_cfg,
+                        trace.loss[j],
+                        trace.loss_at_center[j],
+                        per_example[i],
+                        wall,
+                        divergence_step=trace.divergence_step[j],
+                    )
+                )
+            return out
+
+        batch = summarized(trace, (time.perf_counter() - t0) / chunk)
+        position = getattr(trace.final_state, "position", None)
+        for k in range(EXTENSIONS if extend is not None and position is not None else 0):
+            plans = [plan_extension(r, max_draws=10**9, **extend) for r in batch]
+            if not any(plans):
+                break
+            spc = choice.steps_per_chunk
+            steps = -(-max(p.draws for p in plans if p) // spc) * spc  # whole chunks of the compiled program
+            more = run_chains(
+                first,
+                key=jnp.stack(
+                    [jax.random.fold_in(jax.random.fold_in(key, EXTENSION_KEY + k), offset + i) for i in idx]
+                ),
+                num_steps=steps,
+                sampler_params=cfg.all_sampler_params,
+                batched=batched + ("init_position",),
+                init_position=trace.final_state.position,
+                description="LLC trajectory: continuing",
+                **common,
+                **extra,
             )
+            done = trace.loss.shape[2]
+            trace = _join(trace, more, done)
+            for j, p in enumerate(plans):
+                if p is not None:
+                    burnin[j] += p.drop
+                    joined = f", the first {p.drop} kept draws joined the burn-in" if p.drop else ""
+                    extended[j].append(f"{p.reason}: continued by {steps} draws{joined}")
+                else:
+                    extended[j].append(f"continued by {steps} draws with the rest of its batch")
+            batch = summarized(trace, (time.perf_counter() - t0) / chunk)
+        for j, res in enumerate(batch):
             res.auto = choice
+            res.extensions = extended[j] if any(extended) else []
             results.append(res)
         bar.update(min(start + chunk, num))
     return results
