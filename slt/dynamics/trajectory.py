@@ -230,7 +230,10 @@ def llc_trajectory(
         step_size: ε, shared by all checkpoints; or ``"auto"``: :func:`slt.estimate_llc`'s choice made
             **once**, at the checkpoint ``reference`` (an index; default the last), and kept for every
             checkpoint (ε, γ, nβ, the warm-up at ε_w, burn-in and draws), so that the estimates are comparable;
-            each checkpoint's chains warm up at ε_w from its own w_t, then run at ε.
+            each checkpoint's chains warm up at ε_w from its own w_t, then run at ε. Where the draws were sized
+            by the choice and a record fails a check that longer chains pass (an earlier checkpoint often mixes
+            more slowly than the reference), its checkpoint batch continues from its final states
+            (``result.extensions`` says why; ε, γ and nβ do not change).
         steps: training step of each checkpoint (default ``0..K-1``, or the orbax steps).
         checkpoint_batch_size: checkpoints per vmapped chunk (memory ∝ this × num_chains × model size).
         stacked: treat ``checkpoints`` as one pytree with a leading checkpoint axis even when its root is
