@@ -32,8 +32,8 @@ import jax
 import numpy as np
 
 from slt import diagnostics
+from slt._src import data_restriction, validate
 from slt._src import observables as obs
-from slt._src import validate
 from slt._src.auto import EXTENSION_KEY, EXTENSIONS, auto_settings, is_auto, plan_extension, resolve_localization
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
 from slt._src.driver import continue_run, sample
@@ -102,6 +102,9 @@ class LLCResult(Result):
         calibration: with ``step_size="auto"``, the :class:`slt.calibration.CalibrationResult` that chose
             the step size (``.first``: the calibration from w* before the warm-up); ``wall_time`` then
             includes both calibrations and the warm-up.
+        restricted: with ``eval_data``: name → :class:`slt._src.data_restriction.RestrictedLLC`, the
+            data-restricted LLC nβ(E_w[L_S(w)] − L_S(w*)) on each evaluation set S
+            (``.llc_mean``, ``.llc_std``, ``.llc_mcse``, ``.llc_trace``).
         extensions: with draws sized by ``step_size="auto"``: each continuation of the chains from their final
             state, and why (a drifting trace, R-hat > 1.01, too few effective draws or an MCSE above the
             requested ``precision``; :func:`slt._src.auto.plan_extension`); empty when the first run passed.
@@ -148,6 +151,7 @@ class LLCResult(Result):
     auto: Any = dataclasses.field(default=None, repr=False)
     localization_choice: Any = dataclasses.field(default=None, repr=False)
     extensions: list = dataclasses.field(default_factory=list)
+    restricted: dict = dataclasses.field(default_factory=dict)
 
     # ------------------------------------------------------------------ diagnostics, computed on first use
     @functools.cached_property
@@ -380,6 +384,7 @@ def estimate_llc(
     mesh=None,
     chain_batch_size: int | None = None,
     steps_per_chunk: int | None = None,
+    eval_data: dict | None = None,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient :math:`\hat\lambda(w^*)` with SGLD-family chains.
 
@@ -467,6 +472,11 @@ def estimate_llc(
         chain_batch_size: run the chains in groups of this size, one group after another (memory).
         steps_per_chunk: steps per compiled chunk (default: ``num_steps / 20`` within [1,000, 10,000]);
             progress and the store are updated between chunks.
+        eval_data: ``{"name": data}``: data sets shaped like the training data (subsets of it, or another
+            distribution) on which to evaluate the data-restricted LLC (Wang et al., arXiv 2410.02984):
+            :math:`n\beta(\mathbb E_w[L_S(w)] - L_S(w^*))` with w from the posterior of the *training* data.
+            The loss of every set is recorded at each kept draw by one observable (one compile for all of them,
+            see :mod:`slt._src.data_restriction`); results in ``result.restricted[name]``.
 
     Returns:
         :class:`LLCResult`.
@@ -491,6 +501,11 @@ def estimate_llc(
     key = as_key(key)
     target = make_target(model_or_loss, *args, loss=loss, where=where)
     named_observables = resolve_observables(observables)
+    if eval_data is not None:  # the data-restricted LLC: one more observable, L_S(w_t) for every set S
+        eval_names, eval_obs = data_restriction.eval_observable(eval_data, target.data)
+        if any(name == data_restriction.EVAL_OBSERVABLE for name, _ in named_observables):
+            raise ValueError(f"`observables` name {data_restriction.EVAL_OBSERVABLE!r} is reserved with `eval_data`.")
+        named_observables += ((data_restriction.EVAL_OBSERVABLE, eval_obs),)
     calibration = init_position = per_example = choice = localization_choice = None
     if is_auto(localization):
         key, loc_key = jax.random.split(key)
@@ -637,6 +652,16 @@ def estimate_llc(
             extended.append(f"{plan.reason}: continued by {plan.draws} draws{joined}")
     result.extensions = extended
     result.thin = thin
+    if eval_data is not None:
+        result.restricted = data_restriction.summarize_restricted(
+            eval_names,
+            result.observables.pop(data_restriction.EVAL_OBSERVABLE),
+            data_restriction.losses_at_center(eval_obs, target),
+            nbeta=settings.nbeta,
+            num_burnin=0,
+            diverged=result.diverged,
+            sizes=np.count_nonzero(eval_obs.data[1], axis=1),
+        )
     if localization_choice is not None:
         result.localization_choice = localization_choice
         result.wall_time += localization_choice.wall_time

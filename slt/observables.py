@@ -5,6 +5,6 @@
 ['distance', 'grad_norm', 'group_norms', 'loss', 'loss_at_center', 'weight_norm']
 """
 
-from slt._src.observables import BUILTIN, DrawContext, Observable, group_names, per_sample_loss
+from slt._src.observables import BUILTIN, DrawContext, Observable, group_names, per_sample_loss, subset_losses
 
-__all__ = ["BUILTIN", "DrawContext", "Observable", "group_names", "per_sample_loss"]
+__all__ = ["BUILTIN", "DrawContext", "Observable", "group_names", "per_sample_loss", "subset_losses"]

@@ -1,4 +1,4 @@
-"""What is sampled: a pure loss over the moving parameters, the point w*, and the data.
+r"""What is sampled: a pure loss over the moving parameters, the point w*, and the data.
 
 The sampling core never sees Flax. It works on a :class:`Target`: a hashable callable
 ``loss(position, frozen, batch) -> scalar``, the moving parameters ``position`` (a pytree; this is w*),
@@ -14,8 +14,31 @@ is a finite batch mean of per-example losses at w* (:func:`per_example_losses`).
 from shapes alone, that the model's outputs and the targets fit the loss without broadcasting
 (:func:`slt.losses.check_shapes`).
 
-Weight restriction (the weight-refined LLC of Wang et al., arXiv 2410.02984) is only the choice of which
-leaves move: a path predicate ``where(path, leaf) -> bool`` for pytrees and linen, any NNX filter for NNX.
+Weight restriction (the weight-refined LLC of Wang et al., arXiv 2410.02984) is the choice of which
+parameters move: a path predicate ``where(path, leaf)`` for pytrees and linen, any NNX filter for NNX. For
+each leaf it returns ``True`` (the whole leaf moves), ``False`` (it stays at w*), or, to restrict to *part* of
+an array (one attention head inside a fused qkv kernel, say; :func:`slt.components`), a boolean mask of the
+leaf's shape or an index expression (``np.s_[:, 4:8]``) naming the entries that move.
+
+How a sub-array restriction is sampled. The moving position holds only the selected entries: a leaf with a
+mask contributes the 1-D array ``leaf.ravel()[idx]`` (``idx``: the mask's flat indices, row-major), and the
+loss rebuilds the leaf as ``w*_leaf.ravel().at[idx].set(position)``. ``idx`` is data (it travels with the
+frozen leaf), so restrictions of the same size, such as the heads of one layer, share one compiled program.
+So the sampled space is exactly the restricted one, :math:`w_S \in \mathbb R^{d_S}` with
+:math:`w_{\bar S} = w^*_{\bar S}`, and
+
+.. math:: \hat\lambda_S = n\beta\,\big(\mathbb E_{w_S}[L_n(w_S, w^*_{\bar S})] - L_n(w^*)\big),\qquad
+    p(w_S) \propto e^{-n\beta L_n(w_S, w^*_{\bar S}) - \frac\gamma2 \lVert w_S - w^*_S\rVert^2}.
+
+The alternative, a full-leaf position with the loss evaluated at :math:`w^* + m\odot(w - w^*)`, has the
+same λ̂ in expectation (the posterior factorizes into the one above times an independent
+:math:`\mathcal N(w^*_{\bar S}, \gamma^{-1} I)` in the masked-out coordinates, which the loss never sees, even
+at finite step size: SGLD moves them as an Ornstein-Uhlenbeck process of their own), but everything that
+reads the position would be wrong: d (``num_parameters``, the d/2 checks of the diagnostics and of
+``localization="auto"``), the ``"distance"`` and ``"weight_norm"`` observables, and the drift checks and burn-in
+of ``step_size="auto"`` (the masked-out coordinates relax at rate εγ only, the slowest in the problem, and
+would be diffusing noise that costs time and nothing else). Gathering the selected entries makes all of these
+count the restricted problem, at the cost of one gather and one scatter per loss evaluation.
 
 The loss objects are frozen dataclasses compared by value, so that a second estimate with the same
 function and the same model structure reuses the compiled sampler instead of compiling again.
@@ -75,6 +98,11 @@ class Target:
         (4, 1)
         >>> float(last.loss(last.position, last.frozen, p.data)) == float(p.loss_fn(p.params, p.data))
         True
+        >>> import numpy as np  # a sub-array restriction: the first column of the first layer
+        >>> col = slt.targets.from_loss_fn(p.loss_fn, p.params, p.data,
+        ...                                where=lambda path, leaf: path == (0,) and np.s_[:, 0])
+        >>> col.num_parameters, col.position[0].shape  # the moving entries, gathered
+        (2, (2,))
     """
 
     loss: Callable[[PyTree, PyTree, PyTree], jax.Array]
@@ -86,7 +114,8 @@ class Target:
 
     @property
     def num_parameters(self) -> int:
-        """Number of scalar parameters that move (d of the restricted problem)."""
+        """Number of scalar parameters that move (d of the restricted problem: a masked leaf counts its
+        selected entries only)."""
         return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self.position)))
 
 
@@ -213,18 +242,124 @@ class _MaskedFunctionLoss:
         return _merge_leaves(self.treedef, self.mask, position, frozen)
 
 
+class _Entries:
+    """A leaf of which only some entries move: its shape and how many entries move (static, compared by value).
+    Which entries is data: the flat row-major indices travel with the frozen leaf (``(leaf, index)`` in
+    ``frozen``), so restrictions of the same size (the heads of a layer) share one compiled program."""
+
+    __slots__ = ("shape", "count")
+
+    def __init__(self, shape: tuple, count: int):
+        self.shape = tuple(int(s) for s in shape)
+        self.count = int(count)
+
+    def __hash__(self) -> int:
+        return hash((_Entries, self.shape, self.count))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Entries) and (other.shape, other.count) == (self.shape, self.count)
+
+    def __repr__(self) -> str:
+        return f"_Entries({self.count} of the entries of a {self.shape} leaf)"
+
+    @staticmethod
+    def index(mask: np.ndarray) -> np.ndarray:
+        """The flat indices of a mask's true entries."""
+        return np.flatnonzero(mask).astype(np.int32 if mask.size < 2**31 else np.int64)
+
+    @staticmethod
+    def gather(leaf, index):
+        """The moving entries of ``leaf``, a 1-D array."""
+        return jnp.reshape(jnp.asarray(leaf), (-1,))[index]
+
+    def scatter(self, frozen, moving):
+        """The leaf: ``frozen = (leaf at w*, index)`` with the entries at ``index`` set to ``moving``."""
+        full, index = frozen
+        return jnp.reshape(jnp.reshape(jnp.asarray(full), (-1,)).at[index].set(moving), self.shape)
+
+
 def _merge_leaves(treedef, mask, moving, frozen):
+    """The leaves in the user's order: a whole moving leaf (``True``), a frozen one (``False``), or a frozen
+    leaf with its moving entries scattered in (:class:`_Entries`)."""
     moving_it, frozen_it = iter(moving), iter(frozen)
-    return jax.tree_util.tree_unflatten(treedef, [next(moving_it) if m else next(frozen_it) for m in mask])
+    leaves = []
+    for m in mask:
+        if m is True:
+            leaves.append(next(moving_it))
+        elif m is False:
+            leaves.append(next(frozen_it))
+        else:
+            leaves.append(m.scatter(next(frozen_it), next(moving_it)))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _leaf_shape(leaf) -> tuple:
+    return tuple(np.shape(getattr(leaf, "value", leaf)))
+
+
+def _selection(result, leaf, names: tuple):
+    """What ``where`` returned for one leaf, as ``True`` / ``False`` / ``(_Entries, index)`` (validated)."""
+    if isinstance(result, (bool, np.bool_)):
+        return bool(result)
+    shape = _leaf_shape(leaf)
+    where_text = f"`where` for leaf {'.'.join(map(str, names)) or '<root>'} (shape {shape})"
+    if isinstance(result, (slice, tuple, type(Ellipsis), int, np.integer)) and not isinstance(result, bool):
+        mask = np.zeros(shape, dtype=bool)
+        try:
+            mask[result] = True
+        except (IndexError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{where_text} returned the index expression {result!r}, which does not index it: {err}."
+            ) from None
+    else:
+        try:
+            mask = np.asarray(result)
+        except Exception:  # a traced value, an object numpy cannot read
+            mask = None
+        if mask is None or mask.dtype != np.bool_:
+            raise ValueError(
+                f"{where_text} returned {type(result).__name__}"
+                + ("" if mask is None else f" of dtype {mask.dtype}")
+                + "; expected a bool (the whole leaf moves or not), a boolean mask of the leaf's shape, or an "
+                "index expression such as np.s_[:, 0:4] (the entries that move)."
+            )
+        if mask.shape == ():
+            return bool(mask)
+        if mask.shape != shape:
+            raise ValueError(
+                f"{where_text} returned a boolean mask of shape {mask.shape}; a mask must have the leaf's shape."
+            )
+    if mask.all():
+        return True
+    if not mask.any():
+        return False
+    return _Entries(shape, int(mask.sum())), _Entries.index(mask)
+
+
+def _split_leaves(leaves_with_path, selections):
+    """The static mask (``True`` / ``False`` / :class:`_Entries` per leaf) and the moving and frozen leaves for
+    the selections of :func:`_selection`; a partly moving leaf is frozen as ``(leaf, index)``."""
+    mask, moving, frozen = [], [], []
+    for (_, leaf), m in zip(leaves_with_path, selections):
+        if m is True:
+            moving.append(leaf)
+        elif m is False:
+            frozen.append(leaf)
+        else:
+            entries, index = m
+            moving.append(_Entries.gather(leaf, index))
+            frozen.append((leaf, jnp.asarray(index)))
+            m = entries
+        mask.append(m)
+    return tuple(mask), tuple(moving), tuple(frozen)
 
 
 def _split_by_predicate(tree: PyTree, where: PathPredicate, argname: str):
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    mask = tuple(bool(where(path_names(p), leaf)) for p, leaf in leaves_with_path)
-    if not any(mask):
+    selections = [_selection(where(path_names(p), leaf), leaf, path_names(p)) for p, leaf in leaves_with_path]
+    if not any(m is not False for m in selections):
         raise ValueError(f"`where` selects no leaf of `{argname}`: at least one parameter must move.")
-    moving = tuple(leaf for (_, leaf), m in zip(leaves_with_path, mask) if m)
-    frozen = tuple(leaf for (_, leaf), m in zip(leaves_with_path, mask) if not m)
+    mask, moving, frozen = _split_leaves(leaves_with_path, selections)
     return moving, frozen, treedef, mask
 
 
@@ -242,8 +377,10 @@ def from_loss_fn(
             batch axis).
         params: the point w*, a pytree of floating-point arrays.
         data: pytree of arrays with a common leading axis n.
-        where: optional ``where(path, leaf) -> bool``; only the leaves for which it is true move (the
-            weight-restricted LLC). ``path`` is a tuple of names/indices, e.g. ``('layer1', 'w')``.
+        where: optional ``where(path, leaf)``; only what it selects moves (the weight-restricted LLC).
+            ``path`` is a tuple of names/indices, e.g. ``('layer1', 'w')``. It returns ``True``/``False`` for
+            the whole leaf, or a boolean mask of the leaf's shape / an index expression (``np.s_[:, 0:4]``)
+            for part of it (see the module docstring); :func:`slt.components` builds such selectors.
     """
     if not callable(loss_fn):
         raise ValueError(f"`loss_fn` must be callable as loss_fn(params, batch); got {type(loss_fn)}.")
@@ -320,12 +457,18 @@ def from_nnx(model, data: PyTree, loss: Callable, *, where: Any = None) -> Targe
             (``(n, 1)`` against ``(n, 3)``) are a ``ValueError``.
         where: an NNX filter (a type, ``nnx.PathContains('layer1')``, ``nnx.All(...)``, a predicate
             ``(path, value) -> bool`` ...). Only ``nnx.Param`` leaves that pass it move; by default every
-            ``nnx.Param`` moves and all other state (batch statistics, RNG counters) stays fixed.
+            ``nnx.Param`` moves and all other state (batch statistics, RNG counters) stays fixed. A predicate
+            may also return, for a parameter, a boolean mask of its shape or an index expression: then only
+            those entries move (see the module docstring; :func:`slt.components` builds such selectors).
     """
     from flax import nnx
 
     data = _check_supervised(data)
     n = check_data(data)
+    if where is not None:
+        masked = _nnx_masked_target(model, data, n, loss, where)
+        if masked is not None:
+            return masked
     if where is None:
         graphdef, moving, *frozen = nnx.split(model, nnx.Param, ...)
     else:
@@ -339,6 +482,60 @@ def from_nnx(model, data: PyTree, loss: Callable, *, where: Any = None) -> Targe
         return nnx.merge(graphdef, position, *frozen)
 
     target_loss = _NNXLoss(graphdef, _static(loss))
+    _check_output_shapes(target_loss, moving, frozen, data)
+    return Target(target_loss, moving, frozen, data, n, rebuild)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NNXMaskedLoss:
+    """An NNX model whose parameters move leaf by leaf or entry by entry (``mask`` as for pytrees)."""
+
+    graphdef: Any
+    output_loss: Callable
+    treedef: Any
+    mask: tuple
+
+    def __call__(self, position, frozen, batch):
+        inputs, targets = batch
+        return _unwrap(self.output_loss)(self.outputs(position, frozen, inputs), targets)
+
+    def outputs(self, position, frozen, inputs):
+        """The model's outputs on ``inputs``."""
+        return self.params(position, frozen)(inputs)
+
+    def params(self, position, frozen):
+        """The model, merged from the moving entries, the frozen parameters and the other state."""
+        from flax import nnx
+
+        frozen_params, rest = frozen
+        state = _merge_leaves(self.treedef, self.mask, position, frozen_params)
+        return nnx.merge(self.graphdef, state, *rest)
+
+
+def _nnx_masked_target(model, data, n: int, loss: Callable, where: Any) -> Target | None:
+    """The target for a ``where`` that returns a mask for some ``nnx.Param``; ``None`` when it returns only
+    booleans (then NNX's own filtering applies, :func:`from_nnx`)."""
+    from flax import nnx
+
+    graphdef, params, *rest = nnx.split(model, nnx.Param, ...)
+    predicate = nnx.filterlib.to_predicate(where)
+    variables = dict(nnx.to_flat_state(params))
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+    selections = []
+    for p, leaf in leaves_with_path:
+        names = path_names(p)
+        variable = variables.get(names, leaf)
+        selections.append(_selection(predicate(names, variable), leaf, names))
+    if all(isinstance(m, bool) for m in selections):
+        return None
+    mask, moving, frozen_params = _split_leaves(leaves_with_path, selections)
+    _check_float_leaves(moving, "model parameters")
+    frozen = (frozen_params, tuple(rest))
+
+    def rebuild(position):
+        return nnx.merge(graphdef, _merge_leaves(treedef, mask, position, frozen_params), *rest)
+
+    target_loss = _NNXMaskedLoss(graphdef, _static(loss), treedef, mask)
     _check_output_shapes(target_loss, moving, frozen, data)
     return Target(target_loss, moving, frozen, data, n, rebuild)
 

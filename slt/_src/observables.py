@@ -12,7 +12,9 @@ An observable is evaluated at the position :math:`w_t` a step starts from, on th
   top-level parameter group), ``"distance"`` (:math:`\lVert w_t - w^*\rVert_2`), ``"grad_norm"``
   (:math:`\lVert\nabla L_{B_t}(w_t)\rVert_2`, one more backward pass per recorded draw), or
 * :func:`per_sample_loss` ``(probe)``: the loss of every example of a fixed probe set, shape ``(P,)`` (the
-  input of Bayesian influence functions and susceptibilities; Kreer et al., arXiv 2509.26544).
+  input of Bayesian influence functions and susceptibilities; Kreer et al., arXiv 2509.26544), or
+* :func:`subset_losses` ``(subsets)``: the mean loss :math:`L_S(w_t)` on each of K data sets, shape ``(K,)``
+  (the data-restricted LLC of Wang et al., arXiv 2410.02984; ``estimate_llc(..., eval_data=...)``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Observable", "DrawContext", "per_sample_loss", "resolve", "BUILTIN"]
+__all__ = ["Observable", "DrawContext", "per_sample_loss", "subset_losses", "resolve", "BUILTIN"]
 
 PyTree = Any
 
@@ -188,6 +190,66 @@ def per_sample_loss(probe: PyTree) -> Observable:
 
     check_data(probe, "probe")
     return Observable(_per_sample_loss, data=probe, description="per-example loss on a probe set")
+
+
+def _subset_losses(ctx, data):
+    padded, weights = data  # leaves (K·M, ...); weights (K, M): 1/m_k on the k-th set's examples, 0 on padding
+
+    def one(example):
+        batch = jax.tree_util.tree_map(lambda x: x[None], example)
+        return ctx.target_loss(ctx.position, ctx.frozen, batch)
+
+    total = weights.size
+    losses = jax.lax.map(one, padded, batch_size=min(total, 1024))
+    return jnp.sum(weights * losses.reshape(weights.shape).astype(weights.dtype), axis=1)
+
+
+def subset_losses(subsets) -> Observable:
+    r"""The mean loss on each of K data sets at every draw, :math:`(L_{S_1}(w_t), \dots, L_{S_K}(w_t))`: shape
+    ``(K,)``, one compiled program for all of them. ``subsets`` is a sequence of data pytrees (each shaped like
+    the training data, with its own leading size :math:`m_k`); they are padded to the largest size (with
+    copies of their own first example, weighted 0) and stacked, so the loss of each set is a weighted sum over
+    one batch of :math:`K \cdot \max_k m_k` per-example losses.
+
+    The data-restricted LLC (Wang et al., arXiv 2410.02984) is
+    :math:`\hat\lambda_S = n\beta(\mathbb E_w[L_S(w)] - L_S(w^*))` with w drawn from the posterior of the
+    *training* data; :func:`slt.estimate_llc` computes it with ``eval_data={"name": subset}``.
+
+    Example:
+        >>> import slt
+        >>> from slt.observables import DrawContext, subset_losses
+        >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
+        >>> x, y = p.data
+        >>> sets = subset_losses([(x[:5], y[:5]), (x[5:8], y[5:8])])
+        >>> target = slt.targets.from_loss_fn(p.loss_fn, p.params, p.data)
+        >>> ctx = DrawContext(target.position, target.frozen, target.position, None, None, None, target.loss)
+        >>> values = sets(ctx, sets.data)
+        >>> values.shape, bool(abs(values[1] - p.loss_fn(p.params, (x[5:8], y[5:8]))) < 1e-6)
+        ((2,), True)
+    """
+    import numpy as np
+
+    from slt.targets import check_data
+
+    subsets = list(subsets)
+    if not subsets:
+        raise ValueError("`subsets` is empty: expected one or more data pytrees.")
+    sizes = [check_data(s, f"subset {i}") for i, s in enumerate(subsets)]
+    structure = jax.tree_util.tree_structure(subsets[0])
+    for i, s in enumerate(subsets[1:], 1):
+        if jax.tree_util.tree_structure(s) != structure:
+            raise ValueError(f"subset {i} has another structure than subset 0: every subset is shaped like the data.")
+    width = max(sizes)
+
+    def pad(x, m):
+        x = np.asarray(x)
+        return np.concatenate([x, np.repeat(x[:1], width - m, axis=0)]) if m < width else x
+
+    padded = jax.tree_util.tree_map(lambda *xs: np.concatenate([pad(x, m) for x, m in zip(xs, sizes)]), *subsets)
+    weights = np.zeros((len(sizes), width), dtype=np.float32)
+    for k, m in enumerate(sizes):
+        weights[k, :m] = 1.0 / m
+    return Observable(_subset_losses, data=(padded, weights), description="mean loss on each of K data sets")
 
 
 def resolve(observables: Mapping[str, Any] | None) -> tuple[tuple[str, Observable], ...]:
