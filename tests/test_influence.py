@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 import slt
+from slt.influence import _component_masks, _moving_leaves
 from slt.models.regression import linreg_loss
 
 D, N, P = 4, 200, 4
@@ -247,3 +248,70 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"probes\['bad'\]"):
         slt.susceptibilities(_split_loss, params, p.data, components={"a": lambda path, leaf: True},
                              **dict(common, probes={"bad": (x[:3, :1], y[:3])}))
+
+
+# ------------------------------------------------------------------------------ per-token, NNX, store, save
+def test_bif_per_token_probe_loss_matches_closed_form(tmp_path):
+    """A probe loss with two "tokens" per example (targets y and y + 1): the covariance is over the P·2 entries in
+    row-major order, each entry a squared residual of the Gaussian closed form. The run goes to a store (a second
+    call reads it back: the same result) and the result survives save/load."""
+    p, (xp, yp) = _problem()
+    nbeta = float(slt.default_nbeta(N))
+
+    def per_token(w, batch):
+        x, y = batch
+        r = (x @ w)[:, None] - jnp.stack([y, y + 1.0], axis=1)
+        return 0.5 * jnp.square(r)
+
+    settings = dict(key=jax.random.key(2), probe_data=(xp, yp), probe_loss=per_token, step_size=0.05, sampler="mala",
+                    num_chains=8, num_draws=3000, num_burnin=300, nbeta=nbeta, localization=GAMMA,
+                    store=str(tmp_path / "run"))
+    res = slt.bif(p.loss_fn, p.params, p.data, **settings)
+    assert res.probe_shape == (P, 2) and res.covariance.shape == (2 * P, 2 * P)
+    flat_x = jnp.repeat(xp, 2, axis=0)
+    flat_y = jnp.stack([yp, yp + 1.0], axis=1).reshape(-1)
+    exact = exact_loss_covariance(p, (flat_x, flat_y), nbeta, GAMMA)
+    z = (res.covariance - exact) / res.covariance_mcse
+    assert np.all(np.abs(z) < 4), z
+    again = slt.bif(p.loss_fn, p.params, p.data, **settings)
+    np.testing.assert_array_equal(again.covariance, res.covariance)
+    res.save(tmp_path / "result")
+    loaded = slt.load(tmp_path / "result")
+    assert isinstance(loaded, slt.BIFResult) and loaded.probe_shape == (P, 2)
+    np.testing.assert_array_equal(loaded.influence, res.influence)
+
+
+def test_nnx_components():
+    """NNX model form: components as NNX filters."""
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(2, 4, rngs=rngs)
+            self.l2 = nnx.Linear(4, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jnp.tanh(self.l1(x)))
+
+    model = MLP(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (64, 2))
+    y = jnp.sin(x[:, :1])
+    settings = dict(loss=slt.losses.mse, key=jax.random.key(0), step_size=1e-4, num_chains=2, num_draws=200,
+                    num_burnin=50, batch_size=64)
+    components = {"l1": nnx.PathContains("l1"), "l2_kernel": nnx.All(nnx.PathContains("l2"), nnx.PathContains("kernel")),
+                  "all": nnx.Param}
+    # the selection, leaf by leaf in the order of the sampled state
+    target = slt.targets.make_target(model, (x, y), loss=slt.losses.mse)
+    names, masks = _component_masks(target, components)
+    paths = [path for path, _ in _moving_leaves(target)]
+    assert paths == [("l1", "bias"), ("l1", "kernel"), ("l2", "bias"), ("l2", "kernel")]
+    assert masks == ((True, True, False, False), (False, False, False, True), (True, True, True, True))
+    res = slt.susceptibilities(model, (x, y), components=components, probes={"shifted": (x[:8] + 1.0, y[:8])},
+                               **settings)
+    assert res.chi.shape == (3, 1) and np.all(np.isfinite(res.chi)) and np.all(res.chi_mcse > 0)
+    # with every parameter in the component, φ is the reference loss itself, draw by draw
+    np.testing.assert_allclose(res.phi[..., 2], res.reference_loss, rtol=1e-6)
+    assert np.all(res.phi[..., 0] != res.phi[..., 1])
+    with pytest.raises(ValueError, match="component 'none' selects none"):
+        slt.susceptibilities(model, (x, y), components={"none": nnx.PathContains("l3")},
+                             probes={"shifted": (x[:8], y[:8])}, **settings)
