@@ -4,6 +4,8 @@
 NNX model). It reuses one compiled sampler for all its estimates, because every call has the same loss,
 shapes and static settings (hyperparameter values and keys are traced), so no call after the first
 compiles anything. The recorded outputs on a fixed probe set feed :func:`slt.dynamics.essential_dynamics`.
+Each record also keeps the weight norm ‖w‖₂ (total and per group) and Adam's effective step ‖Δw‖/‖w‖ since the
+previous record, on the host (no compilation): the LLC and the norm need not move together.
 
 Example (plain optax loop)::
 
@@ -12,7 +14,7 @@ Example (plain optax loop)::
     for step in range(num_steps):
         params, opt_state = update(params, opt_state, next_batch())
         tracker(step, params)
-    traj = tracker.trajectory()          # LLC over training
+    traj = tracker.trajectory()          # LLC over training, with .weight_norm and .effective_step
     outputs = tracker.outputs()          # (num_records, *probe_output_shape)
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from slt._src import validate
 from slt._src.validate import as_key
+from slt.dynamics.trajectory import _NormRecorder
 from slt.llc import LLCResult, SamplingWarning, estimate_llc
 
 __all__ = ["LLCTracker"]
@@ -53,10 +56,21 @@ class LLCTracker:
         probe: optional fixed inputs whose outputs are recorded at each estimate (essential dynamics).
         output_fn: ``output_fn(params, probe)`` for the loss-function form; NNX models are called directly.
         loss, where: as in :func:`slt.estimate_llc`.
+        norm_groups: ``groups`` of :func:`slt.dynamics.weight_norms`: how the parameters are grouped for the
+            per-group norms (default: per submodule for NNX, per top-level entry of a pytree).
         **settings: the other :func:`slt.estimate_llc` settings.
 
+    At each record the tracker also records, on the host in float64 (one device-to-host copy of the parameters
+    per record, nothing compiled): the weight norm ‖w_t‖₂ in total and per group (:attr:`weight_norm`,
+    :attr:`group_norms`), and the effective step (:attr:`effective_step`, :attr:`group_effective_step`):
+    ‖w_t − w_prev‖ / (‖w_t‖ (s_t − s_prev)), the net relative displacement per optimizer step since the
+    previous record, or ‖u_t‖/‖w_t‖ exactly when the optimizer's update u_t is passed
+    (``tracker(step, params, update=updates)``). With Adam the update's size is set by the learning rate, not
+    by the weights, so a large norm means a small effective step (SCIENCE.md §7). The tracker keeps the
+    previous record's parameters on the host for the difference.
+
     Example:
-        >>> import jax, slt
+        >>> import jax, numpy as np, slt
         >>> p = slt.models.linear_regression(2, num_data=200, seed=0)
         >>> x, _ = p.data
         >>> tracker = slt.callbacks.LLCTracker(p.loss_fn, p.data, key=jax.random.key(0), step_size=5e-3, every=10,
@@ -72,6 +86,8 @@ class LLCTracker:
         (True, True)
         >>> len(tracker.trajectory())
         3
+        >>> tracker.weight_norm.shape, bool(np.isnan(tracker.effective_step[0]))  # no previous record at step 0
+        ((3,), True)
     """
 
     def __init__(
@@ -88,6 +104,7 @@ class LLCTracker:
         where=None,
         reference: int = -1,
         recalibrate: bool = False,
+        norm_groups: Callable | None = None,
         **settings,
     ):
         validate.positive_int(every, "every")
@@ -111,15 +128,25 @@ class LLCTracker:
         self._trajectory = None
         self._warned = 0
         self._outputs: list[np.ndarray] = []
+        self._norms = _NormRecorder(norm_groups)
 
-    def __call__(self, step: int, params_or_model) -> LLCResult | None:
-        """Estimate at this step if it is due; returns the result, or ``None`` when not due."""
+    def __call__(self, step: int, params_or_model, *, update=None) -> LLCResult | None:
+        """Estimate at this step if it is due; returns the result, or ``None`` when not due. ``update``: the
+        optimizer's update that produced these parameters (optional; for the effective step, see the class)."""
         if int(step) % self.every != 0:
             return None
-        return self.record(step, params_or_model)
+        return self.record(step, params_or_model, update=update)
 
-    def record(self, step: int, params_or_model) -> LLCResult | None:
+    def record(self, step: int, params_or_model, *, update=None) -> LLCResult | None:
         """Estimate now, whatever the step (with a deferred ``step_size="auto"``: keep the parameters)."""
+        self._norms.record(int(step), params_or_model, update)  # first: a malformed `update` raises before sampling
+        try:
+            return self._record(step, params_or_model)
+        except BaseException:
+            self._norms.pop()
+            raise
+
+    def _record(self, step: int, params_or_model) -> LLCResult | None:
         result = None
         if self._deferred:
             state = nnx_state(params_or_model) if self._is_nnx else params_or_model
@@ -154,6 +181,26 @@ class LLCTracker:
         return np.array([r.llc_std for r in self.results])
 
     @property
+    def weight_norm(self) -> np.ndarray:
+        """(R,) ‖w‖₂ at each record (available without estimating, also with a deferred ``"auto"``)."""
+        return self._norms.fields()["weight_norm"]
+
+    @property
+    def group_norms(self) -> dict[str, np.ndarray]:
+        """Group name → (R,) ‖w‖₂ of that group at each record."""
+        return self._norms.fields()["group_norms"]
+
+    @property
+    def effective_step(self) -> np.ndarray:
+        """(R,) ‖Δw‖/‖w‖ per optimizer step since the previous record (or of the passed update); NaN at the first."""
+        return self._norms.fields()["effective_step"]
+
+    @property
+    def group_effective_step(self) -> dict[str, np.ndarray]:
+        """Group name → (R,) the effective step of that group."""
+        return self._norms.fields()["group_effective_step"]
+
+    @property
     def train_loss(self) -> np.ndarray:
         """Full-data loss L_n at each recorded step."""
         return np.array([r.init_loss for r in self.results])
@@ -167,7 +214,7 @@ class LLCTracker:
     def trajectory(self):
         """The records as an :class:`slt.dynamics.trajectory.LLCTrajectory`. Emits one :class:`slt.SamplingWarning`
         listing the records that fail a health check (once per new failing record)."""
-        from slt.dynamics.trajectory import _trajectory, llc_trajectory
+        from slt.dynamics.trajectory import _trajectory, _with_norms, llc_trajectory
 
         if not self.steps:
             raise ValueError("the tracker has no records yet: call it from the training loop first.")
@@ -188,6 +235,7 @@ class LLCTracker:
             traj = self._trajectory
         else:
             traj = _trajectory(self.steps, self._results)
+        traj = _with_norms(traj, self._norms)  # the tracker's own records (with any passed updates)
         failing = np.flatnonzero(traj.failing)
         if failing.size > self._warned:
             self._warned = failing.size

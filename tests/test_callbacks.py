@@ -129,3 +129,68 @@ def test_tracker_with_auto_chooses_once_and_warns_once_about_failing_records(reg
         tracker.trajectory()
     with pytest.raises(ValueError, match="step_size"):
         LLCTracker(regression.loss_fn, regression.data, key=jax.random.key(0), step_size="fast")
+
+
+def test_tracker_records_weight_norms_and_adams_effective_step(small_dln):
+    """In an Adam loop: ‖w‖ per layer at each record; the effective step from consecutive records,
+    ‖w_t − w_prev‖ / (‖w_t‖ Δs), or exactly ‖u_t‖/‖w_t‖ where the update is passed; no compilation after the
+    first record (the norms are host arithmetic)."""
+    p = small_dln
+    params = [0.5 * jnp.ones_like(w) for w in p.params]
+    tx = optax.adam(1e-2)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def update(params, opt_state):
+        grads = jax.grad(p.loss_fn)(params, p.data)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), updates, opt_state
+
+    tracker = LLCTracker(p.loss_fn, p.data, key=jax.random.key(0), every=10, **KW)
+    host, passed, compiles_after_first = {}, {}, None
+    for step in range(31):
+        params, updates, opt_state = update(params, opt_state)
+        host[step] = [np.asarray(w, np.float64) for w in params]
+        if step == 20:  # pass the update at this record only
+            passed[step] = [np.asarray(u, np.float64) for u in updates]
+            tracker(step, params, update=updates)
+        else:
+            tracker(step, params)
+        if step == 0:
+            compiles_after_first = COUNTER.count
+    assert COUNTER.count == compiles_after_first, "a tracker call after the first compiled something"
+
+    def norm(ws):
+        return np.sqrt(sum(np.sum(w**2) for w in ws))
+
+    np.testing.assert_allclose(tracker.weight_norm, [norm(host[s]) for s in (0, 10, 20, 30)], rtol=1e-12)
+    np.testing.assert_allclose(tracker.group_norms["1"], [norm(host[s][1:]) for s in (0, 10, 20, 30)], rtol=1e-12)
+    step_10 = norm([a - b for a, b in zip(host[10], host[0])]) / norm(host[10]) / 10
+    step_20 = norm(passed[20]) / norm(host[20])  # one step, from the passed update
+    step_30 = norm([a - b for a, b in zip(host[30], host[20])]) / norm(host[30]) / 10
+    assert np.isnan(tracker.effective_step[0])
+    np.testing.assert_allclose(tracker.effective_step[1:], [step_10, step_20, step_30], rtol=1e-10)
+    group_0 = np.linalg.norm(host[30][0] - host[20][0]) / np.linalg.norm(host[30][0]) / 10
+    np.testing.assert_allclose(tracker.group_effective_step["0"][3], group_0, rtol=1e-10)
+    # Adam moves each weight by about the learning rate per step whatever the weight: Δw/w ≈ lr / |w| = 0.02 here
+    assert 0.005 < step_20 < 0.03
+    traj = tracker.trajectory()
+    np.testing.assert_array_equal(traj.weight_norm, tracker.weight_norm)
+    assert traj.step_from_update.tolist() == [False, False, True, False]
+    assert traj.plot_norm() is not None
+    with pytest.raises(ValueError, match="update"):
+        tracker.record(40, params, update=updates[:1])
+    assert tracker.steps == [0, 10, 20, 30] and len(tracker.weight_norm) == 4  # the failed record left nothing
+
+
+def test_tracker_norms_of_an_nnx_model_are_per_submodule():
+    x = jax.random.normal(jax.random.key(0), (100, 2))
+    y = jnp.sin(x[:, :1])
+    model = MLP(nnx.Rngs(0))
+    # step_size="auto" defers every estimate to trajectory(): recording only keeps parameters and norms
+    tracker = LLCTracker(model, (x, y), loss=slt.losses.gaussian_nll, key=jax.random.key(1), step_size="auto")
+    assert tracker(0, model) is None
+    assert set(tracker.group_norms) == {"layer1", "layer2"}
+    kernel, bias = np.asarray(model.layer1.kernel[...]), np.asarray(model.layer1.bias[...])
+    expected = np.sqrt(np.sum(kernel**2) + np.sum(bias**2))
+    np.testing.assert_allclose(tracker.group_norms["layer1"], [expected], rtol=1e-6)

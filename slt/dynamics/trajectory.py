@@ -8,14 +8,20 @@ padded), so the whole trajectory compiles once.
 
 Checkpoint ``i`` uses the key ``jax.random.fold_in(key, i)``: its result is the same (up to float
 rounding of the batched computation) as ``estimate_llc(..., key=jax.random.fold_in(key, i))``.
+
+Beside the LLC, each record carries the weight norm ‖w_t‖₂, in total and per parameter group
+(:func:`weight_norms`), and the effective step ‖Δw‖/‖w‖ between records: there is no general relation between
+norm and LLC (grokking networks reportedly end with a large norm and a small LLC), and the norm sets the effective
+learning rate of Adam (SCIENCE.md §5, §7). :meth:`LLCTrajectory.plot_norm` draws both against the step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -32,7 +38,7 @@ from slt._src.validate import as_key
 from slt.llc import LLCResult, summarize_run
 from slt.targets import check_loss_at_center, make_target
 
-__all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints"]
+__all__ = ["LLCTrajectory", "llc_trajectory", "load_checkpoints", "weight_norms"]
 
 
 @dataclasses.dataclass
@@ -44,6 +50,18 @@ class LLCTrajectory(Result):
         llc_mean, llc_std, llc_mcse: (K,) per checkpoint (see :class:`slt.LLCResult`).
         init_loss: (K,) full-data loss L_n(w_t) at each checkpoint.
         results: the K :class:`slt.LLCResult` objects.
+        weight_norm: (K,) ‖w_t‖₂ over all parameters of each checkpoint (host, float64; for NNX the
+            ``nnx.Param`` variables; with ``where=`` still all of them, frozen or not).
+        group_norms: group name → (K,) ‖w_t‖₂ of that group (:func:`weight_norms`: per submodule for NNX, per
+            top-level entry of a pytree).
+        effective_step: (K,) ‖w_t − w_prev‖ / (‖w_t‖ · (s_t − s_prev)): the net relative displacement per
+            optimizer step since the previous record (NaN at the first record and where the steps do not
+            increase). It equals the per-step ‖Δw‖/‖w‖ when the steps between records point the same way, and is
+            smaller when they fluctuate (‖Σ u‖ ≤ Σ ‖u‖). :class:`slt.callbacks.LLCTracker` records the exact
+            one-step ratio ‖u_t‖/‖w_t‖ at records where the optimizer's update is passed.
+        group_effective_step: group name → (K,), the same per group.
+        step_from_update: (K,) whether ``effective_step`` came from a passed update (one step) rather than
+            from consecutive records.
 
     Example:
         >>> import jax, numpy as np, slt
@@ -65,6 +83,11 @@ class LLCTrajectory(Result):
     results: list[LLCResult]
     auto: Any = dataclasses.field(default=None, repr=False)
     reference_step: int | None = None
+    weight_norm: np.ndarray | None = None
+    group_norms: dict = dataclasses.field(default_factory=dict)
+    effective_step: np.ndarray | None = None
+    group_effective_step: dict = dataclasses.field(default_factory=dict)
+    step_from_update: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.results)
@@ -102,11 +125,23 @@ class LLCTrajectory(Result):
         head = f"LLC trajectory: {len(self)} records, steps {self.steps[0]}..{self.steps[-1]}"
         if self.auto is not None:
             head += f"\n{self.auto.describe()}, chosen once at step {self.reference_step}"
-        rows = [f"{'step':>8} {'llc':>9} {'mcse':>7} {'rhat':>6} {'ess':>6} {'loss':>10} ok"]
+        norms = self.weight_norm is not None and len(self.weight_norm) == len(self)
+        rows = [
+            f"{'step':>8} {'llc':>9} {'mcse':>7} {'rhat':>6} {'ess':>6} {'loss':>10}"
+            + (f" {'|w|':>9} {'|dw|/|w|':>9}" if norms else "")
+            + " ok"
+        ]
         for k in range(len(self)):
             rows.append(
                 f"{self.steps[k]:>8} {self.llc_mean[k]:>9.4g} {self.llc_mcse[k]:>7.2g} {self.rhat[k]:>6.3f} "
-                f"{self.ess[k]:>6.0f} {self.init_loss[k]:>10.4g} {'no' if self.failing[k] else 'yes'}"
+                f"{self.ess[k]:>6.0f} {self.init_loss[k]:>10.4g}"
+                + (f" {self.weight_norm[k]:>9.4g} {self.effective_step[k]:>9.3g}" if norms else "")
+                + f" {'no' if self.failing[k] else 'yes'}"
+            )
+        if norms and len(self.group_norms) > 1:
+            rows.append(
+                "weight norm by group, first -> last record: "
+                + ", ".join(f"{g} {v[0]:.4g} -> {v[-1]:.4g}" for g, v in self.group_norms.items())
             )
         return head + "\n" + "\n".join(rows) + "\n" + self.health()
 
@@ -141,6 +176,42 @@ class LLCTrajectory(Result):
         for b in boundaries or ():
             ax.axvline(b, color="tab:red", ls="--", lw=1)
         ax.set_title(title or "LLC over training")
+        return fig
+
+    def plot_norm(self, *, groups: bool = False, effective_step: bool = False, title: str | None = None):
+        """λ̂ ± std and the weight norm ‖w_t‖₂ against the training step, on twin axes; ``groups=True`` adds each
+        group's norm (dashed), ``effective_step=True`` a panel below with ‖Δw‖/‖w‖ per step (log scale)."""
+        from slt.plotting import _pyplot
+
+        if self.weight_norm is None:
+            raise ValueError("this trajectory has no weight norms (saved by an older slt?): nothing to plot.")
+        plt = _pyplot()
+        if effective_step:
+            fig, (ax, low) = plt.subplots(
+                2, 1, figsize=(7, 5.6), sharex=True, constrained_layout=True, height_ratios=(2, 1)
+            )
+        else:
+            fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+        ax.errorbar(self.steps, self.llc_mean, yerr=self.llc_std, color="tab:blue", marker="o", ms=3, lw=1.2, capsize=2)
+        ax.set_ylabel("LLC $\\hat\\lambda$", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(self.steps, self.weight_norm, color="tab:orange", lw=1.5, label="$\\|w\\|_2$")
+        if groups:
+            for name, norm in self.group_norms.items():
+                twin.plot(self.steps, norm, ls="--", lw=1, label=name)
+            twin.legend(fontsize=7, loc="best")
+        twin.set_ylabel("weight norm $\\|w_t\\|_2$", color="tab:orange")
+        ax.set_title(title or "LLC and weight norm over training")
+        if effective_step:
+            low.semilogy(self.steps, self.effective_step, color="tab:orange", marker=".", lw=1, label="total")
+            if groups:
+                for name, ratio in self.group_effective_step.items():
+                    low.semilogy(self.steps, ratio, ls="--", lw=1, label=name)
+                low.legend(fontsize=7, loc="best")
+            low.set_ylabel("$\\|\\Delta w\\| / \\|w\\|$ per step")
+            low.set_xlabel("training step")
+        else:
+            ax.set_xlabel("training step")
         return fig
 
 
@@ -216,9 +287,10 @@ def llc_trajectory(
     recalibrate: bool = False,
     precision: float = 0.02,
     time_budget: float = 120.0,
+    norm_groups: Callable | None = None,
     **settings,
 ) -> LLCTrajectory:
-    """One LLC estimate per checkpoint, compiled once.
+    """One LLC estimate per checkpoint, compiled once, with the weight norm of each checkpoint beside it.
 
     Args:
         model_or_loss: ``loss_fn(params, batch)``, or an ``nnx.Module`` (its structure; each checkpoint is
@@ -245,6 +317,7 @@ def llc_trajectory(
             share their settings; each record's ``auto`` says what it used).
         precision, time_budget: as :func:`slt.estimate_llc`, for the choice (``time_budget`` bounds the
             calibration at the reference checkpoint, not the whole trajectory).
+        norm_groups: ``groups`` of :func:`weight_norms` (how parameters are grouped for ``group_norms``).
         **settings: the other :func:`slt.estimate_llc` settings (``num_chains``, ``num_draws``,
             ``num_burnin``, ``batch_size``, ``nbeta``, ``localization``, ``sampler``, ``estimator``).
 
@@ -260,6 +333,8 @@ def llc_trajectory(
         ...                                    steps=[0, 100, 200], num_chains=2, num_draws=1000, num_burnin=100)
         >>> traj.llc_mean.shape, bool(abs(traj.llc_mean[-1] - 1.0) < 0.3)  # at w*: λ = d/2 = 1
         ((3,), True)
+        >>> bool(np.isclose(traj.weight_norm[1], np.linalg.norm(p.params + 0.1)))  # ‖w_t‖₂ of each checkpoint
+        True
         >>> auto = slt.dynamics.llc_trajectory(p.loss_fn, checkpoints, p.data, key=jax.random.key(0),
         ...                                    step_size="auto", time_budget=10.0)
         >>> auto.reference_step, {r.step_size for r in auto.results} == {auto.auto.step_size}
@@ -274,6 +349,7 @@ def llc_trajectory(
     if steps.shape != (num,):
         raise ValueError(f"`steps` must have one entry per checkpoint ({num}); got shape {steps.shape}.")
     validate.positive_int(checkpoint_batch_size, "checkpoint_batch_size")
+    norm_record = _checkpoint_norms(model_or_loss, ckpts, steps, norm_groups)  # cheap: host float64 sums
 
     targets = [_target(model_or_loss, ckpt, data, loss=loss, where=where) for ckpt in ckpts]
     first = targets[0]
@@ -297,7 +373,8 @@ def llc_trajectory(
             **{k: v for k, v in settings.items() if k not in ("estimator",)},
         )
         if recalibrate:
-            return _recalibrated(targets, steps, key, cal_key, warm_key, auto_kwargs, settings)
+            traj = _recalibrated(targets, steps, key, cal_key, warm_key, auto_kwargs, settings)
+            return _with_norms(traj, norm_record)
         num_draws, num_burnin = auto_kwargs.pop("num_draws", None), auto_kwargs.pop("num_burnin", None)
         choice = auto_settings(
             targets[reference], cal_key, num_draws=num_draws, num_burnin=num_burnin, **_with_chains(auto_kwargs)
@@ -320,7 +397,7 @@ def llc_trajectory(
         progress,
         extend=None if not draws_sized_by_auto else dict(precision=precision, drop_allowed=burnin_sized_by_auto),
     )
-    return _trajectory(steps, results, auto=choice, reference_step=reference_step)
+    return _with_norms(_trajectory(steps, results, auto=choice, reference_step=reference_step), norm_record)
 
 
 def _with_chains(kwargs: dict) -> dict:
@@ -515,3 +592,189 @@ def _target(model_or_loss, checkpoint, data, *, loss, where):
             nnx.update(model, checkpoint)
         return make_target(model, data, loss=loss, where=where)
     return make_target(model_or_loss, checkpoint, data, loss=loss, where=where)
+
+
+# ------------------------------------------------------------------------------------------- weight norms
+def weight_norms(params_or_model, *, groups: Callable | None = None) -> tuple[float, dict[str, float]]:
+    r"""The weight norm :math:`\lVert w\rVert_2`, in total and per parameter group, computed on the host in float64.
+
+    Groups (by default): for an ``nnx.Module`` (or an ``nnx.State``), the parameters (``nnx.Param``) of each
+    submodule, named by its path (``"layer1"``, ``"blocks.0.attn"``; a parameter set on the root module is its
+    own group); for any other pytree, its top-level entries (``"0"``, ``"1"`` for a list of layers; the keys of
+    a dict), descending through a root with a single entry (Linen's ``{"params": {...}}`` groups by layer). A
+    bare array is the group ``"w"``. ``groups(path) -> name`` overrides this: ``path`` is the leaf's path as a
+    tuple of names (dict keys, attribute names, list indices as strings).
+
+    There is no general relation between this norm and the LLC (SCIENCE.md §5, §7); the norm sets the
+    effective step of scale-free optimizers such as Adam, :math:`\lVert\Delta w\rVert/\lVert w\rVert`.
+
+    Example:
+        >>> import numpy as np
+        >>> from slt.dynamics import weight_norms
+        >>> total, by_group = weight_norms([np.full((2, 2), 1.5), np.full(4, 2.0)])  # a list of two layers
+        >>> float(total), {k: float(v) for k, v in by_group.items()}
+        (5.0, {'0': 3.0, '1': 4.0})
+    """
+    names, leaves = _named_leaves(params_or_model, groups)
+    sq: dict[str, float] = {}
+    for name, leaf in zip(names, leaves):
+        sq[name] = sq.get(name, 0.0) + float(np.sum(np.square(leaf)))
+    return math.sqrt(sum(sq.values())), {k: math.sqrt(v) for k, v in sq.items()}
+
+
+def _path_names(path) -> tuple[str, ...]:
+    out = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                out.append(str(getattr(entry, attr)))
+                break
+        else:  # pragma: no cover
+            out.append(str(entry))
+    return tuple(out)
+
+
+def _param_tree(params_or_model):
+    """``(tree, is_nnx)``: the parameters of an NNX module or state (``nnx.Param`` only), or the pytree itself."""
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        return params_or_model, False
+    if isinstance(params_or_model, nnx.Module):
+        return nnx.state(params_or_model, nnx.Param), True
+    if isinstance(params_or_model, nnx.State):
+        try:
+            return nnx.filter_state(params_or_model, nnx.Param), True
+        except Exception:  # a state of plain arrays (no variable types): take it whole
+            return params_or_model, True
+    return params_or_model, False
+
+
+def _named_leaves(params_or_model, groups) -> tuple[list[str], list[np.ndarray]]:
+    """Each leaf's group name and its host copy in float64."""
+    if groups is not None and not callable(groups):
+        raise ValueError(f"`groups` must be a function path -> group name, or None; got {groups!r}.")
+    tree, is_nnx = _param_tree(params_or_model)
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if not flat:
+        raise ValueError("the parameters have no array leaves: nothing to take the norm of.")
+    paths = [_path_names(p) for p, _ in flat]
+    if is_nnx:
+        paths = [p[:-1] if len(p) > 1 and p[-1] == "value" else p for p in paths]  # Variable.value
+    leaves = [np.asarray(leaf, dtype=np.float64) for _, leaf in flat]
+    if groups is not None:
+        return [str(groups(p)) for p in paths], leaves
+    if is_nnx:
+        return [".".join(p[:-1]) if len(p) > 1 else ".".join(p) for p in paths], leaves
+    depth = 0  # descend through single-entry roots
+    while all(len(p) > depth + 1 for p in paths) and len({p[depth] for p in paths}) == 1:
+        depth += 1
+    return [p[depth] if len(p) > depth else "w" for p in paths], leaves
+
+
+class _NormRecorder:
+    """Weight norms at each record and the effective step ‖Δw‖/‖w‖ between records (host, float64).
+
+    The effective step at record k is :math:`\\lVert w_k - w_{k-1}\\rVert_g / (\\lVert w_k\\rVert_g (s_k - s_{k-1}))`
+    per group g (the net displacement per optimizer step, relative to the weights), or, when the optimizer's
+    update u that produced w_k is given, :math:`\\lVert u\\rVert_g / \\lVert w_k\\rVert_g` (one step). NaN at the
+    first record without an update, and where the steps do not increase."""
+
+    def __init__(self, groups=None):
+        self.groups = groups
+        self.steps: list[int] = []
+        self.total: list[float] = []
+        self.by_group: list[dict[str, float]] = []
+        self.step_total: list[float] = []
+        self.step_by_group: list[dict[str, float]] = []
+        self.from_update: list[bool] = []
+        self._previous = None  # (names, leaves) of the last record
+        self._undo = None
+
+    def record(self, step: int, params_or_model, update=None) -> None:
+        names, leaves = _named_leaves(params_or_model, self.groups)
+        norms = _group_sums(names, [np.square(x) for x in leaves])
+        if update is not None:
+            u_names, u_leaves = _named_leaves(update, self.groups)
+            if [x.shape for x in u_leaves] != [x.shape for x in leaves]:
+                raise ValueError(
+                    "`update` must have the structure and shapes of the parameters (the optimizer's update that "
+                    f"produced them); got leaf shapes {[x.shape for x in u_leaves]}, expected "
+                    f"{[x.shape for x in leaves]}."
+                )
+            moved, per_step = _group_sums(names, [np.square(u) for u in u_leaves]), 1.0
+        elif self._previous is not None and int(step) > self.steps[-1]:
+            prev_names, prev = self._previous
+            if prev_names != names or [x.shape for x in prev] != [x.shape for x in leaves]:
+                raise ValueError(f"the parameters at step {step} do not have the structure of the previous record.")
+            moved = _group_sums(names, [np.square(a - b) for a, b in zip(leaves, prev)])
+            per_step = float(int(step) - self.steps[-1])
+        else:
+            moved, per_step = None, 1.0
+        self.steps.append(int(step))
+        self.total.append(math.sqrt(sum(norms.values())))
+        self.by_group.append({k: math.sqrt(v) for k, v in norms.items()})
+        if moved is None:
+            self.step_total.append(math.nan)
+            self.step_by_group.append({k: math.nan for k in norms})
+        else:
+            self.step_total.append(_ratio(math.sqrt(sum(moved.values())), self.total[-1]) / per_step)
+            self.step_by_group.append({k: _ratio(math.sqrt(moved[k]), math.sqrt(norms[k])) / per_step for k in norms})
+        self.from_update.append(update is not None)
+        self._undo, self._previous = self._previous, (names, leaves)
+
+    def pop(self) -> None:
+        """Forget the last record (its estimate failed)."""
+        for values in (self.steps, self.total, self.by_group, self.step_total, self.step_by_group, self.from_update):
+            values.pop()
+        self._previous = self._undo
+
+    def fields(self) -> dict:
+        """The :class:`LLCTrajectory` fields of these records."""
+        names = list(self.by_group[0]) if self.by_group else []
+        return dict(
+            weight_norm=np.array(self.total),
+            group_norms={k: np.array([g.get(k, np.nan) for g in self.by_group]) for k in names},
+            effective_step=np.array(self.step_total),
+            group_effective_step={k: np.array([g.get(k, np.nan) for g in self.step_by_group]) for k in names},
+            step_from_update=np.array(self.from_update, dtype=bool),
+        )
+
+
+def _group_sums(names, squares) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, sq in zip(names, squares):
+        out[name] = out.get(name, 0.0) + float(np.sum(sq))
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else (math.nan if a == 0 else math.inf)
+
+
+def _with_norms(traj: LLCTrajectory, recorder: _NormRecorder) -> LLCTrajectory:
+    """``traj`` with the weight-norm fields of ``recorder`` (one record per checkpoint)."""
+    for name, value in recorder.fields().items():
+        setattr(traj, name, value)
+    return traj
+
+
+def _checkpoint_norms(model_or_loss, ckpts, steps, groups) -> _NormRecorder:
+    """Norms of each checkpoint's parameters (for NNX: the ``nnx.Param`` of the module each checkpoint makes)."""
+    recorder = _NormRecorder(groups)
+    for step, ckpt in zip(steps, ckpts):
+        recorder.record(int(step), _nnx_params(model_or_loss, ckpt))
+    return recorder
+
+
+def _nnx_params(model_or_loss, checkpoint):
+    """An NNX checkpoint as its module's ``nnx.Param`` state (a state may also hold other variables)."""
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        return checkpoint
+    if isinstance(model_or_loss, nnx.Module) and not isinstance(checkpoint, nnx.Module):
+        model = nnx.clone(model_or_loss)
+        nnx.update(model, checkpoint)
+        return nnx.state(model, nnx.Param)
+    return checkpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import COMPILES, SAMPLER_CHUNK
@@ -160,3 +161,115 @@ def test_auto_chooses_once_at_the_reference_and_keeps_the_choice(regression):
         llc_trajectory(
             regression.loss_fn, checkpoints, regression.data, key=jax.random.key(0), step_size="auto", reference=4
         )
+
+
+def test_weight_norms_and_effective_step_beside_the_llc(small_dln, checkpoints, tmp_path):
+    """Each record carries ‖w_t‖₂ (total and per layer) and ‖w_t − w_prev‖ / (‖w_t‖ Δs); saved and loaded back."""
+    steps = [0, 10, 20, 40, 50]
+    traj = llc_trajectory(
+        small_dln.loss_fn, checkpoints, small_dln.data, key=jax.random.key(5), steps=steps, checkpoint_batch_size=2, **KW
+    )
+    flat = [np.concatenate([np.ravel(np.asarray(w, np.float64)) for w in c]) for c in checkpoints]
+    np.testing.assert_allclose(traj.weight_norm, [np.linalg.norm(f) for f in flat], rtol=1e-12)
+    assert set(traj.group_norms) == {"0", "1"}  # a list of layers: one group per layer
+    for g in (0, 1):
+        expected = [np.linalg.norm(np.asarray(c[g], np.float64)) for c in checkpoints]
+        np.testing.assert_allclose(traj.group_norms[str(g)], expected, rtol=1e-12)
+    assert np.isnan(traj.effective_step[0]) and np.isnan(traj.group_effective_step["1"][0])
+    for k in range(1, 5):
+        expected = np.linalg.norm(flat[k] - flat[k - 1]) / np.linalg.norm(flat[k]) / (steps[k] - steps[k - 1])
+        np.testing.assert_allclose(traj.effective_step[k], expected, rtol=1e-12)
+    assert traj.effective_step[1] == pytest.approx(1 / 10)  # from w = 0: the whole of w_1, over 10 steps
+    assert traj.effective_step[4] == 0.0  # identical checkpoints
+    assert not traj.step_from_update.any()
+    assert "|w|" in traj.summary() and "weight norm by group" in traj.summary()
+    fig = traj.plot_norm(groups=True, effective_step=True)
+    assert len(fig.axes) == 3  # LLC, its twin for the norm, and the effective step
+    traj.save(tmp_path / "traj")
+    back = slt.load(tmp_path / "traj")
+    np.testing.assert_array_equal(back.weight_norm, traj.weight_norm)
+    np.testing.assert_array_equal(back.group_effective_step["0"], traj.group_effective_step["0"])
+    assert back.group_norms.keys() == traj.group_norms.keys()
+
+
+def test_weight_norm_groups_of_nnx_and_nested_pytrees():
+    from flax import nnx
+
+    from slt.dynamics import weight_norms
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.dense = nnx.Linear(2, 3, rngs=rngs)
+            self.scale = nnx.Param(jnp.full((3,), 2.0))
+            self.count = nnx.BatchStat(jnp.full((5,), 100.0))  # not a parameter: left out
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.block = Block(rngs)
+            self.head = nnx.Linear(3, 1, rngs=rngs)
+            self.temperature = nnx.Param(jnp.array(3.0))
+
+    net = Net(nnx.Rngs(0))
+    total, groups = weight_norms(net)
+    kernel = np.asarray(net.block.dense.kernel[...])
+    assert set(groups) == {"block.dense", "block", "head", "temperature"}  # per submodule; a root Param alone
+    assert groups["block.dense"] == pytest.approx(np.linalg.norm(kernel))  # the bias starts at zero
+    assert groups["block"] == pytest.approx(np.sqrt(12.0)) and groups["temperature"] == pytest.approx(3.0)
+    assert total == pytest.approx(np.sqrt(sum(v**2 for v in groups.values())))
+    assert weight_norms(nnx.state(net))[0] == pytest.approx(total)  # a full state: its Params only
+    # Linen-style variables: the single root entry is descended; groups are the layers
+    linen = {"params": {"Dense_0": {"kernel": np.ones((2, 2))}, "Dense_1": {"kernel": np.ones(3)}}}
+    assert weight_norms(linen)[1] == pytest.approx({"Dense_0": 2.0, "Dense_1": np.sqrt(3.0)})
+    assert weight_norms(np.ones(4))[1] == {"w": 2.0}
+    custom = weight_norms(linen, groups=lambda path: path[-1])  # by variable name
+    assert custom[1] == pytest.approx({"kernel": np.sqrt(7.0)})
+    with pytest.raises(ValueError, match="groups"):
+        weight_norms(linen, groups="layer")
+
+
+@pytest.fixture(scope="module")
+def rescaled_dln():
+    """A two-layer linear network at its rank-2 least-squares factorization w* = (W1, W2), widths (3, 2, 3):
+    λ = 4, m = 1 (Aoyagi; slt.theory.dln), and the rescaled point (2 W1, W2 / 2), which computes the same
+    function (and has the same loss), so the same λ, with another weight norm."""
+    p = slt.models.deep_linear_network([3, 2, 3], 2, num_data=1000, seed=0)
+    w1, w2 = p.params
+    return p, [[w1, w2], [2.0 * w1, 0.5 * w2]]
+
+
+def test_llc_is_the_same_at_rescaled_points_while_the_norm_changes(rescaled_dln):
+    """The true λ is invariant under (W1, W2) -> (c W1, W2 / c); the estimator is not exactly: its isotropic
+    localization γ and isotropic SGLD noise see the rescaled geometry (the transverse Hessian eigenvalues go from
+    0.48..1.30 at c = 1 to 0.13..2.75 at c = 2). At nβ = n/log n = 145, γ = 1, ε = 5e-4, the quadratic
+    prediction of that effect (slt.models.regression.quadratic_llc with each point's Hessian, γ and ε) is 4.026
+    at c = 1 and 4.082 at c = 2, a difference of 0.055, below the Monte-Carlo error; exact NUTS at γ = 1
+    measured 4.025 ± 0.049 (c = 1) and 3.910 ± 0.049 (c = 2) (its departure from the quadratic value, the finite
+    nβ, is at most 0.06 ± 0.05). So the estimates must agree within 3 combined MCSEs plus the predicted
+    difference, and each lie within 3 MCSEs plus its predicted bias plus 0.1 (that NUTS departure) of λ = 4,
+    while ‖w‖ changes by a factor 1.46 and the layer norms by 2 and 1/2 exactly."""
+    from slt.models.regression import quadratic_llc
+
+    p, ckpts = rescaled_dln
+    lam, mult = slt.theory.dln([3, 2, 3], 2)
+    assert (lam, mult) == (4, 1)
+    kw = dict(step_size=5e-4, localization=1.0, num_chains=4, num_draws=8000, num_burnin=2000, batch_size=1000)
+    traj = llc_trajectory(p.loss_fn, ckpts, p.data, key=jax.random.key(0), steps=[0, 1], **kw)
+    # the function, and so the loss, is unchanged; the norms are not
+    assert traj.init_loss[1] == pytest.approx(traj.init_loss[0], rel=1e-5)
+    np.testing.assert_allclose(traj.group_norms["0"][1] / traj.group_norms["0"][0], 2.0, rtol=1e-12)
+    np.testing.assert_allclose(traj.group_norms["1"][1] / traj.group_norms["1"][0], 0.5, rtol=1e-12)
+    assert traj.weight_norm[1] / traj.weight_norm[0] > 1.4
+    # the quadratic prediction of the estimator's target at each point (finite nβ, γ, ε)
+    predicted = []
+    for ckpt in ckpts:
+        flat, unravel = jax.flatten_util.ravel_pytree(ckpt)
+        hess = jax.hessian(lambda f, unravel=unravel: p.loss_fn(unravel(f), p.data))(flat)
+        eig = np.linalg.eigvalsh(np.asarray(hess, np.float64))
+        eig = eig[eig > 1e-3 * eig.max()]  # the 8 transverse directions (12 parameters, a 4-dim GL(2) orbit)
+        assert eig.size == 8
+        predicted.append(quadratic_llc(eig, traj.results[0].nbeta, 1.0, 5e-4))
+    (a, b), (sa, sb) = traj.llc_mean, traj.llc_mcse
+    assert abs(a - b) <= 3 * np.hypot(sa, sb) + abs(predicted[1] - predicted[0]), traj.summary()
+    for k in range(2):
+        bias = abs(predicted[k] - float(lam))
+        assert abs(traj.llc_mean[k] - float(lam)) <= 3 * traj.llc_mcse[k] + bias + 0.1, traj.summary()
