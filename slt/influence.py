@@ -11,33 +11,38 @@ and are *linear responses* of posterior expectations to a reweighting of the dat
 if the tempered likelihood becomes :math:`n\beta L_n(w) + h\,V(w)`, then
 :math:`\partial_h \mathbb E_h[\varphi]\big|_{h=0} = -\mathrm{Cov}(\varphi, V)`.
 
-* :func:`bif`: the **Bayesian influence function** (Kreer, Wu, Adam, Furman, Hoogland, arXiv 2509.26544). For probe
-  examples :math:`z_i, z_j` with losses :math:`\ell_i(w), \ell_j(w)`, the posterior covariance
+* :func:`bif`: the **Bayesian influence function** (Kreer et al., arXiv 2509.26544). For probe examples
+  :math:`z_i, z_j` with losses :math:`\ell_i(w), \ell_j(w)`, the posterior covariance
   :math:`C_{ij} = \mathrm{Cov}(\ell_i, \ell_j)` (``covariance``) and the influence
 
   .. math:: \mathrm{BIF}_{ij} = -\beta\, C_{ij} = -\frac{n\beta}{n}\,\mathrm{Cov}(\ell_i, \ell_j)
 
-  (``influence``): the derivative of :math:`\mathbb E[\ell_j]` when example *i* is added to the training data with
-  weight *h* (:math:`V = \beta\ell_i`), per unit *h*. Kreer et al. define the BIF as the negative posterior
-  covariance of the losses (their posterior :math:`\propto \exp(-\sum_k \beta_k \ell_k)`); the factor
-  :math:`\beta = n\beta / n` that makes it a per-example derivative is written out here. ``covariance`` is kept
+  (``influence``): the response of the expected loss :math:`\mathbb E[\ell_j]` to upweighting example *i* in the
+  tempered likelihood :math:`\beta\sum_k \ell_k` by *h* (:math:`V = \beta\ell_i`), per unit *h*. Kreer et al. and
+  the authors' overview (Timaeus, "influence functions" post) define influence as this response of the expected
+  loss to sample reweighting, and the BIF as the negative posterior covariance of the losses; whether their
+  formula carries the factor β could not be checked from the sources available when this was written, so it is
+  written out here. A negative influence: upweighting *i* lowers the expected loss on *j*. ``covariance`` is
   unscaled, so any other convention is one multiplication away.
-* :func:`susceptibilities`: the **component × probe susceptibility matrix** (Baker, Wang, Hoogland, Murfet,
+* :func:`susceptibilities`: the **component × probe susceptibility matrix** (Baker et al.,
   arXiv 2504.18274). Shifting the data distribution from the training distribution toward a probe distribution
   *q*, :math:`L_n \to (1-h) L_n + h L_q`, changes the posterior expectation of an observable φ by
 
   .. math:: \chi_{\varphi, q} = \partial_h \mathbb E_h[\varphi]\big|_{h=0}
             = -\mathrm{Cov}\big(\varphi(w),\; n\beta\,[L_q(w) - L_n(w)]\big),
 
-  the sign convention of Baker et al. (a negative χ: shifting the data toward *q* lowers E[φ]). The observable of
-  component *C* is the loss with only *C*'s weights taken from the draw and every other weight at w*,
+  the first-order change of the posterior expectation of a component-localized observable per unit shift of
+  the data distribution, which is how Baker et al. define the susceptibility. The sign follows from that
+  definition (a negative χ: shifting the data toward *q* lowers E[φ]); ``tests/test_influence.py`` checks the
+  formula and its sign against the exact derivative on a Gaussian model. The observable of component *C* is the
+  loss with only *C*'s weights taken from the draw and every other weight at w*,
 
   .. math:: \varphi_C(w) = L_{\mathrm{ref}}(w_C, w^*_{\neg C}),
 
-  on a reference set (default: the training data), the "component-localized" loss. (Baker et al. localize φ by
-  sampling only *C*'s weights; that variant is this function with ``where=`` *C* and one component selecting
-  every leaf.) χ factorizes into signed per-example (per-token) contributions,
-  :math:`\chi_{C,q} = \frac1{N_q}\sum_x -n\beta\,\mathrm{Cov}(\varphi_C, \ell_x - L_n)`, returned as
+  on a reference set (default: the training data), the "component-localized" loss. (Localizing instead by
+  sampling only *C*'s weights, the weight-restricted posterior of Wang et al., arXiv 2410.02984, is this function
+  with ``where=`` *C* and one component selecting every leaf.) χ factorizes into signed per-example (per-token)
+  contributions, :math:`\chi_{C,q} = \frac1{N_q}\sum_x -n\beta\,\mathrm{Cov}(\varphi_C, \ell_x - L_n)`, returned as
   ``contributions``.
 
 Monte-Carlo error. Every covariance entry :math:`\widehat{\mathrm{Cov}}(a, b)` is the mean over the kept draws of
@@ -143,7 +148,9 @@ def _probe_observable(probe, probe_loss, argname: str) -> Observable:
     if probe_loss is None:
         return per_sample_loss(probe)
     if not callable(probe_loss):
-        raise ValueError(f"`probe_loss` must be callable as probe_loss(params, batch) -> (P,) or (P, T); got {probe_loss!r}.")
+        raise ValueError(
+            f"`probe_loss` must be callable as probe_loss(params, batch) -> (P,) or (P, T); got {probe_loss!r}."
+        )
     try:
         hash(probe_loss)
     except TypeError:
@@ -192,9 +199,7 @@ def _check_like_data(probe, data, argname: str) -> None:
     p_leaves, p_def = jax.tree_util.tree_flatten(probe)
     d_leaves, d_def = jax.tree_util.tree_flatten(data)
     if p_def != d_def:
-        raise ValueError(
-            f"`{argname}` must have the structure of the training data ({d_def}); got {p_def}."
-        )
+        raise ValueError(f"`{argname}` must have the structure of the training data ({d_def}); got {p_def}.")
     for p, d in zip(p_leaves, d_leaves):
         if np.shape(p)[1:] != np.shape(d)[1:]:
             raise ValueError(
@@ -290,8 +295,25 @@ def _component_masks(target: Target, components) -> tuple[tuple[str, ...], tuple
 
 
 # ------------------------------------------------------------------------------------ shared run setup
-def _prepare(target, key, *, step_size, localization, nbeta, num_chains, num_draws, num_burnin, batch_size, sampler,
-             sampler_params, chunk_size, precision, time_budget, progress, steps_per_chunk):
+def _prepare(
+    target,
+    key,
+    *,
+    step_size,
+    localization,
+    nbeta,
+    num_chains,
+    num_draws,
+    num_burnin,
+    batch_size,
+    sampler,
+    sampler_params,
+    chunk_size,
+    precision,
+    time_budget,
+    progress,
+    steps_per_chunk,
+):
     """Resolve ``localization="auto"`` / ``step_size="auto"`` with the machinery :func:`slt.estimate_llc` uses
     (:func:`slt._src.auto.resolve_localization`, :func:`slt._src.auto.auto_settings`); validated settings."""
     per_example = choice = localization_choice = init_position = None
@@ -299,19 +321,38 @@ def _prepare(target, key, *, step_size, localization, nbeta, num_chains, num_dra
         key, loc_key = jax.random.split(key)
         per_example = check_loss_at_center(target, chunk_size)
         localization, localization_choice = resolve_localization(
-            target, loc_key, localization, nbeta=nbeta, batch_size=batch_size, num_chains=num_chains,
-            sampler=sampler, sampler_params=sampler_params, chunk_size=chunk_size,
-            example_losses_at_center=per_example, progress=progress,
+            target,
+            loc_key,
+            localization,
+            nbeta=nbeta,
+            batch_size=batch_size,
+            num_chains=num_chains,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            chunk_size=chunk_size,
+            example_losses_at_center=per_example,
+            progress=progress,
         )
     if isinstance(step_size, str):
         if step_size != "auto":
             raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
         key, cal_key = jax.random.split(key)
         choice = auto_settings(
-            target, cal_key, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
-            batch_size=batch_size, nbeta=nbeta, localization=localization, sampler=sampler,
-            sampler_params=sampler_params, precision=precision, time_budget=time_budget, progress=progress,
-            chunk_size=chunk_size, steps_per_chunk=steps_per_chunk,
+            target,
+            cal_key,
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            batch_size=batch_size,
+            nbeta=nbeta,
+            localization=localization,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            precision=precision,
+            time_budget=time_budget,
+            progress=progress,
+            chunk_size=chunk_size,
+            steps_per_chunk=steps_per_chunk,
         )
         per_example, init_position = choice.example_losses_at_center, choice.init_position
         step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
@@ -336,8 +377,23 @@ def _prepare(target, key, *, step_size, localization, nbeta, num_chains, num_dra
     return settings, per_example, init_position, steps_per_chunk, choice, localization_choice, key
 
 
-def _run(target, settings, key, per_example, observables, *, thin, init_position, steps_per_chunk,
-         chain_batch_size, mesh, store, store_attrs, progress, description):
+def _run(
+    target,
+    settings,
+    key,
+    per_example,
+    observables,
+    *,
+    thin,
+    init_position,
+    steps_per_chunk,
+    chain_batch_size,
+    mesh,
+    store,
+    store_attrs,
+    progress,
+    description,
+):
     validate.positive_int(thin, "thin")
     run = sample(
         target,
@@ -401,7 +457,9 @@ def _health_warnings(rhat, ess, diverged, what: str) -> list[str]:
         out.append(f"R-hat of the {what} up to {worst:.3f} (> 1.05): the chains disagree; run more burn-in/draws.")
     low = np.nanmin(ess) if np.isfinite(ess).any() else np.nan
     if low < 100:
-        out.append(f"bulk ESS of the {what} as low as {low:.0f} (< 100): the covariances and their MCSE are unreliable.")
+        out.append(
+            f"bulk ESS of the {what} as low as {low:.0f} (< 100): the covariances and their MCSE are unreliable."
+        )
     return out
 
 
@@ -487,10 +545,28 @@ class BIFResult(Result):
             f"{self.sampler}, ε = {self.step_size:.3g}, nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, "
             f"batch {self.batch_size} of n = {self.num_data}",
             f"Var(ℓ_i): median {np.median(np.diag(self.covariance)):.3g}; median relative MCSE of the variances "
-            f"{np.nanmedian(np.diag(rel)):.2g}; max R-hat {np.nanmax(self.rhat):.3f}, min ESS {np.nanmin(self.ess):.0f}",
+            f"{np.nanmedian(np.diag(rel)):.2g}",
+            f"max R-hat {np.nanmax(self.rhat):.3f}, min ESS {np.nanmin(self.ess):.0f}",
         ]
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
+
+    def plot(self, ax=None, *, cmap: str = "RdBu_r"):
+        """A heatmap of ``correlation`` (probe entry × probe entry, scale −1 to 1). Draws into ``ax`` when given
+        (its figure is returned); otherwise makes a new figure. Nothing is shown or closed."""
+        from slt.plotting import _pyplot
+
+        plt = _pyplot()
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(5, 4))
+        else:
+            fig = ax.figure
+        image = ax.imshow(self.correlation, cmap=cmap, vmin=-1, vmax=1)
+        ax.set_xlabel("probe entry j")
+        ax.set_ylabel("probe entry i")
+        ax.set_title("posterior correlation of the probe losses")
+        fig.colorbar(image, ax=ax)
+        return fig
 
 
 def bif(
@@ -575,15 +651,38 @@ def bif(
         raise ValueError("the probe loss at w* is not finite on some probe examples: check `probe_data`.")
     num_batches = validate.positive_int(num_batches, "num_batches")
     settings, per_example, init_position, steps_per_chunk, choice, loc_choice, key = _prepare(
-        target, key, step_size=step_size, localization=localization, nbeta=nbeta, num_chains=num_chains,
-        num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
-        sampler_params=sampler_params, chunk_size=chunk_size, precision=precision, time_budget=time_budget,
-        progress=progress, steps_per_chunk=steps_per_chunk,
+        target,
+        key,
+        step_size=step_size,
+        localization=localization,
+        nbeta=nbeta,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        batch_size=batch_size,
+        sampler=sampler,
+        sampler_params=sampler_params,
+        chunk_size=chunk_size,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
+        steps_per_chunk=steps_per_chunk,
     )
     run, records, diverged, divergence_step = _run(
-        target, settings, key, per_example, {"probe": probe}, thin=thin, init_position=init_position,
-        steps_per_chunk=steps_per_chunk, chain_batch_size=chain_batch_size, mesh=mesh, store=store,
-        store_attrs={"estimator": "bif"}, progress=progress, description="BIF",
+        target,
+        settings,
+        key,
+        per_example,
+        {"probe": probe},
+        thin=thin,
+        init_position=init_position,
+        steps_per_chunk=steps_per_chunk,
+        chain_batch_size=chain_batch_size,
+        mesh=mesh,
+        store=store,
+        store_attrs={"estimator": "bif"},
+        progress=progress,
+        description="BIF",
     )
     trace = records["probe"].reshape(records["probe"].shape[:2] + (-1,))
     healthy = ~diverged
@@ -687,10 +786,14 @@ class SusceptibilityResult(Result):
 
     def summary(self) -> str:
         width = max(len(c) for c in self.components)
-        lines = [f"susceptibilities χ (± MCSE), nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, ε = {self.step_size:.3g}"]
+        lines = [
+            f"susceptibilities χ (± MCSE), nβ = {self.nbeta:.4g}, γ = {self.localization:.3g}, ε = {self.step_size:.3g}"
+        ]
         lines.append(" " * width + "  " + "  ".join(f"{q:>20}" for q in self.probes))
         for k, c in enumerate(self.components):
-            cells = "  ".join(f"{self.chi[k, j]:>+11.3g} ± {self.chi_mcse[k, j]:<6.2g}" for j in range(len(self.probes)))
+            cells = "  ".join(
+                f"{self.chi[k, j]:>+11.3g} ± {self.chi_mcse[k, j]:<6.2g}" for j in range(len(self.probes))
+            )
             lines.append(f"{c:>{width}}  {cells}")
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
@@ -821,15 +924,38 @@ def susceptibilities(
         raise ValueError("the loss on `reference_data` at w* is not finite.")
     num_batches = validate.positive_int(num_batches, "num_batches")
     settings, per_example, init_position, steps_per_chunk, choice, loc_choice, key = _prepare(
-        target, key, step_size=step_size, localization=localization, nbeta=nbeta, num_chains=num_chains,
-        num_draws=num_draws, num_burnin=num_burnin, batch_size=batch_size, sampler=sampler,
-        sampler_params=sampler_params, chunk_size=chunk_size, precision=precision, time_budget=time_budget,
-        progress=progress, steps_per_chunk=steps_per_chunk,
+        target,
+        key,
+        step_size=step_size,
+        localization=localization,
+        nbeta=nbeta,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        batch_size=batch_size,
+        sampler=sampler,
+        sampler_params=sampler_params,
+        chunk_size=chunk_size,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
+        steps_per_chunk=steps_per_chunk,
     )
     run, records, diverged, divergence_step = _run(
-        target, settings, key, per_example, observables, thin=thin, init_position=init_position,
-        steps_per_chunk=steps_per_chunk, chain_batch_size=chain_batch_size, mesh=mesh, store=store,
-        store_attrs={"estimator": "susceptibilities"}, progress=progress, description="susceptibilities",
+        target,
+        settings,
+        key,
+        per_example,
+        observables,
+        thin=thin,
+        init_position=init_position,
+        steps_per_chunk=steps_per_chunk,
+        chain_batch_size=chain_batch_size,
+        mesh=mesh,
+        store=store,
+        store_attrs={"estimator": "susceptibilities"},
+        progress=progress,
+        description="susceptibilities",
     )
     phi = records["components"][..., :-1]
     ref = records["components"][..., -1]
@@ -879,4 +1005,3 @@ def susceptibilities(
         auto=choice,
         localization_choice=loc_choice,
     )
-

@@ -9,11 +9,10 @@ closed forms are the targets without a discretization bias.
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import slt
 from slt.influence import _component_masks, _moving_leaves
@@ -69,7 +68,9 @@ def exact_susceptibility(p, probe, block, nbeta, gamma, h_shift=0.0):
     b_vec, b_mat = gq - g, hq - hess
     mean0, cov0 = _gaussian_moments(nbeta, gamma, g, hess)
     # Gaussian with mean μ: Cov(aᵀδ + ½δᵀAδ, bᵀδ + ½δᵀBδ) = ½tr(AΣBΣ) + (a + Aμ)ᵀΣ(b + Bμ)
-    chi = -nbeta * (0.5 * np.trace(a_mat @ cov0 @ b_mat @ cov0) + (a_vec + a_mat @ mean0) @ cov0 @ (b_vec + b_mat @ mean0))
+    chi = -nbeta * (
+        0.5 * np.trace(a_mat @ cov0 @ b_mat @ cov0) + (a_vec + a_mat @ mean0) @ cov0 @ (b_vec + b_mat @ mean0)
+    )
     return expectation, chi
 
 
@@ -92,8 +93,20 @@ def test_closed_form_susceptibility_is_the_derivative():
 def bif_run():
     p, probe = _problem()
     nbeta = float(slt.default_nbeta(N))
-    res = slt.bif(p.loss_fn, p.params, p.data, key=jax.random.key(0), probe_data=probe, step_size=0.05,
-                  sampler="mala", num_chains=16, num_draws=4000, num_burnin=300, nbeta=nbeta, localization=GAMMA)
+    res = slt.bif(
+        p.loss_fn,
+        p.params,
+        p.data,
+        key=jax.random.key(0),
+        probe_data=probe,
+        step_size=0.05,
+        sampler="mala",
+        num_chains=16,
+        num_draws=4000,
+        num_burnin=300,
+        nbeta=nbeta,
+        localization=GAMMA,
+    )
     return p, probe, nbeta, res
 
 
@@ -111,6 +124,10 @@ def test_bif_covariance_matches_closed_form(bif_run):
     assert np.all(np.abs(res.correlation) <= 1 + 1e-12)
     assert np.all(res.rhat < 1.01) and np.all(res.ess > 1000)
     assert res.warnings == []
+    assert "BIF over 4 probe entries" in res.summary()
+    import matplotlib.pyplot as plt
+
+    plt.close(res.plot())
 
 
 def test_bif_mcse_matches_spread_across_chains(bif_run):
@@ -137,16 +154,32 @@ def test_susceptibility_matches_closed_form():
     probes = {"probe": probe, "scaled": (2.0 * x[:30], y[:30])}
     nbeta = float(slt.default_nbeta(N))
     params = {"a": p.params[:2], "b": p.params[2:]}
-    components = {"a": lambda path, leaf: path == ("a",), "b": lambda path, leaf: path == ("b",),
-                  "all": lambda path, leaf: True,
-                  # part of a leaf: a selector returning a boolean mask (entry 0 of "a" only)
-                  "a0": lambda path, leaf: np.array([True, False]) if path == ("a",) else False}
-    res = slt.susceptibilities(_split_loss, params, p.data, key=jax.random.key(1), components=components,
-                               probes=probes, step_size=0.05, sampler="mala", num_chains=16, num_draws=6000,
-                               num_burnin=300, nbeta=nbeta, localization=GAMMA)
+    components = {
+        "a": lambda path, leaf: path == ("a",),
+        "b": lambda path, leaf: path == ("b",),
+        "all": lambda path, leaf: True,
+        # part of a leaf: a selector returning a boolean mask (entry 0 of "a" only)
+        "a0": lambda path, leaf: np.array([True, False]) if path == ("a",) else False,
+    }
+    res = slt.susceptibilities(
+        _split_loss,
+        params,
+        p.data,
+        key=jax.random.key(1),
+        components=components,
+        probes=probes,
+        step_size=0.05,
+        sampler="mala",
+        num_chains=16,
+        num_draws=6000,
+        num_burnin=300,
+        nbeta=nbeta,
+        localization=GAMMA,
+    )
     blocks = {"a": [0, 1], "b": [2, 3], "all": [0, 1, 2, 3], "a0": [0]}
-    exact = np.array([[exact_susceptibility(p, q, blocks[c], nbeta, GAMMA)[1] for q in probes.values()]
-                      for c in res.components])
+    exact = np.array(
+        [[exact_susceptibility(p, q, blocks[c], nbeta, GAMMA)[1] for q in probes.values()] for c in res.components]
+    )
     assert res.components == ("a", "b", "all", "a0") and res.probes == ("probe", "scaled")
     z = (res.chi - exact) / res.chi_mcse
     assert np.all(np.abs(z) < 4), (res.chi, exact, res.chi_mcse)
@@ -159,6 +192,7 @@ def test_susceptibility_matches_closed_form():
     # the per-example contributions add up to χ
     for j, q in enumerate(res.probes):
         assert np.allclose(res.contributions[q].sum(axis=1), res.chi[:, j], rtol=1e-6, atol=1e-12)
+    assert res.summary().splitlines()[0].startswith("susceptibilities χ")
     fig = res.plot()
     assert fig.axes
     import matplotlib.pyplot as plt
@@ -176,10 +210,12 @@ def _mlp_loss(params, batch):
 def _mlp_problem():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 2)).astype(np.float32)
-    y = (np.tanh(x @ np.array([[1.0, -0.5], [0.3, 0.8]])) @ np.array([1.0, -1.0]) + 0.3 * rng.standard_normal(64))
+    y = np.tanh(x @ np.array([[1.0, -0.5], [0.3, 0.8]])) @ np.array([1.0, -1.0]) + 0.3 * rng.standard_normal(64)
     data = (jnp.asarray(x), jnp.asarray(y.astype(np.float32)))
-    params = {"w1": jnp.asarray(0.5 * rng.standard_normal((2, 3)), jnp.float32),
-              "w2": jnp.asarray(0.5 * rng.standard_normal(3), jnp.float32)}
+    params = {
+        "w1": jnp.asarray(0.5 * rng.standard_normal((2, 3)), jnp.float32),
+        "w2": jnp.asarray(0.5 * rng.standard_normal(3), jnp.float32),
+    }
     grad = jax.jit(jax.grad(_mlp_loss))
     for _ in range(3000):  # to a minimum of L_n
         params = jax.tree_util.tree_map(lambda w, g: w - 0.2 * g, params, grad(params, data))
@@ -194,11 +230,18 @@ def test_susceptibility_matches_finite_differences_on_mlp():
     (1 − h) L_n + h L_q with the same key (common random numbers), full-batch SGLD with the same step."""
     params, data, probe = _mlp_problem()
     nbeta, gamma, eps = 50.0, 10.0, 1e-3
-    settings = dict(step_size=eps, num_chains=8, num_draws=20000, num_burnin=2000, batch_size=64, nbeta=nbeta,
-                    localization=gamma)
-    res = slt.susceptibilities(_mlp_loss, params, data, key=jax.random.key(3),
-                               components={"w1": lambda path, leaf: path == ("w1",)}, probes={"q": probe},
-                               **settings)
+    settings = dict(
+        step_size=eps, num_chains=8, num_draws=20000, num_burnin=2000, batch_size=64, nbeta=nbeta, localization=gamma
+    )
+    res = slt.susceptibilities(
+        _mlp_loss,
+        params,
+        data,
+        key=jax.random.key(3),
+        components={"w1": lambda path, leaf: path == ("w1",)},
+        probes={"q": probe},
+        **settings,
+    )
     w_star = params
 
     def phi(p, batch):  # L_n with only w1 from the draw
@@ -238,16 +281,23 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="components"):
         slt.susceptibilities(_split_loss, params, p.data, components={}, **s_common)
     with pytest.raises(ValueError, match="component 'c' selects none"):
-        slt.susceptibilities(_split_loss, params, p.data, components={"c": lambda path, leaf: path == ("c",)},
-                             **s_common)
+        slt.susceptibilities(
+            _split_loss, params, p.data, components={"c": lambda path, leaf: path == ("c",)}, **s_common
+        )
     with pytest.raises(ValueError, match="component 'a'"):
         slt.susceptibilities(_split_loss, params, p.data, components={"a": "a"}, **s_common)
     with pytest.raises(ValueError, match="probes"):
-        slt.susceptibilities(_split_loss, params, p.data, components={"a": lambda path, leaf: True},
-                             **dict(common, probes={}))
+        slt.susceptibilities(
+            _split_loss, params, p.data, components={"a": lambda path, leaf: True}, **dict(common, probes={})
+        )
     with pytest.raises(ValueError, match=r"probes\['bad'\]"):
-        slt.susceptibilities(_split_loss, params, p.data, components={"a": lambda path, leaf: True},
-                             **dict(common, probes={"bad": (x[:3, :1], y[:3])}))
+        slt.susceptibilities(
+            _split_loss,
+            params,
+            p.data,
+            components={"a": lambda path, leaf: True},
+            **dict(common, probes={"bad": (x[:3, :1], y[:3])}),
+        )
 
 
 # ------------------------------------------------------------------------------ per-token, NNX, store, save
@@ -263,9 +313,19 @@ def test_bif_per_token_probe_loss_matches_closed_form(tmp_path):
         r = (x @ w)[:, None] - jnp.stack([y, y + 1.0], axis=1)
         return 0.5 * jnp.square(r)
 
-    settings = dict(key=jax.random.key(2), probe_data=(xp, yp), probe_loss=per_token, step_size=0.05, sampler="mala",
-                    num_chains=8, num_draws=3000, num_burnin=300, nbeta=nbeta, localization=GAMMA,
-                    store=str(tmp_path / "run"))
+    settings = dict(
+        key=jax.random.key(2),
+        probe_data=(xp, yp),
+        probe_loss=per_token,
+        step_size=0.05,
+        sampler="mala",
+        num_chains=8,
+        num_draws=3000,
+        num_burnin=300,
+        nbeta=nbeta,
+        localization=GAMMA,
+        store=str(tmp_path / "run"),
+    )
     res = slt.bif(p.loss_fn, p.params, p.data, **settings)
     assert res.probe_shape == (P, 2) and res.covariance.shape == (2 * P, 2 * P)
     flat_x = jnp.repeat(xp, 2, axis=0)
@@ -296,25 +356,37 @@ def test_nnx_components():
     model = MLP(nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (64, 2))
     y = jnp.sin(x[:, :1])
-    settings = dict(loss=slt.losses.mse, key=jax.random.key(0), step_size=1e-4, num_chains=2, num_draws=200,
-                    num_burnin=50, batch_size=64)
-    components = {"l1": nnx.PathContains("l1"), "l2_kernel": nnx.All(nnx.PathContains("l2"), nnx.PathContains("kernel")),
-                  "all": nnx.Param}
+    settings = dict(
+        loss=slt.losses.mse,
+        key=jax.random.key(0),
+        step_size=1e-4,
+        num_chains=2,
+        num_draws=200,
+        num_burnin=50,
+        batch_size=64,
+    )
+    components = {
+        "l1": nnx.PathContains("l1"),
+        "l2_kernel": nnx.All(nnx.PathContains("l2"), nnx.PathContains("kernel")),
+        "all": nnx.Param,
+    }
     # the selection, leaf by leaf in the order of the sampled state
     target = slt.targets.make_target(model, (x, y), loss=slt.losses.mse)
     names, masks = _component_masks(target, components)
     paths = [path for path, _ in _moving_leaves(target)]
     assert paths == [("l1", "bias"), ("l1", "kernel"), ("l2", "bias"), ("l2", "kernel")]
     assert masks == ((True, True, False, False), (False, False, False, True), (True, True, True, True))
-    res = slt.susceptibilities(model, (x, y), components=components, probes={"shifted": (x[:8] + 1.0, y[:8])},
-                               **settings)
+    res = slt.susceptibilities(
+        model, (x, y), components=components, probes={"shifted": (x[:8] + 1.0, y[:8])}, **settings
+    )
     assert res.chi.shape == (3, 1) and np.all(np.isfinite(res.chi)) and np.all(res.chi_mcse > 0)
     # with every parameter in the component, φ is the reference loss itself, draw by draw
     np.testing.assert_allclose(res.phi[..., 2], res.reference_loss, rtol=1e-6)
     assert np.all(res.phi[..., 0] != res.phi[..., 1])
     with pytest.raises(ValueError, match="component 'none' selects none"):
-        slt.susceptibilities(model, (x, y), components={"none": nnx.PathContains("l3")},
-                             probes={"shifted": (x[:8], y[:8])}, **settings)
+        slt.susceptibilities(
+            model, (x, y), components={"none": nnx.PathContains("l3")}, probes={"shifted": (x[:8], y[:8])}, **settings
+        )
 
 
 # ------------------------------------------------------------------------------------------------ slow
@@ -335,8 +407,16 @@ def test_bif_auto_settings_match_closed_form():
     """step_size="auto" and localization="auto" go through estimate_llc's machinery (γ ladder, calibration); the
     covariance matches the closed form of the SGLD chain's stationary law at the chosen ε and γ."""
     p, probe = _problem()
-    res = slt.bif(p.loss_fn, p.params, p.data, key=jax.random.key(0), probe_data=probe, step_size="auto",
-                  localization="auto", time_budget=30.0)
+    res = slt.bif(
+        p.loss_fn,
+        p.params,
+        p.data,
+        key=jax.random.key(0),
+        probe_data=probe,
+        step_size="auto",
+        localization="auto",
+        time_budget=30.0,
+    )
     assert res.auto is not None and res.localization_choice is not None
     assert res.step_size == res.auto.step_size and res.localization == res.localization_choice.localization
     exact = _sgld_stationary_covariance(p, probe, res.nbeta, res.localization, res.step_size)
@@ -355,8 +435,20 @@ def test_bif_mcse_matches_scatter_across_seeds():
     iu = np.triu_indices(P)
     est, se = [], []
     for seed in range(20):
-        res = slt.bif(p.loss_fn, p.params, p.data, key=jax.random.key(100 + seed), probe_data=probe, step_size=0.05,
-                      sampler="mala", num_chains=4, num_draws=4000, num_burnin=300, nbeta=nbeta, localization=GAMMA)
+        res = slt.bif(
+            p.loss_fn,
+            p.params,
+            p.data,
+            key=jax.random.key(100 + seed),
+            probe_data=probe,
+            step_size=0.05,
+            sampler="mala",
+            num_chains=4,
+            num_draws=4000,
+            num_burnin=300,
+            nbeta=nbeta,
+            localization=GAMMA,
+        )
         est.append(res.covariance[iu])
         se.append(res.covariance_mcse[iu])
     ratio = np.std(est, axis=0, ddof=1) / np.mean(se, axis=0)
