@@ -141,14 +141,15 @@ def main() -> None:
     fig.savefig(FIGURES / "grokking_auto.png", dpi=110)
 
     rows = [
-        "| step | train acc | test acc | train loss | λ̂ | MCSE | R-hat | ESS | health |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| step | train acc | test acc | train loss | λ̂ | MCSE | R-hat | ESS | draws | continued | health |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in range(len(traj)):
         rows.append(
             f"| {traj.steps[k]} | {accs[k, 0]:.2f} | {accs[k, 1]:.2f} | {traj.init_loss[k]:.3g} | "
             f"{traj.llc_mean[k]:.4g} | "
-            f"{traj.llc_mcse[k]:.2g} | {traj.rhat[k]:.3f} | {traj.ess[k]:.0f} | "
+            f"{traj.llc_mcse[k]:.2g} | {traj.rhat[k]:.3f} | {traj.ess[k]:.0f} | {traj.results[k].num_draws} | "
+            f"{len(traj.results[k].extensions)} | "
             f"{'fails: ' + traj.results[k].warnings[0][:80] if traj.failing[k] else 'ok'} |"
         )
     text = (
@@ -158,7 +159,9 @@ def main() -> None:
         f"LLC for all {len(traj)} records {sample_seconds:.0f} s (one choice, at step {traj.reference_step}).\n\n"
         f"{auto.describe()}\n\n```\n{auto.localization_choice.summary()}\n```\n\n"
         + "\n".join(rows)
-        + f"\n\n{int(traj.failing.sum())} of {len(traj)} records fail a health check. "
+        + f"\n\n{int(traj.failing.sum())} of {len(traj)} records fail a health check; "
+        f"{sum(bool(r.extensions) for r in traj.results)} were continued from their final state "
+        "(the batch of 8 checkpoints they run in continues together). "
         "Figure: `benchmarks/figures/grokking_auto.png`.\n"
     )
     print(text)

@@ -192,6 +192,7 @@ def make_row(problem, gamma_label: str, gamma: float, nuts: dict, res, seconds: 
         rel_se=abs(ratio) * math.hypot(sa / a, sb / b) if a and b else float("nan"),
         step=float(res.step_size),
         draws=int(res.llc_trace.shape[1]),
+        continued=len(getattr(res, "extensions", [])),
         auto_seconds=seconds,
         warnings=len(notes),
         diagnosis="",
@@ -218,7 +219,7 @@ def format_row(r: dict) -> str:
         f"| {r['problem']} | {r['d']} | {r['gamma']} | {r['nuts']:.3f} ± {r['nuts_mcse']:.3f}"
         f"{' ‡' if r['nuts_mcse'] > NUTS_MCSE_TARGET * abs(r['nuts']) else ''} | "
         f"{r['auto']:.3f} ± {r['auto_mcse']:.3f} | {r['rel']:+.1%} ± {r['rel_se']:.1%} | "
-        f"{r['step']:.2g} ({r['draws']}) | "
+        f"{r['step']:.2g} ({r['draws']}{', continued ×' + str(r['continued']) if r.get('continued') else ''}) | "
         f"{r['nuts_rhat']:.3f}, {r['nuts_div']}, {r['nuts_depth']:.1f}, {r['nuts_draws']} | "
         f"{r['auto_rhat']:.3f} | {r['nuts_seconds']:.0f} | {r['auto_seconds']:.0f} |"
     )

@@ -151,3 +151,26 @@ def test_llc_of_the_population_loss_approaches_lambda_at_large_n(k):
     )
     assert res.rhat < 1.05
     assert abs(res.llc_mean - float(kgon_llc(k)[0])) < 0.05 * float(kgon_llc(k)[0])
+
+
+def test_training_from_a_small_start_reaches_a_kgon_and_the_linear_control_reaches_pca():
+    """train_tms from W ~ N(0, 0.1²): the ReLU model leaves the origin and settles at a loss below the best any
+    affine map through 2 dimensions can do: x = μ e_i has mean 1/(2c) per feature and covariance
+    I/(3c) − 11ᵀ/(4c²), so PCA keeps two of the c − 1 eigenvalues 1/(3c) and leaves
+    1/3 − 1/(4c) − 2/(3c) ≈ 0.181 for c = 6 (the linear control's optimum): superposition. The linear control
+    reaches that bound, up to the finite-n fit. Records are
+    where asked, and the run is the same whatever the records (minibatch t from fold_in(key, t))."""
+    c = 6
+    x = slt.models.tms_data(c, 2000, seed=3)
+    start = slt.models.tms_init(jax.random.key(0), c)
+    kwargs = dict(key=jax.random.key(1), num_steps=3000, learning_rate=3e-3, batch_size=256)
+    ckpts, steps, losses = slt.models.train_tms(start, x, record_steps=[0, 1000, 3000], **kwargs)
+    assert steps.tolist() == [0, 1000, 3000] and len(ckpts) == 3
+    bound = 1 / 3 - 1 / (4 * c) - 2 / (3 * c)
+    assert losses[-1] < 0.5 * bound, losses
+    only_end, _, end_losses = slt.models.train_tms(start, x, record_steps=[3000], **kwargs)
+    np.testing.assert_allclose(np.asarray(only_end[-1]["W"]), np.asarray(ckpts[-1]["W"]), rtol=1e-5, atol=1e-6)
+    _, _, linear = slt.models.train_tms(start, x, record_steps=[0, 3000], linear=True, **kwargs)
+    assert abs(linear[-1] / bound - 1) < 0.1, linear  # PCA, up to the in-sample fit of n = 2000
+    with pytest.raises(ValueError, match="record_steps"):
+        slt.models.train_tms(start, x, record_steps=[5, 2], **kwargs)

@@ -10,7 +10,7 @@ from slt.models._problem import ReferenceProblem
 from slt.models.dln import deep_linear_network, dln_loss
 from slt.models.potentials import normal_crossing
 from slt.models.regression import linear_regression
-from slt.models.tms import tms
+from slt.models.tms import tms, tms_data, tms_init, tms_linear_loss, tms_loss, train_tms
 
 __all__ = [
     "ReferenceProblem",
@@ -19,4 +19,9 @@ __all__ = [
     "linear_regression",
     "normal_crossing",
     "tms",
+    "tms_data",
+    "tms_init",
+    "tms_linear_loss",
+    "tms_loss",
+    "train_tms",
 ]

@@ -59,7 +59,20 @@ import numpy as np
 from slt._src import validate
 from slt.models._problem import ReferenceProblem
 
-__all__ = ["kgon_llc", "kgon_params", "kgon_radius_and_bias", "population_loss", "tms", "tms_forward", "tms_loss"]
+__all__ = [
+    "kgon_llc",
+    "kgon_params",
+    "kgon_radius_and_bias",
+    "population_loss",
+    "tms",
+    "tms_data",
+    "tms_forward",
+    "tms_init",
+    "tms_linear_forward",
+    "tms_linear_loss",
+    "tms_loss",
+    "train_tms",
+]
 
 NUM_HIDDEN = 2
 DEFAULT_DEAD_BIAS = -4.0  # see `tms(dead_bias=...)`
@@ -77,6 +90,123 @@ def tms_loss(params, batch: jax.Array) -> jax.Array:
     r"""Batch mean of :math:`\lVert x - \mathrm{ReLU}(W^\top W x + b)\rVert^2` (summed over features); ``batch = x``."""
     residual = batch - tms_forward(params, batch)
     return jnp.mean(jnp.sum(jnp.square(residual), axis=-1))
+
+
+def tms_linear_forward(params, x: jax.Array) -> jax.Array:
+    r""":math:`W^\top W x + b`: the control without the ReLU. A linear map through h < c dimensions can only keep
+    the top-h principal subspace of the data (PCA), so it does not superpose features (Elhage et al. 2022)."""
+    return (x @ params["W"].T) @ params["W"] + params["b"]
+
+
+def tms_linear_loss(params, batch: jax.Array) -> jax.Array:
+    r"""Batch mean of :math:`\lVert x - (W^\top W x + b)\rVert^2`, the linear control of :func:`tms_loss`."""
+    residual = batch - tms_linear_forward(params, batch)
+    return jnp.mean(jnp.sum(jnp.square(residual), axis=-1))
+
+
+def tms_data(num_features: int, num_data: int, seed: int = 0) -> jax.Array:
+    r"""Chen et al.'s data, (n, c) float32: each row :math:`x = \mu e_i`, i uniform on the c features,
+    :math:`\mu \sim U[0, 1]` (numpy ``default_rng(seed)``: the same seed and sizes give the same data).
+
+    Example:
+        >>> import numpy as np, slt
+        >>> x = slt.models.tms_data(4, 5, seed=0)
+        >>> x.shape, np.count_nonzero(np.asarray(x), axis=1).tolist()
+        ((5, 4), [1, 1, 1, 1, 1])
+    """
+    validate.int_at_least(num_features, "num_features", 2)
+    validate.int_at_least(num_data, "num_data", 1)
+    rng = np.random.default_rng(seed)
+    active = rng.integers(num_features, size=num_data)
+    magnitude = rng.uniform(0.0, 1.0, size=num_data)
+    x = np.zeros((num_data, num_features), np.float32)
+    x[np.arange(num_data), active] = magnitude
+    return jnp.asarray(x)
+
+
+def tms_init(key, num_features: int, num_hidden: int = NUM_HIDDEN, *, scale: float = 0.1) -> dict:
+    r"""A random start for training: :math:`W_{ij} \sim \mathcal N(0, \text{scale}^2)` of shape (h, c), b = 0.
+
+    Example:
+        >>> import jax, slt
+        >>> p = slt.models.tms_init(jax.random.key(0), num_features=8, num_hidden=3)
+        >>> p["W"].shape, p["b"].shape
+        ((3, 8), (8,))
+    """
+    validate.int_at_least(num_features, "num_features", 2)
+    validate.int_at_least(num_hidden, "num_hidden", 1)
+    scale = validate.positive_float(scale, "scale")
+    w = scale * jax.random.normal(key, (num_hidden, num_features), jnp.float32)
+    return {"W": w, "b": jnp.zeros((num_features,), jnp.float32)}
+
+
+def train_tms(
+    params: dict,
+    data: jax.Array,
+    *,
+    key,
+    num_steps: int,
+    learning_rate: float = 1e-3,
+    batch_size: int = 1024,
+    linear: bool = False,
+    record_steps=None,
+    optimizer=None,
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    r"""Train the TMS (or its linear control) with optax (Adam by default) on minibatches drawn with replacement.
+
+    Returns ``(checkpoints, steps, losses)``: the parameters at each of ``record_steps`` (default: 40
+    log-spaced steps from 0 to ``num_steps``), those steps, and the full-data loss there. The training steps
+    between records run in one jitted loop whose length is traced (one compile for the whole run).
+
+    Example:
+        >>> import jax, slt
+        >>> x = slt.models.tms_data(6, 1000, seed=0)
+        >>> start = slt.models.tms_init(jax.random.key(0), 6)
+        >>> ckpts, steps, losses = slt.models.train_tms(start, x, key=jax.random.key(1), num_steps=200,
+        ...                                             record_steps=[0, 100, 200])
+        >>> steps.tolist(), bool(losses[-1] < losses[0])
+        ([0, 100, 200], True)
+    """
+    import optax
+
+    num_steps = validate.positive_int(num_steps, "num_steps")
+    batch_size = validate.positive_int(batch_size, "batch_size")
+    loss_fn = tms_linear_loss if linear else tms_loss
+    if record_steps is None:
+        record_steps = np.unique(np.concatenate([[0], np.geomspace(1, num_steps, 39).round()]).astype(int))
+    record_steps = np.asarray(record_steps, dtype=int)
+    if (
+        record_steps.ndim != 1
+        or np.any(np.diff(record_steps) <= 0)
+        or record_steps[0] < 0
+        or record_steps[-1] > num_steps
+    ):
+        raise ValueError(
+            f"`record_steps` must be increasing integers in [0, num_steps = {num_steps}]; got {record_steps.tolist()}."
+        )
+    opt = optax.adam(learning_rate) if optimizer is None else optimizer
+    n = data.shape[0]
+
+    @jax.jit
+    def advance(params, state, key, start, stop):
+        def step(t, carry):
+            params, state = carry
+            batch = data[jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)]
+            grads = jax.grad(loss_fn)(params, batch)
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        return jax.lax.fori_loop(start, stop, step, (params, state))
+
+    state = opt.init(params)
+    checkpoints, losses, done = [], [], 0
+    for r in record_steps:
+        if r > done:  # step t draws its minibatch from fold_in(key, t): the records do not change the run
+            params, state = advance(params, state, key, done, int(r))
+            done = int(r)
+        checkpoints.append(params)
+        losses.append(float(loss_fn(params, data)))
+    return checkpoints, record_steps, np.asarray(losses)
 
 
 def population_loss(params, xp=jnp):
@@ -268,12 +398,7 @@ def tms(
         raise ValueError(f"`dead_bias` must be negative (a dead feature's ReLU stays off); got {dead_bias!r}.")
     validate.non_negative_int(refine_steps, "refine_steps")
 
-    rng = np.random.default_rng(seed)
-    active = rng.integers(num_features, size=num_data)
-    magnitude = rng.uniform(0.0, 1.0, size=num_data)
-    x = np.zeros((num_data, num_features), np.float32)
-    x[np.arange(num_data), active] = magnitude
-    x = jnp.asarray(x)
+    x = tms_data(num_features, num_data, seed)
 
     radius, bias = kgon_radius_and_bias(k, num_features)
     negative = float(dead_bias)
