@@ -60,10 +60,10 @@ def attn_params(seed=0, duplicate=False, dead_out=False):
     return {"attn": {"qkv": {"kernel": f32(qkv), "bias": f32(qkv_b)}, "out": {"kernel": f32(out), "bias": f32(out_b)}}}
 
 
-def attn_data(params, num_data=64, seed=1):
+def attn_data(params, num_data=32, seed=1):
     """Inputs and the model's own outputs at w* (realizable, noise-free): w* is a global minimum, L_n(w*) = 0."""
     x = jax.random.normal(jax.random.key(seed), (num_data, SEQ, D_MODEL))
-    return x, attention(params["attn"], x)
+    return x, jax.jit(attention)(params["attn"], x)
 
 
 @pytest.fixture(scope="module")
@@ -140,18 +140,28 @@ def test_head_selectors_follow_the_fused_layout(attn):
 
 
 def test_all_heads_jointly_equal_the_whole_leaves(attn):
+    """The union of every head's selector is the projections' leaves minus the shared output bias: the target
+    it builds is the one a path predicate on those leaves builds (equal loss object, so the same compiled program,
+    and the same position and frozen leaves): with the same key, estimate_llc returns the same numbers."""
     params, data = attn
     parts = slt.components(params, heads={"attn": NUM_HEADS}, depth=1)
     union = parts["attn.head.0"] | parts["attn.head.1"]
-    kw = dict(
-        key=jax.random.key(1), step_size=1e-3, nbeta=50.0, batch_size=32, num_chains=2, num_burnin=50, num_draws=200
-    )
-    joint = slt.estimate_llc(attn_loss, params, data, where=union, **kw)
-    leaves = slt.estimate_llc(attn_loss, params, data, where=lambda path, leaf: path != ("attn", "out", "bias"), **kw)
-    np.testing.assert_array_equal(joint.llc_trace, leaves.llc_trace)
+    joint = slt.targets.from_loss_fn(attn_loss, params, data, where=union)
+    leaves = slt.targets.from_loss_fn(attn_loss, params, data, where=lambda path, leaf: path != ("attn", "out", "bias"))
+    assert joint.loss == leaves.loss and hash(joint.loss) == hash(leaves.loss)
+    for a, b in zip(
+        jax.tree_util.tree_leaves((joint.position, joint.frozen)),
+        jax.tree_util.tree_leaves((leaves.position, leaves.frozen)),
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert joint.num_parameters == union.num_selected(params)
 
 
-def test_duplicate_heads_give_the_same_restricted_llc():
+# One setting for the head runs below, so that they share a compiled program (heads of one size do).
+HEAD_RUN = dict(step_size=1e-3, nbeta=100.0, batch_size=16, num_chains=2, num_burnin=20, num_draws=100)
+
+
+def test_duplicate_heads_give_the_same_restricted_llc(compiles):
     """Head 1 duplicates head 0, so swapping them is an exact symmetry of the model; the gathered entries of the
     two heads lie in corresponding order, so with the same key the two restricted chains see the same noise and
     follow the same path (up to float32 summation order). A selector that mixed up the q/k/v blocks or the output
@@ -159,42 +169,42 @@ def test_duplicate_heads_give_the_same_restricted_llc():
     params = attn_params(duplicate=True)
     data = attn_data(params)
     parts = slt.components(params, heads={"attn": NUM_HEADS}, depth=1)
-    kw = dict(
-        key=jax.random.key(2), step_size=1e-3, nbeta=100.0, batch_size=32, num_chains=2, num_burnin=100, num_draws=400
-    )
-    h0 = slt.estimate_llc(attn_loss, params, data, where=parts["attn.head.0"], **kw)
-    h1 = slt.estimate_llc(attn_loss, params, data, where=parts["attn.head.1"], **kw)
+    h0 = slt.estimate_llc(attn_loss, params, data, where=parts["attn.head.0"], key=jax.random.key(2), **HEAD_RUN)
+    before = compiles("_chunk_impl")
+    h1 = slt.estimate_llc(attn_loss, params, data, where=parts["attn.head.1"], key=jax.random.key(2), **HEAD_RUN)
+    assert compiles("_chunk_impl") == before  # the head's entries are data: one program for every head of a layer
     assert h0.llc_mean > 1.0  # a live head: something to compare
     np.testing.assert_allclose(h1.llc_trace, h0.llc_trace, rtol=1e-3, atol=1e-3 * abs(h0.llc_mean))
 
 
-def test_queries_and_keys_of_a_head_that_writes_nothing_are_flat():
-    """With head 1's output rows at zero, its q and k columns do not affect the output at all: the restricted
+# Full-batch runs of the exact checks: the value columns and the flat queries select as many entries (8) and share
+# a compiled program.
+BLOCK_RUN = dict(nbeta=200.0, localization=1.0, step_size=2e-3, num_chains=4, num_burnin=200, num_draws=800)
+
+
+def _block(head, rows: slice):
+    """``where``: the columns ``rows`` of the fused qkv kernel's q|k|v blocks (0: q, 1: k, 2: v) of one head."""
+    block = np.zeros((D_MODEL, 3 * D_MODEL), bool)
+    block[:, rows] = True
+
+    def where(path, leaf):
+        return head(path, leaf) & block if path == ("attn", "qkv", "kernel") else False
+
+    return where
+
+
+def test_queries_of_a_head_that_writes_nothing_are_flat():
+    """With head 1's output rows at zero, its query columns do not affect the output at all: the restricted
     loss is constant and every draw of λ̂ is 0 (any leak into head 0's entries would show)."""
     params = attn_params(dead_out=True)
     data = attn_data(params)
     head = slt.components(params, heads={"attn": NUM_HEADS}, depth=1)["attn.head.1"]
-    qk = np.zeros((D_MODEL, 3 * D_MODEL), bool)
-    qk[:, : 2 * D_MODEL] = True  # the q and k blocks
-
-    def where(path, leaf):
-        return head(path, leaf) & qk if path == ("attn", "qkv", "kernel") else False
-
+    where = _block(head, slice(0, D_MODEL))
     res = slt.estimate_llc(
-        attn_loss,
-        params,
-        data,
-        where=where,
-        key=jax.random.key(3),
-        step_size=1e-3,
-        nbeta=100.0,
-        batch_size=64,
-        num_chains=2,
-        num_burnin=10,
-        num_draws=200,
+        attn_loss, params, data, where=where, key=jax.random.key(3), batch_size=len(data[0]), **BLOCK_RUN
     )
-    assert res.num_params == 2 * HEAD_DIM * D_MODEL
-    # L_B(w_t) never changes (full batch), and λ̂ = nβ(L_B(w_t) - L_n(w*)) is 0 up to the summation order of L_n(w*)
+    assert res.num_params == HEAD_DIM * D_MODEL
+    # L_n(w_t) never changes (full batch), and λ̂ = nβ(L_n(w_t) - L_n(w*)) is 0 up to the summation order of L_n(w*)
     assert np.all(res.loss_trace == res.loss_trace[0, 0])
     assert np.all(np.abs(res.llc_trace) < 1e-9)
 
@@ -207,32 +217,18 @@ def test_value_columns_of_one_head_match_the_exact_quadratic_value(attn):
     params, data = attn
     h = 1
     head = slt.components(params, heads={"attn": NUM_HEADS}, depth=1)[f"attn.head.{h}"]
-    vblock = np.zeros((D_MODEL, 3 * D_MODEL), bool)
-    vblock[:, 2 * D_MODEL :] = True
-
-    def where(path, leaf):
-        return head(path, leaf) & vblock if path == ("attn", "qkv", "kernel") else False
+    where = _block(head, slice(2 * D_MODEL, 3 * D_MODEL))
 
     def kernel_loss(flat):
         p = {"attn": {**params["attn"], "qkv": {**params["attn"]["qkv"], "kernel": flat.reshape(D_MODEL, -1)}}}
         return attn_loss(p, data)
 
-    hess = np.asarray(jax.hessian(kernel_loss)(params["attn"]["qkv"]["kernel"].ravel()), np.float64)
+    hess = np.asarray(jax.jit(jax.hessian(kernel_loss))(params["attn"]["qkv"]["kernel"].ravel()), np.float64)
     idx = [i for i in _layout_indices(h) if i % (3 * D_MODEL) >= 2 * D_MODEL]
     eig = np.linalg.eigvalsh(hess[np.ix_(idx, idx)])
-    nbeta, gamma, eps = 200.0, 1.0, 2e-3
-    exact = quadratic_llc(eig, nbeta, gamma, eps)
+    exact = quadratic_llc(eig, BLOCK_RUN["nbeta"], BLOCK_RUN["localization"], BLOCK_RUN["step_size"])
     res = slt.estimate_llc(
-        attn_loss,
-        params,
-        data,
-        where=where,
-        key=jax.random.key(4),
-        step_size=eps,
-        nbeta=nbeta,
-        localization=gamma,
-        batch_size=len(data[0]),
-        **COMMON,
+        attn_loss, params, data, where=where, key=jax.random.key(4), batch_size=len(data[0]), **BLOCK_RUN
     )
     assert res.num_params == len(idx) == HEAD_DIM * D_MODEL
     assert abs(res.llc_mean - exact) < Z * res.llc_mcse, (res.llc_mean, exact, res.llc_mcse)
@@ -249,7 +245,7 @@ def _nnx_model(params):
             self.out = nnx.Linear(D_MODEL, D_MODEL, rngs=rngs)
 
         def __call__(self, x):
-            p = {n: {"kernel": m.kernel.value, "bias": m.bias.value} for n, m in (("qkv", self.qkv), ("out", self.out))}
+            p = {n: {"kernel": m.kernel[...], "bias": m.bias[...]} for n, m in (("qkv", self.qkv), ("out", self.out))}
             return attention(p, x)
 
     class Model(nnx.Module):
@@ -262,8 +258,8 @@ def _nnx_model(params):
     model = Model()
     for name in ("qkv", "out"):
         layer = getattr(model.attn, name)
-        layer.kernel.value = params["attn"][name]["kernel"]
-        layer.bias.value = params["attn"][name]["bias"]
+        layer.kernel[...] = params["attn"][name]["kernel"]
+        layer.bias[...] = params["attn"][name]["bias"]
     return model
 
 
@@ -280,9 +276,7 @@ def test_nnx_head_restriction_matches_the_pytree_one(attn):
     assert head.num_selected(model) == head.num_selected(params)
     target = slt.targets.from_nnx(model, data, _mse, where=head)
     assert target.num_parameters == head.num_selected(params)
-    kw = dict(
-        key=jax.random.key(5), step_size=1e-3, nbeta=100.0, batch_size=32, num_chains=2, num_burnin=50, num_draws=200
-    )
+    kw = dict(key=jax.random.key(5), **HEAD_RUN)
     nnx_res = slt.estimate_llc(model, data, loss=_mse, where=head, **kw)
     tree_res = slt.estimate_llc(attn_loss, params, data, where=head, **kw)
     np.testing.assert_allclose(nnx_res.llc_trace, tree_res.llc_trace, rtol=1e-3, atol=1e-3 * abs(tree_res.llc_mean))
@@ -325,6 +319,16 @@ def test_eval_on_the_training_set_reproduces_the_llc(data_restricted):
     np.testing.assert_allclose(train.llc_trace, res.llc_trace, rtol=1e-4, atol=1e-4)
     assert train.llc_mean == pytest.approx(res.llc_mean, rel=1e-4)
     assert "eval_data_losses" not in res.observables
+
+
+def test_restricted_results_save_and_load(data_restricted, tmp_path):
+    _, _, res, _ = data_restricted
+    res.save(tmp_path / "run")
+    back = slt.load(tmp_path / "run")
+    assert sorted(back.restricted) == sorted(res.restricted)
+    got, want = back.restricted["first"], res.restricted["first"]
+    assert type(got) is type(want) and got.llc_mean == want.llc_mean and got.num_data == want.num_data
+    np.testing.assert_array_equal(got.llc_trace, want.llc_trace)
 
 
 def test_eval_on_subsets_matches_the_closed_form(data_restricted):
