@@ -610,7 +610,11 @@ def bif(
         key: a ``jax.random.key``.
         probe_data: the probe examples, a pytree shaped like the training data with leading axis P.
         step_size: ε, or ``"auto"`` (:func:`slt.estimate_llc`'s four stages, which also size ``num_burnin`` /
-            ``num_draws`` where they are None).
+            ``num_draws`` where they are None, from the mixing of λ̂, not of the probe losses). The covariances
+            are quadratic in the posterior covariance, so SGLD's step bias (≈ εc/4 on the variance along a
+            direction of curvature c) reaches them up to twice: +12% at εc ≈ 0.4 on the Gaussian benchmark
+            (``benchmarks/RESULTS.md``), where λ̂ is off by half that. ``sampler="mala"`` is exact where full
+            batches are affordable.
         probe_loss: optional ``probe_loss(params, probe_batch) -> (B,) or (B, T)``, per-example or per-token losses
             (params in the user's form: the parameter pytree, the merged NNX module, the linen variables). Default:
             the training loss on each probe example alone, shape (P,). A per-token loss gives (P, T) per draw;
