@@ -13,6 +13,10 @@ from slt._src.results import load
 from slt.calibration import CalibrationResult, CalibrationSweep, calibrate
 from slt.comparison import ModelComparison, compare_models
 from slt.free_energy import (
+    LambdaFit,
+    LearningCoefficientResult,
+    fit_llc_temperatures,
+    learning_coefficient,
     LocalFreeEnergyResult,
     MultiplicityResult,
     MultiTemperatureResult,
@@ -31,6 +35,10 @@ from slt.targets import Target
 __version__ = "0.1.0"
 
 __all__ = [
+    "LambdaFit",
+    "LearningCoefficientResult",
+    "fit_llc_temperatures",
+    "learning_coefficient",
     "LocalFreeEnergyResult",
     "MultiplicityResult",
     "MultiTemperatureResult",

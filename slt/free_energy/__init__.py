@@ -9,6 +9,8 @@ samples :math:`p_t(w) \propto e^{-tL_n(w)}\varphi_\gamma(w)` (:mod:`slt.posterio
 * :func:`wbic`: :math:`\mathbb E_t[nL_n]` at t = n/log n (Watanabe, JMLR 14, 2013);
 * :func:`llc_multitemperature`: λ as the slope of :math:`\mathbb E_\beta[nL_n]` in 1/β (Wei et al., arXiv
   2010.11560);
+* :func:`learning_coefficient`: λ itself (and m) by extrapolating λ̂(t) to t → ∞ or by Takio–Suzuki
+  (arXiv 2502.09998), with the finite-temperature estimate beside it (:mod:`slt.free_energy._lambda`);
 * :func:`fit_multiplicity`, :func:`fit_free_energy_expansion`: λ and m from
   :math:`F_n = nL_n(w_0) + \lambda\log n - (m-1)\log\log n + O_p(1)` across subsample sizes (Watanabe 2009).
 
@@ -20,6 +22,12 @@ temperatures are accounted for). This differs from :attr:`slt.LLCResult.llc_std`
 
 from __future__ import annotations
 
+from slt.free_energy._lambda import (
+    LambdaFit,
+    LearningCoefficientResult,
+    fit_llc_temperatures,
+    learning_coefficient,
+)
 from slt.free_energy._local import LocalFreeEnergyResult, local_free_energy
 from slt.free_energy._multiplicity import MultiplicityResult, fit_free_energy_expansion, fit_multiplicity
 from slt.free_energy._multitemperature import MultiTemperatureResult, llc_multitemperature
@@ -27,6 +35,10 @@ from slt.free_energy._multitemperature import _wls_coefficients as _wls_coeffici
 from slt.free_energy._wbic import WBICResult, wbic
 
 __all__ = [
+    "LambdaFit",
+    "LearningCoefficientResult",
+    "fit_llc_temperatures",
+    "learning_coefficient",
     "LocalFreeEnergyResult",
     "MultiTemperatureResult",
     "MultiplicityResult",
