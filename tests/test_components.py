@@ -291,6 +291,36 @@ def test_nnx_head_restriction_matches_the_pytree_one(attn):
     assert int(sum(np.sum(x) for x in jax.tree_util.tree_leaves(moved))) == head.num_selected(params)
 
 
+def test_stacked_layout_of_flax_multi_head_attention():
+    """flax.nnx.MultiHeadAttention keeps heads on their own axis: query/key/value kernels (d, H, head_dim), biases
+    (H, head_dim), out kernel (H, head_dim, d). Head h is the slice [:, h] (kernels), [h] (biases, out kernel)."""
+    from flax import nnx
+
+    class Wrapper(nnx.Module):
+        def __init__(self):
+            self.attn = nnx.MultiHeadAttention(
+                num_heads=NUM_HEADS, in_features=D_MODEL, qkv_features=D_MODEL, decode=False, rngs=nnx.Rngs(0)
+            )
+
+        def __call__(self, x):
+            return self.attn(x)
+
+    model = Wrapper()
+    parts = slt.components(model, heads={"attn": (NUM_HEADS, "stacked")})
+    head = parts["attn.head.1"]
+    kernel = np.zeros((D_MODEL, NUM_HEADS, HEAD_DIM), bool)
+    kernel[:, 1] = True
+    np.testing.assert_array_equal(head(("attn", "query", "kernel"), kernel), kernel)
+    out = np.zeros((NUM_HEADS, HEAD_DIM, D_MODEL), bool)
+    out[1] = True
+    np.testing.assert_array_equal(head(("attn", "out", "kernel"), out), out)
+    per_head = 3 * (D_MODEL * HEAD_DIM + HEAD_DIM) + HEAD_DIM * D_MODEL
+    assert head.num_selected(model) == per_head
+    x = jax.random.normal(jax.random.key(0), (8, SEQ, D_MODEL))
+    target = slt.targets.from_nnx(model, (x, model(x)), _mse, where=head)
+    assert target.num_parameters == per_head
+
+
 # -------------------------------------------------------------------------------- (d) data-restricted LLC
 @pytest.fixture(scope="module")
 def data_restricted():

@@ -241,7 +241,8 @@ def components(model_or_params, *, heads: Mapping[str, Any] | None = None, depth
             parameter pytree.
         heads: ``{pattern: num_heads}`` or ``{pattern: (num_heads, layout)}``: the attention modules, by a
             glob over their dotted paths (``"blocks.*.attn"``, or ``"*attn"``; a pattern with no dot and no
-            wildcard matches the last name, so ``"attn"`` matches ``blocks.0.attn``), and how their heads lie in
+            wildcard matches the last name, so ``"attn"`` matches ``blocks.0.attn``; ``""`` is the model itself, whose
+            heads are then named ``"head.<h>"``), and how their heads lie in
             the projection arrays (``layout``: ``"fused"``, ``"stacked"`` or a list of ``(leaf, axis, parts)``;
             see the module docstring). Each matched module gets ``"<path>.head.<h>"`` entries.
         depth: how many names (integer indices not counted) a module component keeps: with 2,
@@ -274,11 +275,14 @@ def components(model_or_params, *, heads: Mapping[str, Any] | None = None, depth
 
     def matches(pattern: str, module: tuple) -> bool:
         dotted = _dotted(module)
+        if pattern == "":
+            return module == ()
         if "." not in pattern and not any(c in pattern for c in "*?["):
             return bool(module) and str(module[-1]) == pattern
         return fnmatch.fnmatchcase(dotted, pattern)
 
     out: dict[str, Selector] = {}
+    matched: set[str] = set()
     modules_seen: list[tuple] = []
     for names, _ in leaves:
         module = _module_of(names, depth)
@@ -286,15 +290,17 @@ def components(model_or_params, *, heads: Mapping[str, Any] | None = None, depth
             modules_seen.append(module)
             out[_dotted(module)] = Selector(_dotted(module), prefixes=(module,))
         # attention modules: any prefix of the leaf's path that a heads pattern matches
-        for cut in range(1, len(names)):
+        for cut in range(len(names)):
             prefix = names[:cut]
             name = _dotted(prefix)
+            stem = f"{name}.head" if name else "head"
             for pattern, (num_heads, layout) in specs.items():
-                if not matches(pattern, prefix) or f"{name}.head.0" in out:
+                if not matches(pattern, prefix) or f"{stem}.0" in out:
                     continue
                 found = [(prefix + rel, axis, parts) for rel, axis, parts in layout if prefix + rel in shapes]
                 if not found:
                     continue
+                matched.add(pattern)
                 for h in range(num_heads):
                     masks = []
                     for path, axis, parts in found:
@@ -303,17 +309,11 @@ def components(model_or_params, *, heads: Mapping[str, Any] | None = None, depth
                         except ValueError as err:
                             raise ValueError(f"`heads[{pattern!r}]` at {_dotted(path)}: {err}") from None
                         masks.append((path, _Mask(mask)))
-                    out[f"{name}.head.{h}"] = Selector(f"{name}.head.{h}", masks=tuple(masks))
-    unmatched = [p for p in specs if not any(k.endswith(".head.0") and _matches_any(p, k, matches) for k in out)]
+                    out[f"{stem}.{h}"] = Selector(f"{stem}.{h}", masks=tuple(masks))
+    unmatched = [p for p in specs if p not in matched]
     if unmatched:
         raise ValueError(
             f"`heads` pattern(s) {unmatched} match no module holding the layout's leaves; modules: "
             f"{sorted({_dotted(n[:-1]) for n, _ in leaves})}."
         )
     return out
-
-
-def _matches_any(pattern: str, head_name: str, matches) -> bool:
-    module = tuple(head_name[: -len(".head.0")].split("."))
-    module = tuple(int(m) if m.isdigit() else m for m in module)
-    return matches(pattern, module)
