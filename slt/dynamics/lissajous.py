@@ -29,50 +29,72 @@ tails, a step size that changes over time. Under this null, flipping the sign of
 walk. So the trajectory and ``num_surrogates`` sign-flipped copies of it are exchangeable, and the rank of the
 trajectory's statistic among them is a randomization p-value that is exact at any sample size:
 :math:`P(p \le \alpha) \le \alpha` (the sign-flip test; see Hemerik & Goeman, "Exact testing with random
-permutations", TEST 27, 2018). A path with stages is not like that: its increments persist in one direction
-for a whole stage. Its sign-flipped copies are random walks with the same steps, and draw a different picture.
+permutations", TEST 27, 2018), whatever statistic is ranked. A path with stages is not like that: its
+increments persist in one direction for a whole stage, and its sign-flipped copies do not.
 
-*Statistic*. For each of the B + 1 walks (trajectory first) take the top K components and compute
-:math:`3K + 1` features of its PCA picture (3K when K is the increments' rank, the tail then being empty):
+*Statistic* (``test="persistence"``, the verdict). Persistence of the increments' directions, at several
+time scales. With :math:`c_{st} = \cos\angle(e_s, e_t)` (a zero increment has cosine 0 with everything) and
+for a window length h,
+
+.. math::
+
+    Q_h = \sum_{|s-t| \ge 2} K^h_{st}\, c_{st}, \qquad K^h_{st} = \#\{\text{windows of } h
+    \text{ consecutive increments holding both } s \text{ and } t\},
+
+the cross terms of :math:`\sum_{\text{windows}} \lVert \sum_{t \in \text{window}} e_t/\lVert e_t\rVert
+\rVert^2`: a variance ratio (Lo & MacKinlay, Rev. Financial Studies 1, 1988; calibrated by the wild, i.e.
+sign-flip, bootstrap as in Kim, Economics Letters 92, 2006) on unit increments. Under sign flips its mean is 0
+and its variance exactly :math:`2\sum_{s \ne t} (K^h_{st} c_{st})^2`, which the flips leave unchanged, so
+:math:`z_h = Q_h / \mathrm{sd}` standardizes every surrogate alike. Lag 1 is left out of :math:`Q_h`
+because position (measurement) noise makes successive increments anti-correlated; it enters on its own as
+the *roughness* :math:`z_{\mathrm{rough}} = -\sum_{|s-t|=1} c_{st} / \mathrm{sd}`, large when the
+trajectory is a smooth path plus noise (whose increments alternate) rather than a walk. The statistic is
+:math:`S = \max(z_3, z_4, z_8, \dots, z_{T-1}, z_{\mathrm{rough}})` (scales 3, then powers of two, then the
+whole trajectory), its p-value :math:`(1 + \#\{b : S_b \ge S_0\}) / (B + 1)`.
+
+Why directions and not the increments themselves: a stage that is crossed quickly has large increments, and
+with raw inner products those few increments dominate both the statistic and its null variance, so a path
+with stages of unequal speed (training: fast transitions between slow plateaus) looks like a walk with a few
+large steps. Unit increments weigh every checkpoint alike. For a random walk
+:math:`E\, c_{st} = 0` at every lag whatever the tails of the steps; a piecewise-linear path has
+:math:`c_{st} \approx 1` within a stage.
+
+*The Lissajous statistic* (``test="lissajous"``, the verdict before; still computed on the same surrogates
+and returned as :attr:`LissajousResult.lissajous_statistic` / ``lissajous_p_value``). For each of the B + 1
+walks take the top K components and compute :math:`3K + 1` features of its PCA picture (3K when K is the
+increments' rank, the tail then being empty):
 
 * shape misfit :math:`1 - |\rho_k|`, :math:`\rho_k` the correlation of :math:`\mathrm{PC}_k(t)` with
   :math:`\cos(\pi k (t+\frac12)/T)`;
 * spectrum deviation :math:`\sqrt{r_k} - \sqrt{q_k}` of each explained-variance ratio :math:`r_k` from the
-  Lissajous value :math:`q_k` (exact at finite T), and the same for the variance beyond the K-th component
-  (a Hellinger-type distance, finite when a ratio is 0);
+  Lissajous value :math:`q_k` (exact at finite T), and the same for the variance beyond the K-th component;
 * texture :math:`\log(\sum_t (\Delta^2 u_k)^2 / \sum_t (\Delta u_k)^2)` of each unit-norm score curve
-  :math:`u_k`: about :math:`\log 2` for a jagged Brownian-like curve, very negative for a smooth or
-  piecewise-linear one. (High-dimensional random walks give smooth PC curves; few-dimensional ones give
-  jagged ones; piecewise-linear stages give smooth ones in any dimension.)
+  :math:`u_k`.
 
-Each feature is standardized by the median and MAD over all B + 1 walks (a symmetric function of them, so
-exchangeability is kept), shape misfits count only when worse than typical (:math:`\max(z, 0)`), and the
-statistic is the root-mean-square :math:`S = \sqrt{\overline{z^2}}`. Its p-value is
-:math:`(1 + \#\{b : S_b \ge S_0\}) / (B + 1)`; the trajectory is judged random-walk-like when
-:math:`p > \alpha`, equivalently (up to ties) when :math:`S_0` is below ``threshold``, the
-:math:`1-\alpha` quantile of the surrogates' statistics.
+Each feature is standardized by the median and MAD over all B + 1 walks, shape misfits count only when worse
+than typical, and the statistic is the root-mean-square of the standardized features.
 
-*Error rates*. The false-positive rate (a random walk judged *not* random-walk-like) is at most ``alpha`` for
-any walk satisfying the null, by exchangeability, whatever its dimension, length or increment law. Measured
-at the defaults on 1000 walks (T ∈ {32, 64, 100}, D ∈ {2, 10, 50, 300}; Gaussian, Student-t(3), Student-t(2),
-clipped-Cauchy and anisotropic increments, 200 each): 5.5 % rejected overall, 3–8 % per law (each ± 1.5 %
-Monte-Carlo error). ``tests/dynamics/test_lissajous.py`` measures it on 200 fresh walks (T = 32, B = 99):
-5.5 %, asserted ≤ 10 %.
-
-Power, on piecewise-linear paths through 3–5 random Gaussian waypoints (T ∈ {48, 100}) with position noise
-of s.d. a given fraction of a segment's length, 25 paths per cell: 100 % rejected in 500 dimensions at noise
-up to 5 %; 94–100 % in 10–50 dimensions at noise up to 2 % (75–100 % at 5 %); in 3 dimensions 97 %
-noiseless, 91 % at 1 %, 72 % at 2 %, 17 % at 5 %. A few-dimensional path with noisy stages is genuinely hard
-to tell from a few-dimensional random walk. The test suite asserts ≥ 90 % on 40 paths (T = 48, 5–200
-dimensions, noise ≤ 2 %; measured 97.5 %).
+*Error rates* (benchmarks/random_walk_test.py, RESULTS.md; fresh simulations, not those used to choose the
+statistic). False-positive rate: at most ``alpha`` by exchangeability for any walk satisfying the null;
+measured at the defaults on 500 random walks per increment law (T 200–400 checkpoints, D 500–3000
+dimensions): Gaussian, Student-t(3) and Student-t(2) all within their binomial intervals around 5 %.
+Power on piecewise-linear paths through 3–5 Gaussian waypoints (same T and D): the persistence test rejects
+essentially all of them with position noise up to 10 % of a segment's length; where the two statistics
+differ (stages seen through SGD-like diffusion) the persistence test rejects more, on the same paths
+(tests/dynamics/test_lissajous.py: 67.5 % against 38.5 % on 200 three-waypoint paths, T = 80, D = 200).
+The DLN training run of benchmarks/dln_stages.py gets p = 0.005 (the smallest possible at B = 199) against
+0.050 before. The numbers per setting are in RESULTS.md. Where both fail: a path whose stages are buried in
+a random walk of larger extent (diffusion of several segment lengths) is, over most of its increments, a
+random walk.
 
 *What it does not cover*. Increments with a mean (a drift) violate the null, so a drifting random walk is
 judged not random-walk-like: its PCA picture is dominated by the drift, not by the walk. A strongly skewed
 increment law makes sign flips change the law; the test is then approximate. Observations of a walk with
-added measurement noise are not a random walk at the finest scale; subsample (``max_points``) so that the
-walk's steps dominate the noise.
+added measurement noise are not a random walk at the finest scale (the roughness picks this up); subsample
+(``max_points``) so that the walk's steps dominate the noise.
 
-Cost: B surrogates of a (T, min(T, D)) walk, about :math:`O(B T^2 \min(T, D))`; trajectories longer than
+Cost: the persistence test is :math:`O(T^2 \min(T, D) + B\,T^2 \log T)`; the Lissajous statistic needs the
+PCA of every surrogate, about :math:`O(B T^2 \min(T, D))`, and dominates. Trajectories longer than
 ``max_points`` are subsampled with a uniform stride first (a subsampled random walk is again a random walk).
 """
 
@@ -94,6 +116,7 @@ _CLOCK_SPEARMAN = 0.9  # |Spearman rho| of PC1 vs time above which PC1 counts as
 _MIN_SCALE = 1e-7  # floor on a feature's MAD (features are O(0.01-1); rounding noise is far below)
 _SUBSPACE_EXTRA = 8  # extra vectors carried by the subspace iteration beyond the K wanted
 _SUBSPACE_ITERS = 6
+_TESTS = ("persistence", "lissajous")
 
 
 def random_walk_pca_ratios(num_points: int) -> np.ndarray:
@@ -134,7 +157,9 @@ class LissajousResult(Result):
         random_walk_like: True when the test does not reject "independent symmetric increments" at level
             ``alpha`` (``p_value > alpha``): the PCA picture is one a random walk would also draw, so its
             turns and extrema are no evidence of stages.
-        statistic: S of the trajectory (RMS of the standardized features; see the module docstring).
+        statistic: S of the trajectory under the test that gives the verdict (``test``): the largest
+            standardized persistence (``"persistence"``) or the RMS of the standardized PCA-picture features
+            (``"lissajous"``); see the module docstring.
         threshold: the ``1 - alpha`` quantile of the surrogates' statistics.
         p_value: randomization p-value, :math:`(1 + \\#\\{S_b \\ge S\\}) / (B + 1)`.
         alpha: the level.
@@ -155,6 +180,15 @@ class LissajousResult(Result):
         pc2_extremum_time: the same point as a fraction of the time span.
         null_statistics: (B,) the surrogates' statistics.
         num_surrogates, n_components, stride: settings used (``stride``: the subsampling step).
+        test: which statistic gives the verdict, ``"persistence"`` (default) or ``"lissajous"``.
+        persistence_statistic, persistence_p_value: the persistence test's S and p-value (both tests are
+            always computed, on the same sign flips).
+        persistence_z: (H,) the trajectory's standardized persistence :math:`z_h` at each window length.
+        persistence_scales: (H,) the window lengths h (in increments).
+        roughness_z: the trajectory's standardized roughness (minus the lag-1 cosines).
+        persistence_null_statistics: (B,) the surrogates' persistence statistics.
+        lissajous_statistic, lissajous_p_value, lissajous_null_statistics: the same for the Lissajous
+            statistic (the verdict before; kept for comparison).
 
     Example:
         >>> import numpy as np
@@ -187,6 +221,16 @@ class LissajousResult(Result):
     num_surrogates: int
     n_components: int
     stride: int
+    test: str = "persistence"
+    persistence_statistic: float = float("nan")
+    persistence_p_value: float = float("nan")
+    persistence_z: np.ndarray | None = None
+    persistence_scales: np.ndarray | None = None
+    roughness_z: float = float("nan")
+    persistence_null_statistics: np.ndarray | None = None
+    lissajous_statistic: float = float("nan")
+    lissajous_p_value: float = float("nan")
+    lissajous_null_statistics: np.ndarray | None = None
 
     def __repr__(self) -> str:
         verdict = "random-walk-like" if self.random_walk_like else "NOT random-walk-like"
@@ -324,6 +368,76 @@ def _spearman(a: np.ndarray) -> float:
     return float(ranks @ t / math.sqrt((ranks @ ranks) * (t @ t)))
 
 
+def _persistence_scales(num_increments: int) -> np.ndarray:
+    """Window lengths h of the persistence components: 3, then powers of two from 4 below n, then n."""
+    n = num_increments
+    if n < 3:
+        return np.zeros(0, dtype=np.int64)
+    hs = [3] + [1 << j for j in range(2, max(2, int(math.log2(n)) + 1)) if (1 << j) < n] + [n]
+    return np.unique(np.asarray(hs, dtype=np.int64))
+
+
+def _persistence_z(factor: np.ndarray, signs: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    r"""(c, H + 1) standardized persistence of each sign-flipped walk: H window scales, then roughness.
+
+    For window length h, :math:`Q_h(\epsilon) = \sum_{|s-t| \ge 2} K^h_{st} c_{st} \epsilon_s \epsilon_t`
+    with :math:`c_{st}` the cosine of the angle between increments s and t and :math:`K^h_{st}` the number of
+    length-h windows holding both; the last column is the roughness
+    :math:`-\sum_{|s-t| = 1} c_{st} \epsilon_s\epsilon_t`. Each is
+    divided by its exact sign-flip standard deviation :math:`\sqrt{2 \sum A_{st}^2}`, which the flips leave
+    unchanged (so every walk is standardized alike and exchangeability is kept).
+    """
+    norms = np.linalg.norm(factor, axis=1, keepdims=True)
+    unit = factor / np.where(norms > 0, norms, 1.0)  # rows: the increments' directions (zero steps stay 0)
+    gram = unit @ unit.T  # cosines of the increments' angles
+    n = gram.shape[0]
+    idx = np.arange(n)
+    lo_idx, hi_idx = np.minimum.outer(idx, idx), np.maximum.outer(idx, idx)
+    lag = hi_idx - lo_idx
+    kernels = []
+    for h in scales:
+        count = np.minimum(lo_idx, n - h) - np.maximum(0, hi_idx - h + 1) + 1
+        kernels.append(np.where(lag >= 2, np.maximum(count, 0), 0).astype(np.float64))
+    kernels.append(-(lag == 1).astype(np.float64))
+    out = np.empty((signs.shape[0], len(kernels)))
+    for j, kern in enumerate(kernels):
+        a = kern * gram
+        sd = math.sqrt(2.0 * float(np.sum(a * a)))
+        out[:, j] = np.einsum("bs,bs->b", signs @ a, signs) / sd if sd > 0 else 0.0
+    return out
+
+
+def _pc2_extremum(pc1: np.ndarray, pc2: np.ndarray) -> tuple[float, float]:
+    """Where PC2's extremum (the point farthest from the mean of its end values) falls: as a fraction of
+    PC1's range, measured from the PC1 end where the trajectory starts, and as a fraction of the time span."""
+    t_star = int(np.argmax(np.abs(pc2 - 0.5 * (pc2[0] + pc2[-1]))))
+    span = max(float(np.ptp(pc1)), 1e-300)
+    along = (pc1[t_star] - pc1.min()) / span if pc1[-1] >= pc1[0] else (pc1.max() - pc1[t_star]) / span
+    return float(along), t_star / (pc1.shape[0] - 1)
+
+
+def _flip_signs(seed: int, num_surrogates: int, num_increments: int) -> np.ndarray:
+    """(B + 1, n) signs: a row of ones (the trajectory itself), then B rows of fair coin flips."""
+    rng = np.random.default_rng(seed)
+    flips = rng.choice([-1.0, 1.0], size=(num_surrogates, num_increments))
+    return np.concatenate([np.ones((1, num_increments)), flips])
+
+
+def _persistence_p_value(trajectory: Any, *, num_surrogates: int = 199, seed: int = 0, max_points: int = 200):
+    """The persistence test alone (no PCA), as :func:`lissajous_diagnostic` runs it: (statistic, p-value).
+
+    Same subsampling and the same sign flips, so the p-value equals ``lissajous_diagnostic(...).p_value``;
+    for benchmarks that need thousands of tests (the PCA of every surrogate dominates the full diagnostic).
+    """
+    x = np.asarray(trajectory, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1)
+    x = x[:: max(1, math.ceil(x.shape[0] / max_points))]
+    factor = _increment_factor(x)
+    signs = _flip_signs(seed, num_surrogates, x.shape[0] - 1)
+    stat = _persistence_z(factor, signs, _persistence_scales(x.shape[0] - 1)).max(axis=1)
+    return float(stat[0]), float((1 + np.sum(stat[1:] >= stat[0])) / (num_surrogates + 1))
+
+
 def lissajous_diagnostic(
     trajectory: Any,
     *,
@@ -332,14 +446,18 @@ def lissajous_diagnostic(
     num_surrogates: int = 199,
     seed: int = 0,
     max_points: int = 200,
+    test: str = "persistence",
 ) -> LissajousResult:
     """Test whether a trajectory's PCA picture is one a random walk would also draw.
 
-    A sign-flip randomization test of "independent, symmetric increments" with a statistic measuring how far
-    the PCA picture (PC shapes against cos(πk(t+½)/T), explained-variance spectrum against 6/(π²k²), and the
-    texture of the PC curves) lies from the random-walk picture; the module docstring gives the theory,
-    the calibration and the error rates. False-positive rate (random walks judged not random-walk-like): at
-    most ``alpha``, exactly, for any walk with independent symmetric increments.
+    A sign-flip randomization test of "independent, symmetric increments". The verdict's statistic is the
+    persistence of the increments' directions over windows of 3 to T checkpoints (cosines of lagged
+    increments, a variance ratio; ~0 for a random walk whatever its step law, ~1 within a stage), with the
+    roughness of the path beside it; the PCA picture's distance from the random-walk one (PC shapes against
+    cos(πk(t+½)/T), the spectrum against 6/(π²k²), the texture of the PC curves) is computed on the same
+    surrogates and reported. The module docstring gives the theory, the calibration and the error rates.
+    False-positive rate (random walks judged not random-walk-like): at most ``alpha``, exactly, for any walk
+    with independent symmetric increments.
 
     Args:
         trajectory: (T, ...) positions over time (checkpoints × parameters, or × outputs on a probe set);
@@ -350,6 +468,9 @@ def lissajous_diagnostic(
             be at least 1/alpha - 1.
         seed: seed of the sign flips (the result is deterministic given it).
         max_points: longer trajectories are subsampled with a uniform stride to at most this many points.
+        test: the statistic behind the verdict: ``"persistence"`` (multi-scale persistence of the increments'
+            directions; the more powerful, and the default) or ``"lissajous"`` (the PCA-picture features).
+            Both are computed and returned either way.
 
     Returns:
         :class:`LissajousResult`.
@@ -378,6 +499,8 @@ def lissajous_diagnostic(
     b = validate.positive_int(num_surrogates, "num_surrogates")
     max_points = validate.positive_int(max_points, "max_points")
     alpha = validate.probability(alpha, "alpha")
+    if test not in _TESTS:
+        raise ValueError(f"`test` must be one of {_TESTS}; got {test!r}.")
     if (b + 1) * alpha < 1.0:
         raise ValueError(
             f"`num_surrogates` = {b} cannot reach level alpha = {alpha}: the smallest p-value is 1/(B + 1); "
@@ -399,8 +522,7 @@ def lissajous_diagnostic(
     cosines = _cosines(num_points, k)
     with_tail = k < factor.shape[1]
 
-    rng = np.random.default_rng(seed)
-    signs = np.concatenate([np.ones((1, num_points - 1)), rng.choice([-1.0, 1.0], size=(b, num_points - 1))])
+    signs = _flip_signs(seed, b, num_points - 1)
     per_chunk = max(1, (1 << 23) // (num_points * max(num_points, factor.shape[1])))
     feats, ratios, rhos, first_vecs, first_lam = [], [], [], None, None
     for start in range(0, b + 1, per_chunk):
@@ -420,8 +542,17 @@ def lissajous_diagnostic(
     rhos = np.concatenate(rhos)
 
     stats = _statistics(features, k)
-    statistic, null = float(stats[0]), stats[1:]
-    p_value = float((1 + np.sum(null >= statistic)) / (b + 1))
+    liss_statistic, liss_null = float(stats[0]), stats[1:]
+    liss_p = float((1 + np.sum(liss_null >= liss_statistic)) / (b + 1))
+    scales = _persistence_scales(num_points - 1)
+    z = _persistence_z(factor, signs, scales)
+    pers = z.max(axis=1)
+    pers_statistic, pers_null = float(pers[0]), pers[1:]
+    pers_p = float((1 + np.sum(pers_null >= pers_statistic)) / (b + 1))
+    if test == "persistence":
+        statistic, null, p_value = pers_statistic, pers_null, pers_p
+    else:
+        statistic, null, p_value = liss_statistic, liss_null, liss_p
     threshold = float(np.quantile(null, 1.0 - alpha))
 
     signs_to_cos = np.where(np.einsum("tk,kt->k", first_vecs, cosines) < 0, -1.0, 1.0)
@@ -429,12 +560,7 @@ def lissajous_diagnostic(
     pc1 = components[:, 0]
     spearman = _spearman(pc1)
     if k >= 2:
-        pc2 = components[:, 1]
-        t_star = int(np.argmax(np.abs(pc2 - 0.5 * (pc2[0] + pc2[-1]))))
-        span = float(np.ptp(pc1))
-        # measured from the PC1 end where the trajectory starts
-        along = (pc1[t_star] - pc1.min()) / span if pc1[-1] >= pc1[0] else (pc1.max() - pc1[t_star]) / span
-        pc2_position, pc2_time = float(along), t_star / (num_points - 1)
+        pc2_position, pc2_time = _pc2_extremum(pc1, components[:, 1])
     else:
         pc2_position = pc2_time = float("nan")
 
@@ -458,4 +584,14 @@ def lissajous_diagnostic(
         num_surrogates=b,
         n_components=k,
         stride=stride,
+        test=test,
+        persistence_statistic=pers_statistic,
+        persistence_p_value=pers_p,
+        persistence_z=z[0, :-1],
+        persistence_scales=scales,
+        roughness_z=float(z[0, -1]),
+        persistence_null_statistics=pers_null,
+        lissajous_statistic=liss_statistic,
+        lissajous_p_value=liss_p,
+        lissajous_null_statistics=liss_null,
     )
