@@ -450,7 +450,10 @@ def estimate_llc(
         estimator: ``"paired"`` (default) or ``"plain"``; see the module docstring.
         loss: for model forms, ``loss(outputs, targets) -> scalar`` (see :mod:`slt.losses`).
         where: which parameters move (weight-restricted LLC): a path predicate ``(path, leaf) -> bool``
-            for pytrees and linen, an NNX filter for NNX models. Default: every (``nnx.Param``) leaf.
+            for pytrees and linen, an NNX filter for NNX models. Default: every (``nnx.Param``) leaf. For part of
+            a leaf (one attention head in a fused projection) it returns a boolean mask of the leaf's shape or an
+            index expression; :func:`slt.components` lists a model's modules and heads as such selectors (see
+            :mod:`slt.targets`).
         progress: report progress after each chunk of steps (a bar on a terminal, a line per 10% otherwise),
             with an ETA that leaves out compilation.
         chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
