@@ -79,13 +79,14 @@ statistic). False-positive rate: at most ``alpha`` by exchangeability for any wa
 measured at the defaults on 500 random walks per increment law (T 200–400 checkpoints, D 500–3000
 dimensions): Gaussian, Student-t(3) and Student-t(2) all within their binomial intervals around 5 %.
 Power on piecewise-linear paths through 3–5 Gaussian waypoints (same T and D): the persistence test rejects
-essentially all of them with position noise up to 10 % of a segment's length; where the two statistics
-differ (stages seen through SGD-like diffusion) the persistence test rejects more, on the same paths
-(tests/dynamics/test_lissajous.py: 67.5 % against 38.5 % on 200 three-waypoint paths, T = 80, D = 200).
-The DLN training run of benchmarks/dln_stages.py gets p = 0.005 (the smallest possible at B = 199) against
-0.050 before. The numbers per setting are in RESULTS.md. Where both fail: a path whose stages are buried in
-a random walk of larger extent (diffusion of several segment lengths) is, over most of its increments, a
-random walk.
+all of them (200 per cell) with position noise up to 10 % of a segment's length, as the Lissajous
+statistic does; the two part only when the stages are seen through a random walk several segment lengths
+long (SGD-like diffusion): at these sizes they are then indistinguishable on the same paths, while on shorter
+trajectories (T = 80, D = 200, diffusion of 2.5 segment lengths) the persistence test rejects 67.5 % of 200
+paths against 38.5 %. The DLN training run of benchmarks/dln_stages.py (three fast transitions between slow
+plateaus) gets p = 0.005, the smallest possible at B = 199, against 0.050 for the Lissajous statistic.
+The numbers per setting are in RESULTS.md. Where both fail: a path whose stages are buried in a random walk
+of larger extent is, over most of its increments, a random walk.
 
 *What it does not cover*. Increments with a mean (a drift) violate the null, so a drifting random walk is
 judged not random-walk-like: its PCA picture is dominated by the drift, not by the walk. A strongly skewed
