@@ -313,6 +313,7 @@ def test_estimate_llc_and_tracker_on_the_trained_gpt(trained):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", slt.SamplingWarning)  # short chains: R-hat/ESS notes are expected
         result = slt.estimate_llc(model, data, key=jax.random.key(4), **settings)
+        print(f"LLC of the trained GPT: {result.llc_mean:.1f} ± {result.llc_std:.1f} (d = {d})")
         assert np.isfinite(result.llc_mean) and 0 < result.llc_mean < d / 2, (result.llc_mean, d)
         # the trainer's callback drives an LLCTracker (records at steps 0 and 2)
         tracker = slt.callbacks.LLCTracker(model, data, key=jax.random.key(5), every=2, **settings)

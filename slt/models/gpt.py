@@ -524,7 +524,7 @@ def train(
             "`data` must be a pair (inputs, targets) with a common leading axis (for a GPT, "
             f"slt.models.lm_data(tokens)); got {type(data).__name__}."
         )
-    data = tuple(jnp.asarray(x) for x in data)
+    data = jax.tree_util.tree_map(jnp.asarray, tuple(data))
     n = check_data(data)
     key = validate.as_key(key)
     num_steps = validate.non_negative_int(num_steps, "num_steps")
@@ -546,10 +546,6 @@ def train(
 
     dropout = _has_dropout(model)
 
-    def params_and_rest():
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        return graphdef, params, rest
-
     def to_model(params, rest):
         nnx.update(model, params, rest)
         if dropout:
@@ -557,8 +553,8 @@ def train(
         return model
 
     if dropout:
-        model.train()
-    graphdef, params, rest = params_and_rest()
+        model.train()  # the compiled step is built from this graph: dropout on
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if dropout:
         model.eval()
     # Copies: the step donates its state buffers, and the model must not hold donated arrays.
