@@ -315,7 +315,8 @@ def test_estimate_llc_and_tracker_on_the_trained_gpt(trained):
         result = slt.estimate_llc(model, data, key=jax.random.key(4), **settings)
         print(f"LLC of the trained GPT: {result.llc_mean:.1f} ± {result.llc_std:.1f} (d = {d})")
         assert np.isfinite(result.llc_mean) and 0 < result.llc_mean < d / 2, (result.llc_mean, d)
-        # the trainer's callback drives an LLCTracker (records at steps 0 and 2)
+        # the trainer's callback drives an LLCTracker (records at steps 0 and 2); on a copy, not the shared model
+        model = nnx.clone(model)
         tracker = slt.callbacks.LLCTracker(model, data, key=jax.random.key(5), every=2, **settings)
         model, _ = slt.models.train(
             model, data, key=jax.random.key(6), num_steps=2, learning_rate=1e-2, batch_size=32, callback=tracker

@@ -58,6 +58,10 @@ class LanguageSample(NamedTuple):
         labels: int32 rule that drew each token (``SyntheticLanguage.FIRST`` … ``VALUE``; see ``LABELS``).
         entropy: float32 entropy (nats) of the distribution each token was drawn from, given the tokens before.
         logprob: float32 log-probability of the drawn token under that distribution.
+
+    Position t of ``labels[:, 1:]``, ``entropy[:, 1:]`` and ``logprob[:, 1:]`` lines up with position t of
+    :func:`slt.models.per_token_loss` (the prediction of token t + 1), so ``labels[:, 1:] == SyntheticLanguage.
+    INDUCTION`` selects the tokens a model can only predict by induction: a per-pattern probe set.
     """
 
     tokens: jax.Array
