@@ -121,6 +121,23 @@ def test_head_slices_select_exactly_the_heads_entries():
         slt.models.head_slices(c, 0, c.num_heads)
 
 
+def test_head_slices_agree_with_slt_components():
+    """The fused layout documented in slt.models.gpt is the one slt.components reads ('fused'): same entries."""
+    c = slt.models.GPTConfig(vocab_size=VOCAB, context_length=T, num_layers=2, num_heads=4, d_model=16)
+    model = slt.models.GPT(c, rngs=nnx.Rngs(0))
+    parts = slt.components(model, heads={"blocks.*.attn": c.num_heads})
+    leaves = [(path_names(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]]
+    for layer in range(c.num_layers):
+        for h in range(c.num_heads):
+            selector, slices = parts[f"blocks.{layer}.attn.head.{h}"], slt.models.head_slices(c, layer, h)
+            for names, leaf in leaves:
+                expected = np.zeros(leaf.shape, bool)
+                if names in slices:
+                    expected[slices[names]] = True
+                got = np.broadcast_to(np.asarray(selector(names, leaf)), leaf.shape)
+                np.testing.assert_array_equal(got, expected, err_msg=f"{names} layer {layer} head {h}")
+
+
 def test_evaluation_mode_is_the_default_and_is_deterministic(trained, tiny_config):
     """The config has dropout 0.1: a new model, and the model the trainer returns, are in evaluation mode."""
     model, data, _, _ = trained
