@@ -34,7 +34,15 @@ import numpy as np
 from slt import diagnostics
 from slt._src import data_restriction, validate
 from slt._src import observables as obs
-from slt._src.auto import EXTENSION_KEY, EXTENSIONS, auto_settings, is_auto, plan_extension, resolve_localization
+from slt._src.auto import (
+    EXTENSION_KEY,
+    EXTENSIONS,
+    LADDER_BUDGET_SHARE,
+    auto_settings,
+    is_auto,
+    plan_extension,
+    resolve_localization,
+)
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
 from slt._src.driver import continue_run, sample
 from slt._src.observables import resolve as resolve_observables
@@ -441,7 +449,8 @@ def estimate_llc(
             ladder :math:`\gamma_k = \kappa_k n\beta h_{\max}` (κ from 1/10 to 1/1000) at which the chains
             stay local (no divergence, no drift, the loss not below :math:`L_n(w^*)`), see
             :mod:`slt._src.localization`; ``result.localization_choice`` holds the ladder and the evidence
-            (``.summary()``, ``.plot()``).
+            (``.summary()``, ``.plot()``). The ladder takes at most half of ``time_budget`` (it stops between
+            2,000-step segments), and the rest of the call the remainder.
         sampler: ``"sgld"``, ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"``, ``"mala"`` (full batch; see
             :mod:`slt.samplers`), or a factory ``factory(posterior, step_size=..., **params) ->
             SamplingAlgorithm``. All use SGLD's ε convention.
@@ -525,7 +534,9 @@ def estimate_llc(
             chunk_size=chunk_size,
             example_losses_at_center=per_example,
             progress=progress,
+            max_seconds=LADDER_BUDGET_SHARE * time_budget,
         )
+        time_budget = max(time_budget - localization_choice.wall_time, 1e-3)  # the budget covers the whole call
     draws_sized_by_auto, burnin_sized_by_auto = num_draws is None, num_burnin is None
     if isinstance(step_size, str):
         if step_size != "auto":

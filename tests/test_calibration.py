@@ -390,24 +390,24 @@ def test_a_sweep_pair_with_no_stable_cell_is_reported_not_fatal(regression):
 def test_an_auto_run_that_falls_short_is_continued_from_its_final_state(regression, monkeypatch):
     """Draws sized by "auto" from a short cell's mixing can fall short; the run then continues from the chains'
     final state (the same compiled chunk program) until its MCSE meets precision × |λ̂|. Forced here by shrinking
-    the chosen draws to 200: the continued run begins with exactly the short run's records and ends near the
-    closed form with a smaller MCSE."""
+    the chosen draws to the minimum, 2000: the continued run begins with exactly the short run's records and ends
+    near the closed form with a smaller MCSE."""
     import dataclasses
 
     real = slt.llc.auto_settings
-    monkeypatch.setattr(slt.llc, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=200))
+    monkeypatch.setattr(slt.llc, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=2000))
     kwargs = dict(key=jax.random.key(3), step_size="auto", batch_size=100, num_chains=5, time_budget=60.0)
     before = COMPILES(SAMPLER_CHUNK)  # 5 chains: a shape of its own
     res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
     assert COMPILES(SAMPLER_CHUNK) - before == 2  # grids, then warm-up = run = continuations
     monkeypatch.setattr(slt.llc, "EXTENSIONS", 0)
     short = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
-    assert short.num_draws == 200 and not short.extensions
-    assert res.extensions and res.num_draws > 200, res.summary()
+    assert short.num_draws == 2000 and not short.extensions
+    assert res.extensions and res.num_draws > 2000, res.summary()
     assert "continued by" in res.summary()
     kept = res.llc_trace.shape[1] - short.llc_trace.shape[1]
     if res.burnin_llc_trace.shape[1] == short.burnin_llc_trace.shape[1]:  # no kept draw joined the burn-in
-        np.testing.assert_array_equal(res.llc_trace[:, :200], short.llc_trace)
+        np.testing.assert_array_equal(res.llc_trace[:, :2000], short.llc_trace)
     assert kept > 0 and res.llc_mcse < short.llc_mcse
     exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse + 0.02 * exact, (res.llc_mean, exact, res.llc_mcse)

@@ -147,6 +147,7 @@ def auto_settings(
             jax.random.fold_in(key, 1),
             kwargs["localization"],
             progress=progress,
+            max_seconds=LADDER_BUDGET_SHARE * time_budget,
             num_chains=num_chains,
             **others,
         )
@@ -343,12 +344,16 @@ def _ladder_kwargs(kwargs: dict) -> dict:
     return {k: kwargs[k] for k in names if k in kwargs}
 
 
-def resolve_localization(target, key, localization, *, progress=False, **kwargs):
-    """``(γ, LocalizationChoice or None)``: ``localization="auto"`` chooses γ (:mod:`slt._src.localization`); any
-    other value is returned as it is. The one path for every estimator that takes γ."""
+# localization="auto" inside a time_budget: the ladder may take at most this share of it
+LADDER_BUDGET_SHARE = 0.5
+
+
+def resolve_localization(target, key, localization, *, progress=False, max_seconds=None, **kwargs):
+    """``(γ, LocalizationChoice or None)``: ``localization="auto"`` chooses γ (:mod:`slt._src.localization`, within
+    ``max_seconds``); any other value is returned as it is. The one path for every estimator that takes γ."""
     if not is_auto(localization):
         return localization, None
-    choice = choose_localization(target, key, progress=progress, **_ladder_kwargs(kwargs))
+    choice = choose_localization(target, key, progress=progress, max_seconds=max_seconds, **_ladder_kwargs(kwargs))
     return choice.localization, choice
 
 

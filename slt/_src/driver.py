@@ -654,6 +654,20 @@ def _trace(run: Run) -> ChainTrace:
     return ChainTrace(run.stats["loss"], run.observables["loss_at_center"], run.final_state, info, run.divergence_step)
 
 
+def continue_trace(first: ChainTrace, second: ChainTrace, num_steps: int) -> ChainTrace:
+    """One :class:`ChainTrace` from ``first`` (``num_steps`` steps) and ``second``, run from ``first.final_state``'s
+    positions: steps concatenated on the last axis, the first divergence kept, ``second``'s final state."""
+    axis = np.ndim(first.loss) - 1
+    bad_first, bad_second = np.asarray(first.divergence_step), np.asarray(second.divergence_step)
+    return ChainTrace(
+        np.concatenate([np.asarray(first.loss), np.asarray(second.loss)], axis=axis),
+        np.concatenate([np.asarray(first.loss_at_center), np.asarray(second.loss_at_center)], axis=axis),
+        second.final_state,
+        {k: np.concatenate([np.asarray(first.info[k]), np.asarray(second.info[k])], axis=axis) for k in first.info},
+        np.where(bad_first >= 0, bad_first, np.where(bad_second >= 0, bad_second + num_steps, -1)),
+    )
+
+
 def run_chains(
     target: Target,
     *,
@@ -726,6 +740,7 @@ def run_grid(
     progress=False,
     description="grid",
     init_position=None,
+    init_batched=False,
     **driver,
 ) -> ChainTrace:
     """A grid of G hyperparameter cells × ``num_chains`` chains in one compiled run.
@@ -733,12 +748,13 @@ def run_grid(
     ``keys`` has shape (G,) (the same key G times gives common random numbers across cells, which makes
     differences between cells far less noisy). ``nbeta``, ``localization`` and each ``sampler_params`` value
     are scalars (shared) or arrays of shape (G,). Every array of the returned :class:`ChainTrace` gains a
-    leading axis G. ``init_position``: the chains' starts (the same for every cell)."""
+    leading axis G. ``init_position``: the chains' starts (the same for every cell; with ``init_batched``, a
+    leading cell axis: each cell its own, e.g. a previous grid's ``final_state.position`` to continue it)."""
     keys = jnp.asarray(keys)
     num_cells = keys.shape[0]
     params = _float_params(sampler_params)
     values = {"nbeta": jnp.asarray(nbeta, jnp.float32), "localization": jnp.asarray(localization, jnp.float32)}
-    batched = ["key"]
+    batched = ["key"] + (["init_position"] if init_batched and init_position is not None else [])
     for name, value in values.items():
         if value.ndim:
             if value.shape != (num_cells,):

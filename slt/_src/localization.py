@@ -36,7 +36,7 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
-from slt._src.driver import run_grid
+from slt._src.driver import continue_trace, run_grid
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt.samplers import sampler_spec
@@ -52,6 +52,7 @@ MAX_LADDER_STEPS = 20_000
 STEP_RETRIES = 2  # rungs that diverge or run away run again at a smaller step at most this often
 STEP_SHRINK = 16.0
 FLAT_SCALE = 10.0  # nβ h_max to scale the ladder by when the curvature at w* is 0
+LADDER_SEGMENT = 2000  # the ladder runs in segments of this many steps (one program), so a deadline can stop it
 
 
 @dataclasses.dataclass
@@ -154,9 +155,13 @@ def choose_localization(
     chunk_size=1024,
     example_losses_at_center=None,
     progress=False,
+    max_seconds=None,
 ) -> LocalizationChoice:
-    """The rule of the module docstring (the ladder runs 2,000-20,000 steps)."""
+    """The rule of the module docstring (the ladder runs 2,000-20,000 steps, in segments of
+    :data:`LADDER_SEGMENT` continued from the last one's chains; after ``max_seconds`` no further segment or
+    retry starts, and the note says so: rungs the shorter run did not relax cannot be chosen)."""
     start = time.perf_counter()
+    deadline = None if max_seconds is None else start + float(max_seconds)
     settings = SamplingSettings.validated(
         num_data=target.num_data,
         step_size=1.0,
@@ -203,25 +208,39 @@ def choose_localization(
 
     def run_length(steps):  # long enough for the rungs down to RELAX_THROUGH to relax (ε γ N >= RELAXED)
         need = RELAXED / (steps * gammas)
-        return int(np.clip(np.ceil(need[:through].max() * 1.5), 2000, MAX_LADDER_STEPS))
+        length = int(np.clip(np.ceil(need[:through].max() * 1.5), LADDER_SEGMENT, MAX_LADDER_STEPS))
+        return -(-length // LADDER_SEGMENT) * LADDER_SEGMENT
+
+    def run_ladder(steps, num_steps, attempt):
+        trace, done = None, 0
+        while done < num_steps:
+            more = run_grid(
+                target,
+                keys=jnp.stack([jax.random.fold_in(run_key, 1000 * attempt + done // LADDER_SEGMENT)] * gammas.size),
+                example_losses_at_center=per_example,
+                nbeta=t,
+                localization=gammas,
+                num_chains=settings.num_chains,
+                num_steps=LADDER_SEGMENT,
+                batch_size=settings.batch_size,
+                sampler=settings.sampler,
+                sampler_params={"step_size": steps, **dict(settings.sampler_params)},
+                progress=progress,
+                description=f"localization ladder, steps {done}-{done + LADDER_SEGMENT} of {num_steps}",
+                init_position=None if trace is None else trace.final_state.position,
+                init_batched=trace is not None,
+            )
+            trace = more if trace is None else continue_trace(trace, more, done)
+            done += LADDER_SEGMENT
+            if deadline is not None and time.perf_counter() > deadline and done < num_steps:
+                return trace, done, f"time_budget stopped the ladder after {done} of {num_steps} steps. "
+        return trace, done, ""
 
     num_steps = run_length(steps)
-    num_burnin = num_steps // 3
     for attempt in range(1 + STEP_RETRIES):
-        trace = run_grid(
-            target,
-            keys=jnp.stack([run_key] * gammas.size),
-            example_losses_at_center=per_example,
-            nbeta=t,
-            localization=gammas,
-            num_chains=settings.num_chains,
-            num_steps=num_steps,
-            batch_size=settings.batch_size,
-            sampler=settings.sampler,
-            sampler_params={"step_size": steps, **dict(settings.sampler_params)},
-            progress=progress,
-            description="localization ladder",
-        )
+        trace, num_steps, cut = run_ladder(steps, num_steps, attempt)
+        note += cut
+        num_burnin = num_steps // 3
         llc = t * (np.asarray(trace.loss, np.float64) - np.asarray(trace.loss_at_center, np.float64))
         diverged = np.asarray(trace.divergence_step) >= 0  # (P, C)
         P = gammas.size
@@ -241,9 +260,11 @@ def choose_localization(
         runaway = diverged.any(axis=1) | ~np.isfinite(mean) | (mean > 1.5 * target.num_parameters / 2)
         if not runaway.any() or attempt == STEP_RETRIES:
             break
+        if deadline is not None and time.perf_counter() > deadline:
+            note += "time_budget left no time to rerun the rungs that diverged or ran away. "
+            break
         steps = np.where(runaway, steps / STEP_SHRINK, steps)
         num_steps = run_length(steps)
-        num_burnin = num_steps // 3
         note += (
             f"rungs γ = {', '.join(f'{g:.3g}' for g in gammas[runaway])} diverged or ran away: ran again at a step "
             f"{STEP_SHRINK:g}× smaller. "

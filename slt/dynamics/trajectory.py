@@ -30,7 +30,7 @@ import numpy as np
 
 from slt._src import validate
 from slt._src.auto import EXTENSION_KEY, EXTENSIONS, auto_settings, plan_extension
-from slt._src.driver import ChainTrace, run_chains
+from slt._src.driver import continue_trace, run_chains
 from slt._src.progress import Progress
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
@@ -426,18 +426,6 @@ def _trajectory(steps, results, **extra) -> LLCTrajectory:
     )
 
 
-def _join(first: ChainTrace, second: ChainTrace, num_steps: int) -> ChainTrace:
-    """Cell-batched traces ``(G, C, steps)`` of a run and of its continuation from ``first.final_state``."""
-    bad_first, bad_second = np.asarray(first.divergence_step), np.asarray(second.divergence_step)
-    return ChainTrace(
-        np.concatenate([first.loss, second.loss], axis=2),
-        np.concatenate([first.loss_at_center, second.loss_at_center], axis=2),
-        second.final_state,
-        {k: np.concatenate([first.info[k], second.info[k]], axis=2) for k in first.info},
-        np.where(bad_first >= 0, bad_first, np.where(bad_second >= 0, bad_second + num_steps, -1)),
-    )
-
-
 def _run_checkpoints(
     targets, cfg, per_example, key, choice, warm_key, checkpoint_batch_size, progress, offset=0, extend=None
 ):
@@ -535,7 +523,7 @@ def _run_checkpoints(
                 **extra,
             )
             done = trace.loss.shape[2]
-            trace = _join(trace, more, done)
+            trace = continue_trace(trace, more, done)
             for j, p in enumerate(plans):
                 if p is not None:
                     burnin[j] += p.drop

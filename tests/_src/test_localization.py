@@ -72,8 +72,13 @@ def test_the_walk_stops_above_the_first_rung_where_the_loss_falls_below_w_star()
     assert choice.local[0] and choice.localization > 2.0, choice.summary()
     below = choice.chosen + 1
     assert below < len(gammas) and not choice.local[below]
-    assert "≤ 0: the loss falls below" in choice.reasons[below], choice.summary()
-    assert choice.llc_mean[below] < 0
+    # The rule's sign check, λ̂ − 3 se > 0, fails there: λ̂ ≤ 0, or (near γ ≈ 2, where λ̂ crosses 0) not resolved above 0.
+    assert any(s in choice.reasons[below] for s in ("≤ 0: the loss falls below", "not resolved above 0")), (
+        choice.summary()
+    )
+    # and its λ̂ is the tilted model's stationary value there, ½ t/(t + γ) − (t c)²/γ < 0, within Monte-Carlo error
+    expected = 0.5 * t / (t + gammas[below]) - 1.0 / gammas[below]
+    assert expected < 0 and abs(choice.llc_mean[below] - expected) < 4 * choice.llc_se[below], choice.summary()
 
 
 def test_off_a_minimum_the_largest_rung_is_chosen_with_a_note(regression):
