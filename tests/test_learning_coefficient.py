@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,8 +53,9 @@ def test_fit_with_fluctuation_term():
     y = 6.5 - 1 / np.log(t) - 3.0 * np.sqrt(t / 10_000)
     fit = slt.fit_llc_temperatures(t, y, num_data=10_000)
     assert (fit.llc, fit.multiplicity, fit.fluctuation) == pytest.approx((6.5, 2.0, -3.0), abs=1e-8)
-    fit = slt.fit_llc_temperatures(t, 6.5 - 1 / (np.log(t) + 1.0) - 3.0 * np.sqrt(t / 10_000), multiplicity=2,
-                                   num_data=10_000)
+    fit = slt.fit_llc_temperatures(
+        t, 6.5 - 1 / (np.log(t) + 1.0) - 3.0 * np.sqrt(t / 10_000), multiplicity=2, num_data=10_000
+    )
     assert (fit.llc, fit.offset, fit.fluctuation) == pytest.approx((6.5, 1.0, -3.0), abs=1e-5)
 
 
@@ -93,9 +93,22 @@ GAMMA = 0.1  # weak localization (bias γ/(2th) < 0.5% per direction); step 3e-4
 @pytest.fixture(scope="module")
 def regular():
     p = slt.models.linear_regression(2, num_data=400, seed=1)  # λ = d/2 = 1, m = 1
-    res = slt.learning_coefficient(p.loss_fn, p.params, p.data, key=jax.random.key(3), step_size=3e-4,
-                                   localization=GAMMA, batch_size=400, num_chains=4, num_draws=2000, num_burnin=300,
-                                   nbetas=4, temperature_range=5.0, multiplicity=1, method="all")
+    res = slt.learning_coefficient(
+        p.loss_fn,
+        p.params,
+        p.data,
+        key=jax.random.key(3),
+        step_size=3e-4,
+        localization=GAMMA,
+        batch_size=400,
+        num_chains=4,
+        num_draws=2000,
+        num_burnin=300,
+        nbetas=4,
+        temperature_range=5.0,
+        multiplicity=1,
+        method="all",
+    )
     return p, res
 
 
@@ -106,7 +119,10 @@ def test_regular_model_per_temperature_matches_closed_form(regular):
     for t, eps, value, se in zip(res.nbetas, res.step_sizes, res.llc_per_temperature, res.llc_per_temperature_std):
         exact = quadratic_llc(h, t, GAMMA, step_size=eps)  # full-batch SGLD: exact, bias included
         assert abs(value - exact) < 4 * se, (t, value, exact, se)
-    assert np.allclose(res.nbetas[-1], slt.default_nbeta(400)) and res.finite_temperature_llc == res.llc_per_temperature[-1]
+    assert (
+        np.allclose(res.nbetas[-1], slt.default_nbeta(400))
+        and res.finite_temperature_llc == res.llc_per_temperature[-1]
+    )
 
 
 def test_regular_model_lambda(regular):
@@ -115,8 +131,10 @@ def test_regular_model_lambda(regular):
     h = np.linalg.eigvalsh(np.asarray(x, np.float64).T @ np.asarray(x, np.float64) / x.shape[0])
     # with m = 1 the estimate is the weighted mean of λ̂(t_k); its expectation is the weighted mean of the closed
     # forms, which differ from d/2 by the localization and step terms (computed, not assumed)
-    expected = np.sum(res.coefficients * np.array(
-        [quadratic_llc(h, t, GAMMA, step_size=e) for t, e in zip(res.nbetas, res.step_sizes)]))
+    expected = np.sum(
+        res.coefficients
+        * np.array([quadratic_llc(h, t, GAMMA, step_size=e) for t, e in zip(res.nbetas, res.step_sizes)])
+    )
     assert abs(res.llc - expected) < 4 * res.llc_std
     assert abs(expected - 1.0) < 0.01 and abs(res.llc - 1.0) < 4 * res.llc_std + abs(expected - 1.0)
     assert res.multiplicity == 1 and res.multiplicity_resolved and res.method == "all"
@@ -150,15 +168,27 @@ def test_crossing_exact_curve_extrapolates_to_lambda():
 def quartic():
     """K = w⁴ with no localization: t·E_t[K] = 1/4 exactly at every t (flat prior on the real line)."""
     p = slt.models.normal_crossing([2], num_data=10_000)
-    return slt.learning_coefficient(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=2e-4,
-                                    localization=0.0, batch_size=1, num_chains=4, num_draws=20_000, num_burnin=1000,
-                                    nbetas=5)
+    return slt.learning_coefficient(
+        p.loss_fn,
+        p.params,
+        p.data,
+        key=jax.random.key(0),
+        step_size=2e-4,
+        localization=0.0,
+        batch_size=1,
+        num_chains=4,
+        num_draws=20_000,
+        num_burnin=1000,
+        nbetas=5,
+    )
 
 
 def test_quartic_per_temperature_and_extrapolation(quartic):
     res = quartic
     assert np.all(np.abs(res.llc_per_temperature - 0.25) < 4 * res.llc_per_temperature_std), (
-        res.llc_per_temperature, res.llc_per_temperature_std)
+        res.llc_per_temperature,
+        res.llc_per_temperature_std,
+    )
     # m free: λ within 4 MCSE of 1/4 and m within 4 MCSE of 1 (the MCSE of the fit's per-draw combination)
     assert abs(res.llc - 0.25) < 4 * res.llc_std
     assert abs(res.multiplicity - 1.0) < 4 * res.multiplicity_std
@@ -170,8 +200,10 @@ def test_quartic_per_temperature_and_extrapolation(quartic):
 
 def test_learning_coefficient_argument_errors():
     p = slt.models.linear_regression(2, num_data=100, seed=0)
-    call = lambda **kw: slt.learning_coefficient(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=1e-3,  # noqa: E731
-                                                 **kw)
+
+    def call(**kw):
+        return slt.learning_coefficient(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=1e-3, **kw)
+
     with pytest.raises(ValueError, match="`method`"):
         call(method="wbic")
     with pytest.raises(ValueError, match="`nbetas`"):

@@ -42,7 +42,6 @@ from slt.free_energy._common import (
     _sample,
 )
 from slt.free_energy._multiplicity import MULTIPLICITY_STD_MAX
-from slt.free_energy._multitemperature import _wls_coefficients
 from slt.posterior import default_nbeta
 from slt.targets import make_target
 
@@ -50,8 +49,8 @@ __all__ = ["LambdaFit", "LearningCoefficientResult", "fit_llc_temperatures", "le
 
 METHODS = ("extrapolate", "takio_suzuki", "all")
 #: default temperatures: ``DEFAULT_NUM_TEMPERATURES`` values geometric over [t*/DEFAULT_RANGE, t*], t* = n/log n
-DEFAULT_RANGE = 10.0
-DEFAULT_NUM_TEMPERATURES = 6
+DEFAULT_RANGE = 25.0
+DEFAULT_NUM_TEMPERATURES = 8
 _OFFSET_MAX = 1e3  # c beyond this: (m-1)/(log t + c) is flat over any usable range
 
 
@@ -109,7 +108,8 @@ def fit_llc_temperatures(nbetas, values, stds=None, *, multiplicity=None, num_da
     * ``multiplicity=None``: m free and c = 0, i.e. linear in 1/log t; λ is the intercept at 1/log t = 0 and
       m = 1 − slope. This keeps the leading term only: with the problem's constant c present the intercept is
       biased low by about (m−1)·c/log²t (e.g. −7% on K = x²y² with t over [n/log n/10, n/log n], n = 10⁴,
-      against −22% for the single temperature).
+      against −22% for the single temperature); on a fixed data set the fluctuation term can reverse the slope
+      (see :func:`learning_coefficient`).
     * ``multiplicity=m`` (an integer): λ and c fitted (for m = 1 there is no c). For m = 2 this is the exact
       form up to power-law corrections (:math:`Z = t^{-\lambda}(a\log t + b)`); it recovers λ = ½ of x²y² within
       0.5% from exact values over the same range.
@@ -146,8 +146,9 @@ def fit_llc_temperatures(nbetas, values, stds=None, *, multiplicity=None, num_da
         raise ValueError(f"`nbetas` must be finite numbers > 1 (log t > 0); got {t}.")
     if y.shape != t.shape or not np.all(np.isfinite(y)):
         raise ValueError(f"`values` must be {t.size} finite numbers, one per temperature; got {values!r}.")
-    if num_data is not None and (isinstance(num_data, bool) or not isinstance(num_data, (int, np.integer))
-                                 or num_data < 2):
+    if num_data is not None and (
+        isinstance(num_data, bool) or not isinstance(num_data, (int, np.integer)) or num_data < 2
+    ):
         raise ValueError(f"`num_data` must be None or the integer n >= 2; got {num_data!r}.")
     if stds is None:
         w = np.ones_like(t)
@@ -163,8 +164,9 @@ def fit_llc_temperatures(nbetas, values, stds=None, *, multiplicity=None, num_da
     q = np.sqrt(t / num_data) if fluct else None
     num_params = 1 + free_m + fluct + (m_given is not None and m_given > 1)
     if k < num_params + 1:
-        raise ValueError(f"this model has {num_params} parameters: it needs at least {num_params + 1} temperatures; "
-                         f"got {k}.")
+        raise ValueError(
+            f"this model has {num_params} parameters: it needs at least {num_params + 1} temperatures; got {k}."
+        )
 
     def linear(c):
         """Columns, the shifted response and the WLS solution for a given c."""
@@ -342,19 +344,37 @@ class LearningCoefficientResult(Result):
             fig = ax.figure
         if self.nbetas.size:
             x = 1.0 / np.log(self.nbetas)
-            ax.errorbar(x, self.llc_per_temperature, yerr=2 * self.llc_per_temperature_std, fmt="o", capsize=3,
-                        label="λ̂(t) = t(E_t[L_n] − L_n(w*)) ± 2 MCSE")
+            ax.errorbar(
+                x,
+                self.llc_per_temperature,
+                yerr=2 * self.llc_per_temperature_std,
+                fmt="o",
+                capsize=3,
+                label="λ̂(t) = t(E_t[L_n] − L_n(w*)) ± 2 MCSE",
+            )
             if np.isfinite(self.extrapolated_llc):
                 grid = np.linspace(1e-4, x.max() * 1.05, 200)
                 offset = self.offset if np.isfinite(self.offset) else 0.0
                 curve = self.extrapolated_llc - (self.multiplicity - 1) / (1 / grid + offset)
                 ax.plot(grid, curve, "--", lw=1, label=f"λ − (m−1)/(log t + c), m = {self.multiplicity:.3g}")
                 ax.plot(x, self.fitted, "-", lw=1, label="fit at the temperatures")
-                ax.errorbar([0], [self.extrapolated_llc], yerr=[2 * self.extrapolated_llc_std], fmt="s", capsize=3,
-                            label=f"extrapolated λ = {self.extrapolated_llc:.3g} ± {self.extrapolated_llc_std:.2g}")
+                ax.errorbar(
+                    [0],
+                    [self.extrapolated_llc],
+                    yerr=[2 * self.extrapolated_llc_std],
+                    fmt="s",
+                    capsize=3,
+                    label=f"extrapolated λ = {self.extrapolated_llc:.3g} ± {self.extrapolated_llc_std:.2g}",
+                )
         if np.isfinite(self.takio_suzuki_llc):
-            ax.errorbar([0], [self.takio_suzuki_llc], yerr=[2 * self.takio_suzuki_llc_std], fmt="D", capsize=3,
-                        label=f"Takio–Suzuki {self.takio_suzuki_llc:.3g}")
+            ax.errorbar(
+                [0],
+                [self.takio_suzuki_llc],
+                yerr=[2 * self.takio_suzuki_llc_std],
+                fmt="D",
+                capsize=3,
+                label=f"Takio–Suzuki {self.takio_suzuki_llc:.3g}",
+            )
         ax.set_xlabel("1 / log(nβ)")
         ax.set_ylabel("λ̂")
         ax.set_xlim(left=-0.01)
@@ -422,13 +442,17 @@ def learning_coefficient(
 
     * ``method="extrapolate"`` (default): λ̂(t_k) at K temperatures in one compiled run (every temperature ×
       chain, common random numbers: the same minibatches and noise at every temperature, as
-      :func:`slt.llc_multitemperature`), then extrapolated to t → ∞ by :func:`fit_llc_temperatures`: with m
-      free, the line :math:`\lambda - (m-1)/\log t` (λ the intercept at 1/log t = 0, m = 1 + its negative
-      slope; still biased low by about (m−1)c/log²t, roughly a third of the finite-temperature gap); with
-      ``multiplicity=m`` given (an integer, e.g. from :func:`slt.theory.dln`), :math:`\lambda - (m-1)/(\log t+c)`
-      with c fitted, which is exact for m ≤ 2 up to power-law corrections and much better determined. It
-      converges to the λ of the *population* loss as long as the fluctuation term stays small, i.e. for
-      t ≪ n (see below).
+      :func:`slt.llc_multitemperature`), then extrapolated to t → ∞ by :func:`fit_llc_temperatures`. With
+      ``multiplicity=m`` given (an integer, e.g. from :func:`slt.theory.dln`) the model is
+      :math:`\lambda - (m-1)/(\log t+c)` with c fitted, exact for m ≤ 2 up to power-law corrections: **the
+      recommended use** (on DLNs at n = 10⁴ within 5% of Aoyagi's λ on 5 of 6 networks, worst −9%). With m free
+      the model is the line :math:`\lambda - (m-1)/\log t` (λ the intercept at 1/log t = 0, m = 1 + its
+      negative slope): on a potential (no data) it removes about two thirds of the finite-temperature gap,
+      but on a fixed data set the fluctuation term makes λ̂(t) fall at the top of the range, the line reads
+      m < 1 and its intercept is *below* the finite-temperature value (a warning says so). It converges to the
+      λ of the *population* loss as long as the fluctuation term stays small, i.e. for t ≪ n (see below).
+      ``fluctuation=True`` adds that term, :math:`u\sqrt{t/n}`, to the fit; it over-corrects on the DLNs
+      (+2…+31%), so it is off by default.
     * ``method="takio_suzuki"``: :math:`\hat\lambda_T = (\mathrm{WBIC} - nT_n)/\log n` (Takio & Suzuki, arXiv
       2502.09998), with WBIC :math:`= \mathbb E_{t^*}[nL_n]` at t* = n/log n and Watanabe's empirical loss
       :math:`T_n = -\frac1n\sum_i \log\mathbb E^{\beta=1}_w[p(X_i\mid w)]`, the Bayes training loss of the
@@ -444,14 +468,18 @@ def learning_coefficient(
     ``finite_temperature_llc`` (the standard estimate at n/log n, from the same run) is always reported
     beside λ.
 
-    **Temperature range.** By default ``nbetas`` = 6 temperatures geometric over [t*/10, t*], t* = n/log n.
+    **Temperature range.** By default ``nbetas`` = 8 temperatures geometric over [t*/25, t*], t* = n/log n.
     Not higher: on a fixed data set the empirical loss adds :math:`U_n\sqrt{\lambda t/(2n)}` to λ̂(t)
     (Watanabe, arXiv 1208.6338, Thm. 4) and for t ≳ n the posterior resolves the empirical minimizer, which
-    is generically of full rank, so λ̂(t) then tends to the regular value of the empirical loss, not to λ.
-    Not much lower: at small t the localizing prior (γ/(t h) terms) and the next poles (power-law terms)
-    bend λ̂(t) away from the asymptotic form, and 1/log t changes slowly, so a wider range buys little
-    lever arm (``benchmarks/lambda_recovery.py`` compares ranges). Even so, 1/log t spans only
-    [0.14, 0.2] at n = 10⁴: m is *rarely resolved* from one data set, which is why giving m helps.
+    is generically of full rank, so λ̂(t) then tends to the regular value of the empirical loss, not to λ
+    (on the DLN 5-3-5 at its rank-0 minimizer, n = 10⁴, λ̂(n) is *negative*: the chains find the full-rank
+    dip below L_n(w*)). Measured (``benchmarks/lambda_recovery.py``): on DLNs at n = 10⁴ λ̂(t) *falls* over
+    the top of the range (e.g. 6.1 → 5.2 from t*/6 to t*), the opposite of the pole's (m−1)/log t term, so
+    the free-m line reads m < 1 and its intercept is not λ; with m given, the fit over [t*/25, t*] was within
+    5% of Aoyagi's λ on 5 of 6 DLNs, slightly better than over [t*/10, t*]. Not much lower than t*/25: the
+    localizing prior (γ/(t h) terms) and the next poles bend λ̂(t) there, and larger steps (below) mix less
+    safely. 1/log t spans only [0.14, 0.27] at n = 10⁴: m is *rarely resolved* from one data set, which is
+    why giving m helps.
 
     Step size: ``step_size`` (or ``"auto"``'s choice) is the step at the highest temperature t_max; temperature
     t_k uses ``step_size`` × t_max/t_k, so ε·t, and with it the relative SGLD bias (for a quadratic loss the
@@ -469,7 +497,7 @@ def learning_coefficient(
         method: ``"extrapolate"``, ``"takio_suzuki"`` or ``"all"``.
         nbetas: None (default temperatures), a count K ≥ 3 over the default range, or an array of
             temperatures (each > e); t* = n/log n is added to the run (not to the fit) when it is not among them.
-        temperature_range: t*/t_lo of the default grid (default 10).
+        temperature_range: t*/t_lo of the default grid (default 25).
         multiplicity: None (fit m) or the integer m.
         fluctuation: also fit Watanabe's fixed-data-set term :math:`u\sqrt{t/n}` (see
             :func:`fit_llc_temperatures`); needs ≥ 4 temperatures with m free.
@@ -485,7 +513,7 @@ def learning_coefficient(
         >>> res = slt.learning_coefficient(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=2e-3,
         ...                                num_chains=2, num_draws=2000, num_burnin=200, multiplicity=1)
         >>> res.nbetas.shape, res.multiplicity, res.multiplicity_resolved
-        ((6,), 1.0, True)
+        ((8,), 1.0, True)
         >>> bool(abs(res.llc - 1.0) < 5 * res.llc_std + 0.05)
         True
     """
@@ -531,14 +559,26 @@ def learning_coefficient(
     # ε_k·t_k constant: the same relative SGLD bias and the same mixing per step (in units of the posterior's
     # width) at every temperature, which the extrapolation of λ̂(t_k) (not a difference of them) needs
     steps = s.step_size * run_nbetas.max() / run_nbetas
-    run = _sample(problem, run_nbetas, steps, _same_key(key, num), progress=progress,
-                  description="learning coefficient")
+    run = _sample(
+        problem, run_nbetas, steps, _same_key(key, num), progress=progress, description="learning coefficient"
+    )
     messages = list(run.messages)
     mean_excess, se_excess = run.per_temperature()
     ft, ft_se = float(top * mean_excess[top_index]), float(top * se_excess[top_index])
     nan = float("nan")
-    ext = dict(llc=nan, llc_std=nan, m=nan, m_std=nan, resolved=False, offset=nan, u=nan, fitted=np.zeros(0),
-               coef=np.zeros(0), chi2=nan, dof=0)
+    ext = dict(
+        llc=nan,
+        llc_std=nan,
+        m=nan,
+        m_std=nan,
+        resolved=False,
+        offset=nan,
+        u=nan,
+        fitted=np.zeros(0),
+        coef=np.zeros(0),
+        chi2=nan,
+        dof=0,
+    )
     k = fit_nbetas.size
     values, stds = fit_nbetas * mean_excess[:k], fit_nbetas * se_excess[:k]
     if extrapolate:
@@ -546,8 +586,9 @@ def learning_coefficient(
         if not ok:
             messages.append("per-temperature estimates or their errors are not finite: no extrapolation.")
         else:
-            fit = fit_llc_temperatures(fit_nbetas, values, stds, multiplicity=m_given,
-                                       num_data=n if fluctuation else None)
+            fit = fit_llc_temperatures(
+                fit_nbetas, values, stds, multiplicity=m_given, num_data=n if fluctuation else None
+            )
             combo = np.zeros(num)
             combo[:k] = fit.coefficients * fit_nbetas
             _, lam_se = run.mean_and_se(combo)
@@ -557,7 +598,14 @@ def learning_coefficient(
                 combo_m[:k] = fit.multiplicity_coefficients * fit_nbetas
                 _, m_se = run.mean_and_se(combo_m)
             resolved = m_given is not None or (np.isfinite(m_se) and m_se <= MULTIPLICITY_STD_MAX)
-            if m_given is None and not resolved:
+            if m_given is None and np.isfinite(m_se) and fit.multiplicity < 1 - 2 * m_se:
+                messages.append(
+                    f"the fitted m = {fit.multiplicity:.3g} ± {m_se:.2g} is below 1: λ̂(t) falls as t grows, which the "
+                    "pole's (m−1)/log t term cannot do; on a fixed data set the empirical loss's own geometry (the "
+                    "fluctuation term) dominates the top of the range, and this extrapolation is not λ. Pass "
+                    "multiplicity=m (slt.theory), or use the finite-temperature estimate."
+                )
+            elif m_given is None and not resolved:
                 messages.append(
                     f"m = {fit.multiplicity:.3g} ± {m_se:.2g} is not resolved (std > {MULTIPLICITY_STD_MAX}); "
                     "if m is known (slt.theory), pass multiplicity=m."
@@ -567,15 +615,41 @@ def learning_coefficient(
                     f"χ²/dof = {fit.chi2 / fit.dof:.3g}: λ̂(t) does not follow the model over this range (localizing "
                     "prior or sampler bias at the ends, or the errors are underestimated); narrow it."
                 )
-            ext = dict(llc=fit.llc, llc_std=lam_se, m=fit.multiplicity, m_std=m_se, resolved=bool(resolved),
-                       offset=fit.offset, u=fit.fluctuation, fitted=fit.fitted, coef=fit.coefficients, chi2=fit.chi2, dof=fit.dof)
+            ext = dict(
+                llc=fit.llc,
+                llc_std=lam_se,
+                m=fit.multiplicity,
+                m_std=m_se,
+                resolved=bool(resolved),
+                offset=fit.offset,
+                u=fit.fluctuation,
+                fitted=fit.fitted,
+                coef=fit.coefficients,
+                chi2=fit.chi2,
+                dof=fit.dof,
+            )
     ts = dict(llc=nan, std=nan, wbic=nan, tn=nan, result=None)
     if method in ("takio_suzuki", "all"):
         ts = _takio_suzuki(
-            (model_or_loss, args, loss, where), target, problem, ts_key, mean_excess[top_index], se_excess[top_index],
-            t_max=float(run_nbetas.max()), thin=thin, num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin,
-            batch_size=batch_size, localization=gamma, sampler=sampler, sampler_params=sampler_params,
-            chunk_size=chunk_size, precision=precision, time_budget=time_budget, progress=progress,
+            (model_or_loss, args, loss, where),
+            target,
+            problem,
+            ts_key,
+            mean_excess[top_index],
+            se_excess[top_index],
+            t_max=float(run_nbetas.max()),
+            thin=thin,
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            batch_size=batch_size,
+            localization=gamma,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            chunk_size=chunk_size,
+            precision=precision,
+            time_budget=time_budget,
+            progress=progress,
         )
         messages.extend(ts["messages"])
     if method == "takio_suzuki":
@@ -622,14 +696,26 @@ def learning_coefficient(
     )
 
 
-def _takio_suzuki(user_form, target, problem, key, top_excess, top_excess_se, *, t_max, thin, num_chains, num_draws,
-                  num_burnin, **kwargs) -> dict:
+def _takio_suzuki(
+    user_form,
+    target,
+    problem,
+    key,
+    top_excess,
+    top_excess_se,
+    *,
+    t_max,
+    thin,
+    num_chains,
+    num_draws,
+    num_burnin,
+    **kwargs,
+) -> dict:
     r"""(WBIC − nT_n)/log n with WBIC from the t* run and T_n from a run at nβ = n recording per-example losses."""
     from slt.llc import estimate_llc
     from slt.observables import per_sample_loss
 
     n = target.num_data
-    top = default_nbeta(n)
     s = problem.settings
     draws = s.num_draws if num_draws is None else num_draws
     burnin = s.num_burnin if num_burnin is None else num_burnin
