@@ -67,11 +67,10 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
-from slt._src.auto import auto_settings, is_auto, resolve_localization
+from slt._src.auto import prepare_run
 from slt._src.driver import sample
 from slt._src.observables import DrawContext, Observable, per_sample_loss
 from slt._src.results import Result
-from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
 from slt.llc import SamplingWarning
 from slt.targets import (
@@ -80,7 +79,6 @@ from slt.targets import (
     _MaskedFunctionLoss,
     _NNXLoss,
     check_data,
-    check_loss_at_center,
     make_target,
     path_names,
 )
@@ -295,86 +293,10 @@ def _component_masks(target: Target, components) -> tuple[tuple[str, ...], tuple
 
 
 # ------------------------------------------------------------------------------------ shared run setup
-def _prepare(
-    target,
-    key,
-    *,
-    step_size,
-    localization,
-    nbeta,
-    num_chains,
-    num_draws,
-    num_burnin,
-    batch_size,
-    sampler,
-    sampler_params,
-    chunk_size,
-    precision,
-    time_budget,
-    progress,
-    steps_per_chunk,
-):
-    """Resolve ``localization="auto"`` / ``step_size="auto"`` with the machinery :func:`slt.estimate_llc` uses
-    (:func:`slt._src.auto.resolve_localization`, :func:`slt._src.auto.auto_settings`); validated settings."""
-    per_example = choice = localization_choice = init_position = None
-    if is_auto(localization) and not isinstance(step_size, str):
-        key, loc_key = jax.random.split(key)
-        per_example = check_loss_at_center(target, chunk_size)
-        localization, localization_choice = resolve_localization(
-            target,
-            loc_key,
-            localization,
-            nbeta=nbeta,
-            batch_size=batch_size,
-            num_chains=num_chains,
-            sampler=sampler,
-            sampler_params=sampler_params,
-            chunk_size=chunk_size,
-            example_losses_at_center=per_example,
-            progress=progress,
-        )
-    if isinstance(step_size, str):
-        if step_size != "auto":
-            raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
-        key, cal_key = jax.random.split(key)
-        choice = auto_settings(
-            target,
-            cal_key,
-            num_chains=num_chains,
-            num_draws=num_draws,
-            num_burnin=num_burnin,
-            batch_size=batch_size,
-            nbeta=nbeta,
-            localization=localization,
-            sampler=sampler,
-            sampler_params=sampler_params,
-            precision=precision,
-            time_budget=time_budget,
-            progress=progress,
-            chunk_size=chunk_size,
-            steps_per_chunk=steps_per_chunk,
-        )
-        per_example, init_position = choice.example_losses_at_center, choice.init_position
-        step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
-        localization, localization_choice = choice.localization, choice.localization_choice
-        steps_per_chunk = choice.steps_per_chunk
-    settings = SamplingSettings.validated(
-        num_data=target.num_data,
-        step_size=step_size,
-        num_chains=num_chains,
-        num_draws=2000 if num_draws is None else num_draws,
-        num_burnin=1000 if num_burnin is None else num_burnin,
-        batch_size=batch_size,
-        nbeta=nbeta,
-        localization=localization,
-        sampler=sampler,
-        sampler_params=sampler_params,
-        chunk_size=chunk_size,
-        num_params=target.num_parameters,
-    )
-    if per_example is None:
-        per_example = check_loss_at_center(target, settings.chunk_size)
-    return settings, per_example, init_position, steps_per_chunk, choice, localization_choice, key
+def _prepare(target, key, **kwargs):
+    """:func:`slt._src.auto.prepare_run`, the setup :func:`slt.estimate_llc` uses, unpacked."""
+    p = prepare_run(target, key, **kwargs)
+    return p.settings, p.per_example, p.init_position, p.steps_per_chunk, p.choice, p.localization_choice, p.key
 
 
 def _run(

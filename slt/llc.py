@@ -34,15 +34,7 @@ import numpy as np
 from slt import diagnostics
 from slt._src import data_restriction, validate
 from slt._src import observables as obs
-from slt._src.auto import (
-    EXTENSION_KEY,
-    EXTENSIONS,
-    LADDER_BUDGET_SHARE,
-    auto_settings,
-    is_auto,
-    plan_extension,
-    resolve_localization,
-)
+from slt._src.auto import EXTENSION_KEY, EXTENSIONS, plan_extension, prepare_run
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
 from slt._src.driver import continue_run, sample
 from slt._src.observables import resolve as resolve_observables
@@ -50,7 +42,7 @@ from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
 from slt.samplers import sampler_spec
-from slt.targets import check_loss_at_center, make_target
+from slt.targets import make_target
 
 __all__ = ["LLCResult", "SamplingWarning", "estimate_llc"]
 
@@ -518,74 +510,29 @@ def estimate_llc(
         if any(name == data_restriction.EVAL_OBSERVABLE for name, _ in named_observables):
             raise ValueError(f"`observables` name {data_restriction.EVAL_OBSERVABLE!r} is reserved with `eval_data`.")
         named_observables += ((data_restriction.EVAL_OBSERVABLE, eval_obs),)
-    calibration = init_position = per_example = choice = localization_choice = None
-    if is_auto(localization):
-        key, loc_key = jax.random.split(key)
-        per_example = check_loss_at_center(target, chunk_size)
-        localization, localization_choice = resolve_localization(
-            target,
-            loc_key,
-            localization,
-            nbeta=nbeta,
-            batch_size=batch_size,
-            num_chains=num_chains,
-            sampler=sampler,
-            sampler_params=sampler_params,
-            chunk_size=chunk_size,
-            example_losses_at_center=per_example,
-            progress=progress,
-            max_seconds=LADDER_BUDGET_SHARE * time_budget,
-        )
-        time_budget = max(time_budget - localization_choice.wall_time, 1e-3)  # the budget covers the whole call
-    draws_sized_by_auto, burnin_sized_by_auto = num_draws is None, num_burnin is None
-    if isinstance(step_size, str):
-        if step_size != "auto":
-            raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
-        key, cal_key = jax.random.split(key)
-        choice = auto_settings(
-            target,
-            cal_key,
-            num_chains=num_chains,
-            num_draws=num_draws,
-            num_burnin=num_burnin,
-            batch_size=batch_size,
-            nbeta=nbeta,
-            localization=localization,
-            sampler=sampler,
-            sampler_params=sampler_params,
-            precision=precision,
-            time_budget=time_budget,
-            progress=progress,
-            chunk_size=chunk_size,
-            steps_per_chunk=steps_per_chunk,
-            example_losses_at_center=per_example,
-        )
-        calibration, per_example, init_position = (
-            choice.calibration,
-            choice.example_losses_at_center,
-            choice.init_position,
-        )
-        step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
-        steps_per_chunk = choice.steps_per_chunk
-    num_draws = 2000 if num_draws is None else num_draws
-    num_burnin = 1000 if num_burnin is None else num_burnin
-    settings = SamplingSettings.validated(
-        num_data=target.num_data,
+    prepared = prepare_run(
+        target,
+        key,
         step_size=step_size,
+        localization=localization,
+        nbeta=nbeta,
         num_chains=num_chains,
         num_draws=num_draws,
         num_burnin=num_burnin,
         batch_size=batch_size,
-        nbeta=nbeta,
-        localization=localization,
         sampler=sampler,
         sampler_params=sampler_params,
-        estimator=estimator,
         chunk_size=chunk_size,
-        num_params=target.num_parameters,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
+        steps_per_chunk=steps_per_chunk,
+        estimator=estimator,
     )
-    if per_example is None:
-        per_example = check_loss_at_center(target, settings.chunk_size)
+    settings, per_example, init_position = prepared.settings, prepared.per_example, prepared.init_position
+    choice, localization_choice, key = prepared.choice, prepared.localization_choice, prepared.key
+    steps_per_chunk, time_budget = prepared.steps_per_chunk, prepared.time_budget
+    calibration = None if choice is None else choice.calibration
     validate.positive_int(thin, "thin")
     step_note = None if calibration is not None else _fixed_step_check(target, settings, key)
     driver_args = dict(
@@ -630,7 +577,7 @@ def estimate_llc(
 
     result = summarized(run, burnin_records)
     extended = []
-    if choice is not None and draws_sized_by_auto:  # continue a run sized from a short cell's mixing that fell short
+    if choice is not None and prepared.draws_sized_by_auto:  # a run sized from a short cell's mixing fell short
         for k in range(EXTENSIONS):
             spent = choice.calibration_seconds + choice.warmup_seconds + run.wall_time
             per_record = max(run.wall_time - run.compile_time, 1e-9) / max(run.stats["loss"].shape[-1], 1)
@@ -638,7 +585,7 @@ def estimate_llc(
                 result,
                 precision=precision,
                 max_draws=int((time_budget - spent) / per_record),
-                drop_allowed=burnin_sized_by_auto,
+                drop_allowed=prepared.burnin_sized_by_auto,
             )
             position = getattr(run.final_state, "position", None)
             if plan is None or position is None:

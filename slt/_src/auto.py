@@ -45,6 +45,7 @@ __all__ = [
     "AutoChoice",
     "auto_settings",
     "plan_extension",
+    "prepare_run",
     "warm_up",
 ]
 
@@ -435,4 +436,124 @@ def run_warmup(target, settings, key, warm_eps, steps, per_example, *, steps_per
         progress=progress,
         description="warm-up",
         **driver,
+    )
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What :func:`prepare_run` resolved: validated settings and where the run starts.
+
+    ``time_budget`` is what is left of the caller's after the γ ladder (for continuations);
+    ``draws_sized_by_auto`` / ``burnin_sized_by_auto``: whether ``"auto"`` chose them (the user left them None)."""
+
+    settings: SamplingSettings
+    per_example: Any
+    init_position: Any
+    steps_per_chunk: int | None
+    choice: AutoChoice | None
+    localization_choice: Any
+    key: Any
+    time_budget: float
+    draws_sized_by_auto: bool
+    burnin_sized_by_auto: bool
+
+
+def prepare_run(
+    target,
+    key,
+    *,
+    step_size,
+    localization,
+    nbeta,
+    num_chains,
+    num_draws,
+    num_burnin,
+    batch_size,
+    sampler,
+    sampler_params,
+    chunk_size,
+    precision,
+    time_budget,
+    progress,
+    steps_per_chunk,
+    **settings,
+) -> Prepared:
+    """The one setup of every single-temperature estimator (:func:`slt.estimate_llc`, :func:`slt.bif`,
+    :func:`slt.susceptibilities`): ``localization="auto"`` (the ladder, within ``LADDER_BUDGET_SHARE`` of
+    ``time_budget``), then ``step_size="auto"`` (:func:`auto_settings`, within the rest), then the validated
+    :class:`SamplingSettings` (``settings``: more of its fields, e.g. ``estimator``); unset draws and burn-in
+    default to 2000 and 1000 for a fixed step."""
+    per_example = choice = localization_choice = init_position = None
+    if is_auto(localization):
+        key, loc_key = jax.random.split(key)
+        per_example = check_loss_at_center(target, chunk_size)
+        localization, localization_choice = resolve_localization(
+            target,
+            loc_key,
+            localization,
+            nbeta=nbeta,
+            batch_size=batch_size,
+            num_chains=num_chains,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            chunk_size=chunk_size,
+            example_losses_at_center=per_example,
+            progress=progress,
+            max_seconds=LADDER_BUDGET_SHARE * time_budget,
+        )
+        time_budget = max(time_budget - localization_choice.wall_time, 1e-3)  # the budget covers the whole call
+    draws_sized_by_auto, burnin_sized_by_auto = num_draws is None, num_burnin is None
+    if isinstance(step_size, str):
+        if step_size != "auto":
+            raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}.")
+        key, cal_key = jax.random.split(key)
+        choice = auto_settings(
+            target,
+            cal_key,
+            num_chains=num_chains,
+            num_draws=num_draws,
+            num_burnin=num_burnin,
+            batch_size=batch_size,
+            nbeta=nbeta,
+            localization=localization,
+            sampler=sampler,
+            sampler_params=sampler_params,
+            precision=precision,
+            time_budget=time_budget,
+            progress=progress,
+            chunk_size=chunk_size,
+            steps_per_chunk=steps_per_chunk,
+            example_losses_at_center=per_example,
+        )
+        per_example, init_position = choice.example_losses_at_center, choice.init_position
+        step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
+        steps_per_chunk = choice.steps_per_chunk
+    validated = SamplingSettings.validated(
+        num_data=target.num_data,
+        step_size=step_size,
+        num_chains=num_chains,
+        num_draws=2000 if num_draws is None else num_draws,
+        num_burnin=1000 if num_burnin is None else num_burnin,
+        batch_size=batch_size,
+        nbeta=nbeta,
+        localization=localization,
+        sampler=sampler,
+        sampler_params=sampler_params,
+        chunk_size=chunk_size,
+        num_params=target.num_parameters,
+        **settings,
+    )
+    if per_example is None:
+        per_example = check_loss_at_center(target, validated.chunk_size)
+    return Prepared(
+        validated,
+        per_example,
+        init_position,
+        steps_per_chunk,
+        choice,
+        localization_choice,
+        key,
+        time_budget,
+        draws_sized_by_auto,
+        burnin_sized_by_auto,
     )
