@@ -34,3 +34,19 @@ def test_quick_start_runs_as_written(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "trace.png").stat().st_size > 0
+
+
+def test_structure_section_runs_as_written(tmp_path):
+    """The README's second example (restriction, data restriction, bits, BIF, λ itself) runs as pasted."""
+    heading = "Structure, influence, λ itself, development"
+    blocks = _section_python_blocks((REPO / "README.md").read_text(encoding="utf-8"), heading)
+    assert blocks, f"no ```python block under '## {heading}' in README.md"
+    script = tmp_path / "structure.py"
+    check = "\nassert res.num_params == 2 and bif.covariance.shape == (8, 8) and lam.llc > 0\n"
+    script.write_text("\n".join(blocks) + check, encoding="utf-8")
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": pythonpath}
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
