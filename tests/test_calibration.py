@@ -397,7 +397,9 @@ def test_an_auto_run_that_falls_short_is_continued_from_its_final_state(regressi
     import slt._src.auto as auto_module
 
     real = auto_module.auto_settings
-    monkeypatch.setattr(auto_module, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=2000))
+    monkeypatch.setattr(
+        auto_module, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=2000)
+    )
     kwargs = dict(key=jax.random.key(3), step_size="auto", batch_size=100, num_chains=5, time_budget=60.0)
     before = COMPILES(SAMPLER_CHUNK)  # 5 chains: a shape of its own
     res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, **kwargs)

@@ -167,7 +167,13 @@ def test_weight_norms_and_effective_step_beside_the_llc(small_dln, checkpoints, 
     """Each record carries ‖w_t‖₂ (total and per layer) and ‖w_t − w_prev‖ / (‖w_t‖ Δs); saved and loaded back."""
     steps = [0, 10, 20, 40, 50]
     traj = llc_trajectory(
-        small_dln.loss_fn, checkpoints, small_dln.data, key=jax.random.key(5), steps=steps, checkpoint_batch_size=2, **KW
+        small_dln.loss_fn,
+        checkpoints,
+        small_dln.data,
+        key=jax.random.key(5),
+        steps=steps,
+        checkpoint_batch_size=2,
+        **KW,
     )
     flat = [np.concatenate([np.ravel(np.asarray(w, np.float64)) for w in c]) for c in checkpoints]
     np.testing.assert_allclose(traj.weight_norm, [np.linalg.norm(f) for f in flat], rtol=1e-12)
