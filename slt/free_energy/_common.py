@@ -22,11 +22,11 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
-from slt._src.auto import auto_settings
+from slt._src.auto import prepare_run
 from slt._src.driver import run_chains, run_grid
 from slt._src.settings import SamplingSettings
 from slt.llc import SamplingWarning
-from slt.targets import Target, check_loss_at_center
+from slt.targets import Target
 
 
 def _auto_seconds(problem) -> float:
@@ -120,47 +120,27 @@ def _problem(
     :func:`slt._src.auto.auto_settings` at the temperature ``auto_nbeta`` (the stiffest one the estimator
     samples), which also sizes ``num_burnin``/``num_draws`` where they are None, and the chains start where
     its chosen calibration cell ended."""
-    choice = None
-    per_example = None
-    if isinstance(step_size, str):
-        if step_size != "auto":
-            raise ValueError(f"`step_size` must be a positive number, an array of them, or 'auto'; got {step_size!r}.")
-        key, cal_key = jax.random.split(key)
-        choice = auto_settings(
-            target,
-            cal_key,
-            num_chains=num_chains,
-            num_draws=num_draws,
-            num_burnin=num_burnin,
-            batch_size=batch_size,
-            nbeta=auto_nbeta,
-            localization=localization,
-            sampler=sampler,
-            sampler_params=sampler_params,
-            precision=precision,
-            time_budget=time_budget,
-            progress=progress,
-            chunk_size=chunk_size,
-        )
-        step_size, num_burnin, num_draws = choice.step_size, choice.num_burnin, choice.num_draws
-        per_example = choice.example_losses_at_center
-    num_draws = 2000 if num_draws is None else num_draws
-    num_burnin = 1000 if num_burnin is None else num_burnin
-    settings = SamplingSettings.validated(
-        num_data=target.num_data,
+    if isinstance(step_size, str) and step_size != "auto":
+        raise ValueError(f"`step_size` must be a positive number, an array of them, or 'auto'; got {step_size!r}.")
+    p = prepare_run(
+        target,
+        key,
         step_size=step_size,
+        localization=localization,
+        nbeta=auto_nbeta,  # the temperature "auto" chooses at; the estimators sample their own grid of them
         num_chains=num_chains,
         num_draws=num_draws,
         num_burnin=num_burnin,
         batch_size=batch_size,
-        localization=localization,
         sampler=sampler,
         sampler_params=sampler_params,
         chunk_size=chunk_size,
+        precision=precision,
+        time_budget=time_budget,
+        progress=progress,
+        steps_per_chunk=None,
     )
-    if per_example is None:
-        per_example = check_loss_at_center(target, settings.chunk_size)
-    return _Problem(target, settings, per_example, choice), key
+    return _Problem(target, p.settings, p.per_example, p.choice), p.key
 
 
 @dataclasses.dataclass
