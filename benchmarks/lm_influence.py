@@ -28,6 +28,9 @@ Measured:
     induction.
 
     python benchmarks/lm_influence.py [--write]
+
+``--write`` writes the measured tables to benchmarks/RESULTS.md and the figure; the "Findings" paragraph after
+them there was written by hand from the tables of that run (a rerun with ``--write`` replaces the section without it).
 """
 
 from __future__ import annotations
@@ -229,10 +232,11 @@ def main() -> None:
     # report
     ind_col = list(sus.probes).index("induction")
     by_ablation = max(ablation, key=lambda k: ablation[k]["induction"])
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
     lines = [
         "`python benchmarks/lm_influence.py --write` (one run, "
         f"{total / 60:.1f} min on the shared 2-core CPU). Language `SyntheticLanguage(32, induction_rate=0.3, "
-        f"seed=0)`, T = {T}, GPT 2 layers × 2 heads, d_model 32, MLP 64 ({sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))} "
+        f"seed=0)`, T = {T}, GPT 2 layers × 2 heads, d_model 32, MLP 64 ({num_params} "
         f"parameters), Adam 3e-3, batch 32, {num_steps} steps on 8,192 sequences ({t_train:.0f} s).",
         "",
         "Held-out loss per label (nats/token) during training, and the Bayes-optimal entropy:",
@@ -240,9 +244,15 @@ def main() -> None:
         "| step | induction | skip | bigram | value |",
         "|---|---|---|---|---|",
     ]
-    for step, losses in curve[:: max(1, len(curve) // 6)] + ([curve[-1]] if (len(curve) - 1) % max(1, len(curve) // 6) else []):
-        lines.append(f"| {step} | " + " | ".join(f"{losses[k]:.3f}" for k in ("induction", "skip", "bigram", "value")) + " |")
-    lines.append("| optimal | " + " | ".join(f"{optimal[k]:.3f}" for k in ("induction", "skip", "bigram", "value")) + " |")
+    for step, losses in curve[:: max(1, len(curve) // 6)] + (
+        [curve[-1]] if (len(curve) - 1) % max(1, len(curve) // 6) else []
+    ):
+        lines.append(
+            f"| {step} | " + " | ".join(f"{losses[k]:.3f}" for k in ("induction", "skip", "bigram", "value")) + " |"
+        )
+    lines.append(
+        "| optimal | " + " | ".join(f"{optimal[k]:.3f}" for k in ("induction", "skip", "bigram", "value")) + " |"
+    )
     lines += [
         "",
         "**Ablation** (ground truth for which head does what, no sampling): held-out loss increase per label when one "
@@ -252,7 +262,9 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     for name in ablation:
-        lines.append(f"| {name} | " + " | ".join(f"{ablation[name][k]:+.3f}" for k in ("induction", "skip", "bigram")) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{ablation[name][k]:+.3f}" for k in ("induction", "skip", "bigram")) + " |"
+        )
     lines += [
         "",
         "**(a) Restricted LLC** (`where=slt.components(...)[name]`; every sampling run here: SGLD, ε = 3e-4, γ = 100, "
@@ -282,7 +294,9 @@ def main() -> None:
         "|---|" + "---|" * len(sus.probes),
     ]
     for k, c in enumerate(sus.components):
-        lines.append(f"| {c} | " + " | ".join(fmt(sus.chi[k, j], sus.chi_mcse[k, j], 3) for j in range(len(sus.probes))) + " |")
+        lines.append(
+            f"| {c} | " + " | ".join(fmt(sus.chi[k, j], sus.chi_mcse[k, j], 3) for j in range(len(sus.probes))) + " |"
+        )
     lines += [
         "",
         f"**(c) Per-token BIF** of 4 held-out sequences ({4 * T} token losses, ε and γ as in (b), 4 chains × "
@@ -297,7 +311,9 @@ def main() -> None:
     lines += [
         "",
         f"Largest induction-loss increase on ablation: {by_ablation}. Induction column of χ: "
-        + ", ".join(f"{c} {fmt(sus.chi[k, ind_col], sus.chi_mcse[k, ind_col], 3)}" for k, c in enumerate(sus.components))
+        + ", ".join(
+            f"{c} {fmt(sus.chi[k, ind_col], sus.chi_mcse[k, ind_col], 3)}" for k, c in enumerate(sus.components)
+        )
         + ".",
         "",
         "![susceptibilities](figures/lm_influence.png)",
