@@ -293,34 +293,42 @@ def _component_masks(target: Target, components) -> tuple[tuple[str, ...], tuple
 
 
 # ------------------------------------------------------------------------------------ shared run setup
-def _prepare(target, key, **kwargs):
-    """:func:`slt._src.auto.prepare_run`, the setup :func:`slt.estimate_llc` uses, unpacked."""
-    p = prepare_run(target, key, **kwargs)
-    return p.settings, p.per_example, p.init_position, p.steps_per_chunk, p.choice, p.localization_choice, p.key
+@dataclasses.dataclass(frozen=True)
+class _Sampled:
+    """One run of :func:`_prepare_and_sample`: the kept records and the fields every influence result shares."""
+
+    settings: Any
+    records: dict
+    diverged: np.ndarray
+    divergence_step: np.ndarray
+    common: dict  # nbeta, localization, step_size, ..., auto, localization_choice: the results' shared fields
 
 
-def _run(
+def _prepare_and_sample(
     target,
-    settings,
     key,
-    per_example,
     observables,
     *,
+    estimator: str,
     thin,
-    init_position,
-    steps_per_chunk,
+    num_batches,
     chain_batch_size,
     mesh,
     store,
-    store_attrs,
     progress,
-    description,
-):
+    steps_per_chunk,
+    **setup,
+) -> _Sampled:
+    """Choose the settings as :func:`slt.estimate_llc` does (:func:`slt._src.auto.prepare_run`), sample once
+    recording ``observables`` at every kept draw, and leave out (with a warning naming them) chains that diverged.
+    """
     validate.positive_int(thin, "thin")
+    prepared = prepare_run(target, key, progress=progress, steps_per_chunk=steps_per_chunk, **setup)
+    settings, choice, loc_choice = prepared.settings, prepared.choice, prepared.localization_choice
     run = sample(
         target,
-        key=key,
-        example_losses_at_center=per_example,
+        key=prepared.key,
+        example_losses_at_center=prepared.per_example,
         nbeta=settings.nbeta,
         localization=settings.localization,
         num_chains=settings.num_chains,
@@ -330,14 +338,14 @@ def _run(
         sampler_params=settings.all_sampler_params,
         observables=observables,
         thin=thin,
-        init_position=init_position,
-        steps_per_chunk=steps_per_chunk,
+        init_position=prepared.init_position,
+        steps_per_chunk=prepared.steps_per_chunk,
         chain_batch_size=chain_batch_size,
         mesh=mesh,
         store=store,
-        store_attrs={**store_attrs, **settings.describe()},
+        store_attrs={"estimator": estimator, **settings.describe()},
         progress=progress,
-        description=description,
+        description=estimator,
     )
     burn = -(-settings.num_burnin // thin)
     divergence_step = np.asarray(run.divergence_step)
@@ -350,7 +358,26 @@ def _run(
             stacklevel=3,
         )
     records = {name: np.asarray(v, dtype=np.float64)[:, burn:] for name, v in run.observables.items()}
-    return run, records, diverged, divergence_step
+    wall = run.wall_time + (0.0 if choice is None else choice.calibration_seconds + choice.warmup_seconds)
+    if loc_choice is not None:
+        wall += loc_choice.wall_time
+    common = dict(
+        nbeta=float(settings.nbeta),
+        localization=float(settings.localization),
+        step_size=float(settings.step_size),
+        batch_size=int(settings.batch_size),
+        num_data=int(settings.num_data),
+        sampler=settings.sampler_name,
+        num_batches=num_batches,
+        thin=int(thin),
+        diverged=diverged,
+        divergence_step=divergence_step,
+        wall_time=float(wall),
+        notes=[choice.note] if choice is not None and choice.note else [],
+        auto=choice,
+        localization_choice=loc_choice,
+    )
+    return _Sampled(settings, records, diverged, divergence_step, common)
 
 
 def _per_entry_diagnostics(trace: np.ndarray, healthy: np.ndarray, max_entries: int = 256):
@@ -576,9 +603,18 @@ def bif(
     if not np.all(np.isfinite(at_center)):
         raise ValueError("the probe loss at w* is not finite on some probe examples: check `probe_data`.")
     num_batches = validate.positive_int(num_batches, "num_batches")
-    settings, per_example, init_position, steps_per_chunk, choice, loc_choice, key = _prepare(
+    sampled = _prepare_and_sample(
         target,
         key,
+        {"probe": probe},
+        estimator="bif",
+        thin=thin,
+        num_batches=num_batches,
+        chain_batch_size=chain_batch_size,
+        mesh=mesh,
+        store=store,
+        progress=progress,
+        steps_per_chunk=steps_per_chunk,
         step_size=step_size,
         localization=localization,
         nbeta=nbeta,
@@ -591,25 +627,8 @@ def bif(
         chunk_size=chunk_size,
         precision=precision,
         time_budget=time_budget,
-        progress=progress,
-        steps_per_chunk=steps_per_chunk,
     )
-    run, records, diverged, divergence_step = _run(
-        target,
-        settings,
-        key,
-        per_example,
-        {"probe": probe},
-        thin=thin,
-        init_position=init_position,
-        steps_per_chunk=steps_per_chunk,
-        chain_batch_size=chain_batch_size,
-        mesh=mesh,
-        store=store,
-        store_attrs={"estimator": "bif"},
-        progress=progress,
-        description="BIF",
-    )
+    records, diverged = sampled.records, sampled.diverged
     trace = records["probe"].reshape(records["probe"].shape[:2] + (-1,))
     healthy = ~diverged
     q = trace.shape[2]
@@ -619,10 +638,6 @@ def bif(
     else:
         cov = mcse = np.full((q, q), np.nan)
         mean = np.full(q, np.nan)
-    notes = [choice.note] if choice is not None and choice.note else []
-    wall = run.wall_time + (0.0 if choice is None else choice.calibration_seconds + choice.warmup_seconds)
-    if loc_choice is not None:
-        wall += loc_choice.wall_time
     return BIFResult(
         covariance=cov,
         covariance_mcse=mcse,
@@ -630,20 +645,7 @@ def bif(
         loss_at_center=at_center.reshape(-1).astype(np.float64),
         probe_losses=trace,
         probe_shape=tuple(at_center.shape),
-        nbeta=float(settings.nbeta),
-        localization=float(settings.localization),
-        step_size=float(settings.step_size),
-        batch_size=int(settings.batch_size),
-        num_data=int(settings.num_data),
-        sampler=settings.sampler_name,
-        num_batches=num_batches,
-        thin=int(thin),
-        diverged=diverged,
-        divergence_step=divergence_step,
-        wall_time=float(wall),
-        notes=notes,
-        auto=choice,
-        localization_choice=loc_choice,
+        **sampled.common,
     )
 
 
@@ -849,9 +851,18 @@ def susceptibilities(
     if not np.all(np.isfinite(phi_center)):
         raise ValueError("the loss on `reference_data` at w* is not finite.")
     num_batches = validate.positive_int(num_batches, "num_batches")
-    settings, per_example, init_position, steps_per_chunk, choice, loc_choice, key = _prepare(
+    sampled = _prepare_and_sample(
         target,
         key,
+        observables,
+        estimator="susceptibilities",
+        thin=thin,
+        num_batches=num_batches,
+        chain_batch_size=chain_batch_size,
+        mesh=mesh,
+        store=store,
+        progress=progress,
+        steps_per_chunk=steps_per_chunk,
         step_size=step_size,
         localization=localization,
         nbeta=nbeta,
@@ -864,25 +875,8 @@ def susceptibilities(
         chunk_size=chunk_size,
         precision=precision,
         time_budget=time_budget,
-        progress=progress,
-        steps_per_chunk=steps_per_chunk,
     )
-    run, records, diverged, divergence_step = _run(
-        target,
-        settings,
-        key,
-        per_example,
-        observables,
-        thin=thin,
-        init_position=init_position,
-        steps_per_chunk=steps_per_chunk,
-        chain_batch_size=chain_batch_size,
-        mesh=mesh,
-        store=store,
-        store_attrs={"estimator": "susceptibilities"},
-        progress=progress,
-        description="susceptibilities",
-    )
+    settings, records, diverged = sampled.settings, sampled.records, sampled.diverged
     phi = records["components"][..., :-1]
     ref = records["components"][..., -1]
     healthy = ~diverged
@@ -902,10 +896,6 @@ def susceptibilities(
         chi[:, j], chi_mcse[:, j] = cov[:, 0], mcse[:, 0]
         terms = -nbeta_ * (per_example_trace - ref[..., None]) / sizes[name]
         contributions[name] = cross_covariance(phi[healthy], terms[healthy], num_batches=1)[0]
-    notes = [choice.note] if choice is not None and choice.note else []
-    wall = run.wall_time + (0.0 if choice is None else choice.calibration_seconds + choice.warmup_seconds)
-    if loc_choice is not None:
-        wall += loc_choice.wall_time
     return SusceptibilityResult(
         chi=chi,
         chi_mcse=chi_mcse,
@@ -916,18 +906,5 @@ def susceptibilities(
         reference_loss=ref,
         probe_loss=np.stack(probe_means, axis=-1),
         phi_at_center=np.asarray(phi_center[:-1], dtype=np.float64),
-        nbeta=nbeta_,
-        localization=float(settings.localization),
-        step_size=float(settings.step_size),
-        batch_size=int(settings.batch_size),
-        num_data=int(settings.num_data),
-        sampler=settings.sampler_name,
-        num_batches=num_batches,
-        thin=int(thin),
-        diverged=diverged,
-        divergence_step=divergence_step,
-        wall_time=float(wall),
-        notes=notes,
-        auto=choice,
-        localization_choice=loc_choice,
+        **sampled.common,
     )
