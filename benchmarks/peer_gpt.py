@@ -196,7 +196,7 @@ def run(args) -> dict:
         torch.set_num_threads(args.torch_threads)
         versions = peer.versions()
         env["peer"] = (
-            f"devinterp {versions['devinterp']}, torch {versions['torch']} (CPU, {torch.get_num_threads()} threads)"
+            f"devinterp {versions['devinterp']}, torch {versions['torch']} (CPU, {torch.get_num_threads()} thread(s))"
             + (f", transformers {versions['transformers']}" if "transformers" in versions else "")
         )
         print(env["peer"])
@@ -244,30 +244,39 @@ def run(args) -> dict:
             return slt.estimate_llc(model, data, loss=slt.models.token_cross_entropy, key=key, num_burnin=0, **settings)
 
     rows: dict[str, dict] = {}
+    cpu = time.process_time()  # CPU seconds of the process, all threads: each row's "cpu" is that of its last call
     start = time.perf_counter()
     res = call_slt()
     rows["slt"] = {"first": time.perf_counter() - start, "warm": [], "sampling": [res.wall_time]}
+    rows["slt"]["cpu"] = time.process_time() - cpu
     peer_llc = None
     if runner is not None:
+        cpu = time.process_time()
         peer_llc = runner.llc()
         rows["peer"] = {"first": peer_llc["seconds"], "warm": [], "parts": [peer_llc]}
+        rows["peer"]["cpu"] = time.process_time() - cpu
         if not math.isclose(peer_llc["init_loss"], init_loss, rel_tol=1e-5):
             raise RuntimeError(f"the peer's init loss {peer_llc['init_loss']} differs from L_n(w*) = {init_loss}")
     for i in range(args.repeats):  # alternate, so that a change of load hits both
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         again = call_slt()
         rows["slt"]["warm"].append(time.perf_counter() - start)
+        rows["slt"]["cpu"] = time.process_time() - cpu
         rows["slt"]["sampling"].append(again.wall_time)
         if runner is not None and i < args.peer_repeats:
+            cpu = time.process_time()
             out = runner.llc()
+            rows["peer"]["cpu"] = time.process_time() - cpu
             rows["peer"]["warm"].append(out["seconds"])
             rows["peer"]["parts"].append(out)
     if runner is not None:
+        cpu = time.process_time()
         bare = runner.bare_loop(seed=SEED)
-        rows["bare"] = {"first": bare["seconds"], "warm": [], "llc": nbeta * (bare["loss_trace"].mean() - init_loss)}
+        rows["bare"] = {"first": bare["seconds"], "warm": [], "cpu": time.process_time() - cpu}
         if hf_runner is not None:
+            cpu = time.process_time()
             out = hf_runner.llc()
-            rows["peer_hf"] = {"first": out["seconds"], "warm": [], "parts": [out], "llc": out["llc_mean"]}
+            rows["peer_hf"] = {"first": out["seconds"], "warm": [], "parts": [out], "cpu": time.process_time() - cpu}
 
     # the floor: a bare jit(vmap(scan SGLD)) in JAX with the same gradient work (benchmarks/speed.py's)
     from speed import make_floor
@@ -286,13 +295,14 @@ def run(args) -> dict:
         localization=LOCALIZATION,
     )
     chain_keys = jax.random.split(jax.random.key(SEED + 30), args.chains)
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     floor_losses = np.asarray(floor(chain_keys, params, data), dtype=np.float64)
-    rows["floor"] = {"first": time.perf_counter() - start, "warm": []}
+    rows["floor"] = {"first": time.perf_counter() - start, "warm": [], "cpu": time.process_time() - cpu}
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         np.asarray(floor(chain_keys, params, data))
         rows["floor"]["warm"].append(time.perf_counter() - start)
+        rows["floor"]["cpu"] = time.process_time() - cpu
 
     # where slt's call spends its time outside the chains: L_n(w*) and the fixed-step check (timed warm)
     from slt._src.curvature import top_hessian_eigenvalue
@@ -306,9 +316,9 @@ def run(args) -> dict:
             lambda: top_hessian_eigenvalue(target, key=jax.random.key(5), num_examples=512, num_iterations=20),
         ),
     ):
-        start = time.perf_counter()  # compiled already by the estimate_llc calls above
+        cpu, start = time.process_time(), time.perf_counter()  # compiled already by the estimate_llc calls above
         fn()
-        rows[name] = {"first": time.perf_counter() - start, "warm": []}
+        rows[name] = {"first": time.perf_counter() - start, "warm": [], "cpu": time.process_time() - cpu}
 
     # torch with 2 threads on this shared machine: a short probe of the bare loop
     if runner is not None and args.torch_threads != 2:
@@ -440,14 +450,16 @@ def speed_table(results: dict) -> list[str]:
         def ms(seconds):
             return f"{1000 * seconds / draws:.1f}"
 
+        c = rows.get(name, {}).get("cpu")
         return (
             f"| {LABELS[name]} | {first:.2f} | {'' if w is None else f'{w:.2f}'} | {ms(first)} | "
-            f"{'' if w is None else ms(w)} | {len(warm)} |"
+            f"{'' if w is None else ms(w)} | {len(warm)} | {'' if c is None else ms(c)} |"
         )
 
     out = [
-        "| contestant | first call (s) | warm median (s) | first, ms/draw | warm, ms/draw | warm calls |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| contestant | first call (s) | warm median (s) | first, ms/draw | warm, ms/draw | warm calls | "
+        "CPU ms/draw, last call |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     s = rows["slt"]
     out.append(line("slt", s["first"], s["warm"]))
@@ -490,6 +502,31 @@ def ratio_lines(results: dict) -> list[str]:
     if "peer_hf" in rows:
         out.append(
             f"- devinterp on `GPT2LMHeadModel` / slt whole warm call: {rows['peer_hf']['first'] / slt_warm:.2f}×"
+        )
+    sampling = statistics.median(rows["slt"]["sampling"][1:] or rows["slt"]["sampling"])
+    check, init = rows["slt_check"]["first"], rows["slt_init"]["first"]
+    floor = statistics.median(rows["floor"]["warm"] or [rows["floor"]["first"]])
+    peer_chains = statistics.median(x["chains_seconds"] for x in p["parts"])
+    out += [
+        f"- where slt's warm call goes: sampling {sampling / slt_warm:.0%}, the fixed-step check (timed on its own) "
+        f"{check / slt_warm:.0%}, L_n(w*) {init / slt_warm:.0%}, the rest (argument checks, set-up, summaries, "
+        f"and the load's noise between separately timed parts) {1 - (sampling + check + init) / slt_warm:.0%}. "
+        f"devinterp / (slt's warm call less the check): {peer_best / (slt_warm - check):.2f}×",
+        f"- per-step compute: slt's sampling / the JAX floor {sampling / floor:.2f}× (the floor has no loss at w* on "
+        f"the minibatch, which the paired estimator adds); the JAX floor / the bare PyTorch loop "
+        f"{floor / rows['bare']['first']:.2f}×; devinterp's chains / the bare PyTorch loop "
+        f"{peer_chains / rows['bare']['first']:.2f}×",
+        "- the fixed-step check (`_fixed_step_check` in `slt/llc.py`, run by every `estimate_llc` with a numeric "
+        "`step_size`) is a power iteration of 20 Hessian-vector products on the first 512 examples whatever the "
+        f"length of the run; here an example is a 32-token sequence, so it is 20 × 512 = 10,240 sequence-HVPs, "
+        f"against {results['draws_total']} minibatch gradients of {BATCH_SIZE} sequences "
+        f"({results['draws_total'] * BATCH_SIZE:,} sequence-gradients) for the chains",
+    ]
+    if "bare_2threads" in rows:
+        two = statistics.median([rows["bare_2threads"]["first"], *rows["bare_2threads"]["warm"]])
+        out.append(
+            f"- torch runs on 1 thread: on this loaded machine 2 threads made the same 25 bare steps "
+            f"{two / rows['bare_1thread_short']['first']:.1f}× slower (the table's last bare rows)"
         )
     return out
 
@@ -578,7 +615,8 @@ def report(results: dict) -> str:
         f"**Speed** ({results['draws_total']} draws = {s['num_chains']} chains × {s['num_draws']}; ms per draw = "
         "call time / draws, nothing excluded: slt's call includes its checks, L_n(w*) on the full data, the "
         "loss at w* on each minibatch for the paired estimator and the ArviZ diagnostics; devinterp's includes its "
-        "init-loss pass, the Zarr store of the per-token losses and `compute_llc`):",
+        "init-loss pass, the Zarr store of the per-token losses and `compute_llc`. *CPU ms/draw*: the process CPU "
+        "time, all threads, of the row's last call per draw: XLA runs on both cores, torch on one thread):",
         "",
         *speed_table(results),
         "",
