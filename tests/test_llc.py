@@ -331,7 +331,10 @@ def test_two_dimensional_normal_crossing_matches_quadrature(key):
 
 
 def test_small_dln_within_15_percent(key):
-    """A 2-layer DLN with rank > 0 (the point is most singular, see slt.models.dln)."""
+    """A 2-layer DLN with rank > 0 (the point is most singular, see slt.models.dln). λ = 6; exact NUTS at the same
+    nβ and γ reads 5.57 ± 0.10 (the finite-nβ effect). The burn-in matters: after 2,000 steps at this ε the flat
+    directions have not relaxed (~1/(εγ) steps) and λ̂ averaged 5.31 over four keys (5.06-5.86, at the 15% edge);
+    after 12,000 it averages 5.57 (5.41-5.82)."""
     problem = slt.models.deep_linear_network([4, 3, 4], 1, num_data=10_000, seed=4)
     res = slt.estimate_llc(
         problem.loss_fn,
@@ -341,7 +344,7 @@ def test_small_dln_within_15_percent(key):
         step_size=1e-5,
         num_chains=4,
         num_draws=8000,
-        num_burnin=2000,
+        num_burnin=12_000,
         batch_size=100,
     )
     lam = float(problem.true_llc)
