@@ -35,9 +35,11 @@ root)::
     .venv-devinterp2/bin/pip install --no-deps -e .
     .venv-devinterp2/bin/python benchmarks/peer_gpt.py [--write]
 
-(torch 2.13.0+cpu, devinterp 2.0.1, transformers 5.25.0 resolved on 2026-12-05). Without torch/devinterp (the main
-``.venv``) the script runs the slt side only. ``--write`` writes the section "The PyTorch peer on the same GPT
-(issue #12)" of ``benchmarks/RESULTS.md``.
+(torch 2.13.0+cpu, devinterp 2.0.1, transformers 5.25.0 resolved on 2026-12-05). torch runs on one thread
+(``--torch-threads``, default 1): on this shared 2-core machine a second torch thread made the same steps 3× to 20×
+slower (a short probe at 2 threads is in the report). The whole script takes 6-12 minutes there, depending on the
+load. Without torch/devinterp (the main ``.venv``) the script runs the slt side only. ``--write`` writes the section
+"The PyTorch peer on the same GPT (issue #12)" of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import numpy as np
 from flax import nnx
 
 import slt
+import slt.llc as slt_llc
 from slt.influence import cross_covariance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -238,10 +241,31 @@ def run(args) -> dict:
     # ---------------------------------------------------------------------------- the LLC, timed
     key = jax.random.key(SEED + 10)
 
-    def call_slt():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", slt.SamplingWarning)
-            return slt.estimate_llc(model, data, loss=slt.models.token_cross_entropy, key=key, num_burnin=0, **settings)
+    def call_slt(parts: dict | None = None):
+        """One ``estimate_llc``; with ``parts``, the seconds of its stages inside the call are added to it (the
+        module-level functions that ``slt.llc.estimate_llc`` calls, wrapped for the call and restored)."""
+        patched = {}
+        if parts is not None:
+            for name in ("prepare_run", "_fixed_step_check", "sample", "summarize_run"):
+                original = patched[name] = getattr(slt_llc, name)
+
+                def timed(*a, _fn=original, _name=name, **k):
+                    begin = time.perf_counter()
+                    try:
+                        return _fn(*a, **k)
+                    finally:
+                        parts[_name] = parts.get(_name, 0.0) + time.perf_counter() - begin
+
+                setattr(slt_llc, name, timed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", slt.SamplingWarning)
+                return slt.estimate_llc(
+                    model, data, loss=slt.models.token_cross_entropy, key=key, num_burnin=0, **settings
+                )
+        finally:
+            for name, original in patched.items():
+                setattr(slt_llc, name, original)
 
     rows: dict[str, dict] = {}
     cpu = time.process_time()  # CPU seconds of the process, all threads: each row's "cpu" is that of its last call
@@ -258,9 +282,11 @@ def run(args) -> dict:
         if not math.isclose(peer_llc["init_loss"], init_loss, rel_tol=1e-5):
             raise RuntimeError(f"the peer's init loss {peer_llc['init_loss']} differs from L_n(w*) = {init_loss}")
     for i in range(args.repeats):  # alternate, so that a change of load hits both
+        parts: dict[str, float] = {}
         cpu, start = time.process_time(), time.perf_counter()
-        again = call_slt()
+        again = call_slt(parts)
         rows["slt"]["warm"].append(time.perf_counter() - start)
+        rows["slt"]["parts"] = parts  # of the last warm call
         rows["slt"]["cpu"] = time.process_time() - cpu
         rows["slt"]["sampling"].append(again.wall_time)
         if runner is not None and i < args.peer_repeats:
@@ -303,22 +329,6 @@ def run(args) -> dict:
         np.asarray(floor(chain_keys, params, data))
         rows["floor"]["warm"].append(time.perf_counter() - start)
         rows["floor"]["cpu"] = time.process_time() - cpu
-
-    # where slt's call spends its time outside the chains: L_n(w*) and the fixed-step check (timed warm)
-    from slt._src.curvature import top_hessian_eigenvalue
-    from slt.targets import check_loss_at_center, make_target
-
-    target = make_target(model, data, loss=slt.models.token_cross_entropy)
-    for name, fn in (
-        ("slt_init", lambda: np.asarray(check_loss_at_center(target, 1024))),
-        (
-            "slt_check",
-            lambda: top_hessian_eigenvalue(target, key=jax.random.key(5), num_examples=512, num_iterations=20),
-        ),
-    ):
-        cpu, start = time.process_time(), time.perf_counter()  # compiled already by the estimate_llc calls above
-        fn()
-        rows[name] = {"first": time.perf_counter() - start, "warm": [], "cpu": time.process_time() - cpu}
 
     # torch with 2 threads on this shared machine: a short probe of the bare loop
     if runner is not None and args.torch_threads != 2:
@@ -430,8 +440,11 @@ LABELS = {
     "peer": "devinterp `llc()` (whole call)",
     "peer_chains": "  of which the SGLD chains",
     "peer_init": "  of which the init-loss pass (32 batches per chain)",
-    "slt_init": "  in it: L_n(w*) on the full data (`check_loss_at_center`, warm)",
-    "slt_check": "  in it: the fixed-step check (top Hessian eigenvalue, 20 HVPs on 512 sequences, warm)",
+    "prepare_run": "  in the last warm call: `prepare_run` (argument checks, L_n(w*) on the full data)",
+    "_fixed_step_check": "  in it: the fixed-step check (top Hessian eigenvalue, 20 HVPs on 512 sequences)",
+    "sample": "  in it: the chains (`sample`, the driver)",
+    "summarize_run": "  in it: `summarize_run`",
+    "slt_rest": "  in it: the rest (`make_target`, the result)",
     "floor": "floor: bare JAX `jit(vmap(scan SGLD))` (speed.py's, same work)",
     "bare": "bare PyTorch SGLD loop (same work, no store)",
     "bare_1thread_short": "  bare PyTorch loop, 1 chain × 25 steps, 1 torch thread",
@@ -451,8 +464,9 @@ def speed_table(results: dict) -> list[str]:
             return f"{1000 * seconds / draws:.1f}"
 
         c = rows.get(name, {}).get("cpu")
+        f_s, f_ms = ("", "") if first is None else (f"{first:.2f}", ms(first))
         return (
-            f"| {LABELS[name]} | {first:.2f} | {'' if w is None else f'{w:.2f}'} | {ms(first)} | "
+            f"| {LABELS[name]} | {f_s} | {'' if w is None else f'{w:.2f}'} | {f_ms} | "
             f"{'' if w is None else ms(w)} | {len(warm)} | {'' if c is None else ms(c)} |"
         )
 
@@ -464,8 +478,13 @@ def speed_table(results: dict) -> list[str]:
     s = rows["slt"]
     out.append(line("slt", s["first"], s["warm"]))
     out.append(line("slt_sampling", s["sampling"][0], s["sampling"][1:]))
-    out.append(line("slt_init", rows["slt_init"]["first"], []))
-    out.append(line("slt_check", rows["slt_check"]["first"], []))
+    parts = s.get("parts", {})
+    for name in ("prepare_run", "_fixed_step_check", "sample", "summarize_run"):
+        if name in parts:
+            out.append(line(name, None, [parts[name]]))
+    if parts:
+        rest = s["warm"][-1] - sum(parts.values())
+        out.append(line("slt_rest", None, [rest]))
     out.append(line("floor", rows["floor"]["first"], rows["floor"]["warm"]))
     if "peer" in rows:
         p = rows["peer"]
@@ -504,14 +523,18 @@ def ratio_lines(results: dict) -> list[str]:
             f"- devinterp on `GPT2LMHeadModel` / slt whole warm call: {rows['peer_hf']['first'] / slt_warm:.2f}×"
         )
     sampling = statistics.median(rows["slt"]["sampling"][1:] or rows["slt"]["sampling"])
-    check, init = rows["slt_check"]["first"], rows["slt_init"]["first"]
+    parts, last = rows["slt"].get("parts", {}), rows["slt"]["warm"][-1] if rows["slt"]["warm"] else None
     floor = statistics.median(rows["floor"]["warm"] or [rows["floor"]["first"]])
     peer_chains = statistics.median(x["chains_seconds"] for x in p["parts"])
+    if parts and last:
+        check = parts.get("_fixed_step_check", 0.0)
+        out.append(
+            f"- where slt's last warm call went: the chains {parts.get('sample', 0) / last:.0%}, the fixed-step check "
+            f"{check / last:.0%}, `prepare_run` {parts.get('prepare_run', 0) / last:.0%}, `summarize_run` "
+            f"{parts.get('summarize_run', 0) / last:.0%}, the rest {1 - sum(parts.values()) / last:.0%}; "
+            f"devinterp / (that call less the check): {peer_best / (last - check):.2f}×"
+        )
     out += [
-        f"- where slt's warm call goes: sampling {sampling / slt_warm:.0%}, the fixed-step check (timed on its own) "
-        f"{check / slt_warm:.0%}, L_n(w*) {init / slt_warm:.0%}, the rest (argument checks, set-up, summaries, "
-        f"and the load's noise between separately timed parts) {1 - (sampling + check + init) / slt_warm:.0%}. "
-        f"devinterp / (slt's warm call less the check): {peer_best / (slt_warm - check):.2f}×",
         f"- per-step compute: slt's sampling / the JAX floor {sampling / floor:.2f}× (the floor has no loss at w* on "
         f"the minibatch, which the paired estimator adds); the JAX floor / the bare PyTorch loop "
         f"{floor / rows['bare']['first']:.2f}×; devinterp's chains / the bare PyTorch loop "
