@@ -105,3 +105,25 @@ def test_other_strings_are_refused(regression):
             step_size=1e-3,
             localization="big",
         )
+
+
+def test_a_rung_ruled_out_by_r_hat_alone_is_ruled_on_again_after_a_longer_run(monkeypatch):
+    """R-hat of 4 chains is noisy near 1.1: a first non-local rung that fails by R-hat alone (below
+    RHAT_RECHECK) is judged again after the ladder runs twice as long. Here the first ruling is forced (R-hat read
+    as 1.15 at the third rung); the second uses the real R-hat of a regular model, where every rung is local."""
+    import slt._src.localization as loc
+    from slt.targets import make_target
+
+    loss, params, data = _tilted(0.0)  # c = 0: a regular minimum, local at every rung
+    real = loc.diagnostics.rhat
+    calls = {"n": 0}
+
+    def first_ruling_borderline(x):
+        calls["n"] += 1
+        return 1.15 if calls["n"] == 3 else real(x)  # third rung of the first assessment
+
+    monkeypatch.setattr(loc.diagnostics, "rhat", first_ruling_borderline)
+    choice = loc.choose_localization(make_target(loss, params, data), jax.random.key(0))
+    assert "failed by R-hat 1.150 alone" in choice.note, choice.note
+    assert choice.local[2] and choice.chosen >= 2, choice.summary()
+    assert choice.num_steps % 2 == 0 and calls["n"] > len(LADDER)
