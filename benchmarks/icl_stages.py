@@ -68,6 +68,39 @@ PAPER = [
     ("LR5", "320k–500k", "A (rising)", "−0.029", "+3.56", "no further change reported"),
 ]
 
+# Side by side, written by hand from the same run (rows: stage; the paper's LLC and loss; what this run shows).
+SIDE_BY_SIDE = [
+    (
+        "number of stages",
+        "5, from plateaus of the LLC",
+        "LLC: none (one 'flat' run of failing, mostly negative records); held-out loss: 2 (plateau 0–125, "
+        "falling 125–3000); essential dynamics: one turn (step 519)",
+    ),
+    (
+        "LR1, predict the mean task (ŷ = 0)",
+        "LLC rising (+21.4), Δℓ −0.32",
+        "loss plateau at the zero predictor, steps 0–125 (Δℓ −0.02); λ̂ −12.6 → +0.7 → −6.5, every record failing",
+    ),
+    (
+        "LR2, in-context learning forms",
+        "LLC rising (+149), Δℓ −2.21",
+        "loss 4.13 → 2.12, ICL score 0.4 → 3.5; PC2's extremum (step ≈ 334) and the ED turn (519) inside it; λ̂ "
+        "dips to −135 (step 216) and comes back to −13, every record failing",
+    ),
+    (
+        "LR3, LR4: layer-norm collapse",
+        "LLC falling (−12.3, −44.1)",
+        "not reached: the loss still falls at the end; mean abs(ln_f scale) 1.00 → 1.07",
+    ),
+    ("LR5", "LLC rising slightly (+3.56)", "not reached"),
+]
+
+
+def side_by_side() -> str:
+    rows = ["| stage | Hoogland et al., Table 2 (500k steps) | this run (3,000 steps) |", "|---|---|---|"]
+    return "\n".join(rows + [f"| {a} | {b} | {c} |" for a, b, c in SIDE_BY_SIDE])
+
+
 # Written by hand after reading the run's output (numbers copied from the 2026-12-05 run); rewrite after a new run.
 FINDINGS = """
 **What reproduces at this scale and what does not** (written by hand from this run's printed output). The model
@@ -518,7 +551,7 @@ def main(argv=None) -> dict:
             f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}), "
             f"total {total:.0f} s: `{command}`. Held-out loss on {args.num_test} fresh sequences; stages found on "
             f"log10(step + {LOG_OFFSET:g}); LLC data: the {args.num_data} training sequences.\n\n"
-            + (FINDINGS.strip() + "\n\n" if FINDINGS.strip() else "")
+            + (side_by_side() + "\n\n" + FINDINGS.strip() + "\n\n" if FINDINGS.strip() else "")
             + text
             + "\n\n![ICL stages](figures/icl_stages.png)"
         )
