@@ -406,11 +406,26 @@ def run(args) -> dict:
         t_train=t_train,
         draws_total=draws_total,
         date=datetime.date.today().isoformat(),
-        command="python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]]),
+        command=command_line(),
     )
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def command_line() -> str:
+    """The command as run from the repository root (the interpreter relative to it when it lives there)."""
+    exe = Path(sys.executable)
+    try:
+        interpreter = str(exe.relative_to(ROOT))
+    except ValueError:
+        interpreter = "python"
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(ROOT)
+    except ValueError:
+        pass
+    return " ".join([interpreter, str(script), *sys.argv[1:]])
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -599,7 +614,7 @@ def bif_lines(results: dict) -> list[str]:
 def report(results: dict) -> str:
     env, s = results["env"], results["settings"]
     lines = [
-        f"Measured {results['date']} with `.venv-devinterp2/bin/{results['command']}` in one process (the whole "
+        f"Measured {results['date']} with `{results['command']}` in one process (the whole "
         f"script took {env['script_seconds'] / 60:.1f} min) on this machine's CPU: {env['cpu']}, "
         f"{env['cpu_count']} cores, no GPU, shared with other jobs: load average (1, 5, 15 min) "
         f"{env['load_before']} before, {env['load_after']} after, so every time is inflated and noisy. JAX "
@@ -608,10 +623,15 @@ def report(results: dict) -> str:
         f"Model: `slt.models.GPT` ({results['num_params']:,} parameters: 2 layers, 4 heads, d_model 64, MLP 256, "
         f"context 32, vocab 32, untied unembedding, no dropout) trained {TRAIN_STEPS} steps (Adam {TRAIN_LR:g}, "
         f"batch {BATCH_SIZE}) on n = {NUM_SEQUENCES} sequences of `SyntheticLanguage(32, seed=0)`; "
-        f"L_n(w*) = {results['init_loss']:.5f} nats/token. Its weights copied into a torch module with the same "
-        "forward pass (`benchmarks/_devinterp_gpt.py`; and into `GPT2LMHeadModel`); max |logit difference| "
-        + ", ".join(f"{k} {v:.1e}" for k, v in env.get("logit_diff", {}).items())
-        + "; the peer's init loss over its 32 init batches equals L_n(w*) (one full pass; checked to 1e-5).",
+        f"L_n(w*) = {results['init_loss']:.5f} nats/token."
+        + (
+            " Its weights copied into a torch module with the same forward pass (`benchmarks/_devinterp_gpt.py`; "
+            "and into `GPT2LMHeadModel`); max |logit difference| "
+            + ", ".join(f"{k} {v:.1e}" for k, v in env["logit_diff"].items())
+            + "; the peer's init loss over its 32 init batches equals L_n(w*) (one full pass; checked to 1e-5)."
+            if "logit_diff" in env
+            else ""
+        ),
         "",
         f"Sampling, both sides: SGLD, ε = {s['step_size']:g}, nβ = n/log n = {s['nbeta']:.2f}, γ = "
         f"{s['localization']:g}, batch {s['batch_size']} sequences × 32 tokens, {s['num_chains']} chains × "
