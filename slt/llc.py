@@ -642,15 +642,23 @@ def estimate_llc(
 STEP_BIAS_WARN = 0.2
 
 
+CHECK_BATCHES = 2  # minibatches' worth of examples for the fixed-step check's curvature (at most 512)
+
+
 def _fixed_step_check(target, settings: SamplingSettings, key) -> str | None:
     """A warning, with a suggested step, when a fixed step's predicted bias exceeds :data:`STEP_BIAS_WARN`
     (samplers with SGLD's first-order bias: ``SamplerSpec.langevin_bias``). The curvature is a short power
-    iteration on at most 512 examples: a few dozen Hessian-vector products, cheap against a sampling run."""
+    iteration (20 Hessian-vector products) on at most :data:`CHECK_BATCHES` minibatches' worth of examples (and
+    at most 512): sized to the run's own batches, so that on a model with long examples (a GPT's sequences) it
+    stays small against the sampling it checks (at 512 sequences it took 41% of a 4 × 200-draw call)."""
     spec = sampler_spec(settings.sampler)
     if not spec.langevin_bias:
         return None
     gain = float(spec.step_gain(dict(settings.sampler_params))) if spec.step_gain is not None else 1.0
-    h_max = top_hessian_eigenvalue(target, key=jax.random.fold_in(key, 0x5EED), num_examples=512, num_iterations=20)
+    num_examples = min(512, CHECK_BATCHES * settings.batch_size)
+    h_max = top_hessian_eigenvalue(
+        target, key=jax.random.fold_in(key, 0x5EED), num_examples=num_examples, num_iterations=20
+    )
     bias = predicted_step_bias(
         settings.step_size,
         nbeta=settings.nbeta,

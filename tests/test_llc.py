@@ -379,3 +379,25 @@ def test_user_supplied_sampler_factory(small_dln, key):
     )
     np.testing.assert_allclose(c.llc_trace, 0.0, atol=1e-3)
     assert c.sampler == "frozen_sampler"
+
+
+def test_a_fixed_step_too_large_to_diverge_but_biased_is_flagged_with_a_suggested_step(regression, key):
+    """Full batch, ε (nβ h_max + γ) = 1: stable (< 2) but the stiffest direction's bias ε c/4 is +25%, above
+    STEP_BIAS_WARN; 100× smaller is +0.25%: no warning. The curvature comes from CHECK_BATCHES batches' worth of
+    examples."""
+    x = np.asarray(regression.data[0], np.float64)
+    h_max = np.linalg.eigvalsh(x.T @ x / x.shape[0]).max()
+    nbeta = slt.default_nbeta(regression.data[0].shape[0])
+    stiff = nbeta * h_max + 1.0
+    run = dict(key=key, num_chains=2, num_draws=200, num_burnin=50, batch_size=regression.data[0].shape[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        slt.estimate_llc(regression.loss_fn, regression.params, regression.data, step_size=1.0 / stiff, **run)
+    flagged = [str(w.message) for w in caught if "probably too large" in str(w.message)]
+    assert len(flagged) == 1, [str(w.message) for w in caught]
+    suggested = float(flagged[0].split("A step of about ")[1].split()[0])
+    assert suggested == pytest.approx(0.2 / stiff, rel=0.15)  # 0.05 / (ε c / 4) · ε, c within the power iteration's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        slt.estimate_llc(regression.loss_fn, regression.params, regression.data, step_size=0.01 / stiff, **run)
+    assert not [w for w in caught if "probably too large" in str(w.message)]
