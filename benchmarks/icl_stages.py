@@ -103,8 +103,10 @@ def side_by_side() -> str:
 
 # Written by hand after reading the run's output (numbers copied from the 2026-12-05 run); rewrite after a new run.
 FINDINGS = """
-**What reproduces at this scale and what does not** (written by hand from this run's printed output). The model
-has 17,889 parameters and trains for 3,000 Adam steps; the paper's has d_model 64 and trains for 500k steps.
+**What reproduces at this scale and what does not** (written by hand from this run's printed output). The run used
+the library as of 01:54 UTC, before commits 9f6a6b6 and f9da051 changed how `"auto"` chooses ε and γ; a rerun may
+choose differently. The model has 17,889 parameters and trains for 3,000 Adam steps; the paper's has d_model 64 and
+trains for 500k steps.
 
 - *Loss and behaviour: the paper's first two stages appear, in order.* The held-out loss sits at the zero predictor
   (4.15 → 4.13 over steps 0–125; `detect_stages` on the 25-step held-out loss: plateau 0–125): LR1's "predict the
