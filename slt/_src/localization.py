@@ -48,11 +48,13 @@ LADDER = (1 / 10, 1 / 30, 1 / 100, 1 / 300, 1 / 1000)  # κ: γ = κ nβ h_max, 
 LADDER_BIAS = 0.2  # predicted first-order bias of each rung's step (the ladder ranks γ; it does not estimate λ)
 RELAXED = 2.0  # ε γ N: flat directions relaxed by e^-2
 RELAX_THROUGH = 1 / 300  # the run is long enough for the rungs down to this κ
+MIN_LADDER_STEPS = 2_000
 MAX_LADDER_STEPS = 20_000
 STEP_RETRIES = 2  # rungs that diverge or run away run again at a smaller step at most this often
 STEP_SHRINK = 16.0
 FLAT_SCALE = 10.0  # nβ h_max to scale the ladder by when the curvature at w* is 0
-LADDER_SEGMENT = 2000  # the ladder runs in segments of this many steps (one program), so a deadline can stop it
+LADDER_SEGMENT = 500  # the ladder runs in segments of this many steps (one program), so a deadline can stop it
+# (at 2,000 one segment of 5 rungs × 4 chains of a 17k-parameter transformer overran a 120 s budget by minutes)
 RHAT_RECHECK = 1.2  # a first non-local rung ruled out by R-hat alone, below this, is ruled on again after a longer run
 
 
@@ -209,7 +211,7 @@ def choose_localization(
 
     def run_length(steps):  # long enough for the rungs down to RELAX_THROUGH to relax (ε γ N >= RELAXED)
         need = RELAXED / (steps * gammas)
-        length = int(np.clip(np.ceil(need[:through].max() * 1.5), LADDER_SEGMENT, MAX_LADDER_STEPS))
+        length = int(np.clip(np.ceil(need[:through].max() * 1.5), MIN_LADDER_STEPS, MAX_LADDER_STEPS))
         return -(-length // LADDER_SEGMENT) * LADDER_SEGMENT
 
     def run_ladder(steps, num_steps, attempt, trace=None, done=0):
