@@ -649,6 +649,17 @@ def _choose(
             f"{bias_tolerance:g} (fit over {fit_cells.size} cells: a = {intercept:.4g}, b = {slope:.4g})"
             + ("." if max_step_size is None else f", at most the first calibration's {max_step_size:.3g}.")
         )
+    elif ok.size < 2 and max_step_size is not None and (stable & (eps <= max_step_size * (1 + 1e-9))).any():
+        # Too few equilibrated cells to fit, under a bound an earlier calibration set by its bias rule (the warm
+        # grid of step_size="auto"): that bound is the best evidence there is. The smallest cell mixes worst (a
+        # tracker's warm grid whose short cells read R-hat 1.11-1.13 fell to ε 8x below the bound, and most
+        # records then failed their checks).
+        cells = np.flatnonzero(stable & (eps <= max_step_size * (1 + 1e-9)))
+        chosen = int(cells[np.argmax(eps[cells])])
+        note = (
+            f"too few equilibrated cells to fit the bias ({ok.size} of {G}): kept the first calibration's bound, "
+            f"the largest stable ε at or below {max_step_size:.3g}."
+        )
     elif ok.size:
         chosen = int(ok[np.argmin(eps[ok])])
         note = (

@@ -520,3 +520,39 @@ def test_with_no_equilibrated_cell_the_largest_step_within_the_curvature_bound_i
     bound = 0.05 * 4 / (nbeta * h_max + gamma)  # ε with worst-case bias 0.05: 9.95e-4
     assert res.step_size == eps[eps <= bound].max()
     assert "worst-case" in res.note
+
+
+def test_with_too_few_equilibrated_cells_under_a_bound_the_bound_is_kept():
+    """The warm grid of step_size="auto" runs under the first calibration's bound: where it cannot fit (fewer than
+    two equilibrated cells), the largest stable ε at or below that bound is chosen, not the grid's smallest."""
+    from slt._src.settings import SamplingSettings
+    from slt.calibration import _choose
+
+    steps = 400
+    settings = SamplingSettings.validated(
+        num_data=50, step_size=1.0, num_chains=4, num_draws=steps, num_burnin=0, nbeta=100.0, localization=1.0
+    )
+    eps = 1e-4 * 0.5 ** np.arange(8)
+    rng = np.random.default_rng(1)
+    loss = 0.01 * rng.normal(size=(8, 4, steps)) + np.linspace(0.0, 0.05, steps)  # all drifting ...
+    loss[-1] = 0.01 * rng.normal(size=(4, steps))  # ... but the smallest cell
+    res = _choose(
+        eps,
+        settings,
+        loss,
+        np.zeros((8, 4, steps)),
+        {},
+        None,
+        num_steps=steps,
+        num_burnin=0,
+        num_params=20,
+        bias_tolerance=0.05,
+        max_step_size=3e-5,
+        h_max=2.0,
+        cap=2.0 / 201.0,
+        gradients_per_step=1,
+        per_step=1e-3,
+        started_from="warm-up",
+    )
+    assert res.equilibrated.sum() == 1 and res.equilibrated[-1]
+    assert res.step_size == 2.5e-5 and "kept the first calibration's bound" in res.note
