@@ -456,7 +456,7 @@ LABELS = {
     "peer_chains": "  of which the SGLD chains",
     "peer_init": "  of which the init-loss pass (32 batches per chain)",
     "prepare_run": "  in the last warm call: `prepare_run` (argument checks, L_n(w*) on the full data)",
-    "_fixed_step_check": "  in it: the fixed-step check (top Hessian eigenvalue, 20 HVPs on 512 sequences)",
+    "_fixed_step_check": "  in it: the fixed-step check (top Hessian eigenvalue, 20 HVPs on 2 batches of sequences)",
     "sample": "  in it: the chains (`sample`, the driver)",
     "summarize_run": "  in it: `summarize_run`",
     "slt_rest": "  in it: the rest (`make_target`, the result)",
@@ -555,8 +555,8 @@ def ratio_lines(results: dict) -> list[str]:
         f"{floor / rows['bare']['first']:.2f}×; devinterp's chains / the bare PyTorch loop "
         f"{peer_chains / rows['bare']['first']:.2f}×",
         "- the fixed-step check (`_fixed_step_check` in `slt/llc.py`, run by every `estimate_llc` with a numeric "
-        "`step_size`) is a power iteration of 20 Hessian-vector products on the first 512 examples whatever the "
-        f"length of the run; here an example is a 32-token sequence, so it is 20 × 512 = 10,240 sequence-HVPs, "
+        "`step_size`) is a power iteration of 20 Hessian-vector products on min(512, 2 × batch) examples; here "
+        f"20 × {min(512, 2 * BATCH_SIZE)} = {20 * min(512, 2 * BATCH_SIZE):,} sequence-HVPs, "
         f"against {results['draws_total']} minibatch gradients of {BATCH_SIZE} sequences "
         f"({results['draws_total'] * BATCH_SIZE:,} sequence-gradients) for the chains",
     ]
