@@ -642,23 +642,26 @@ def _choose(
             predicted = np.maximum(slope, 0.0) * eps / intercept
     allowed = ok if max_step_size is None else ok[eps[ok] <= max_step_size * (1 + 1e-9)]
     candidates = allowed[predicted[allowed] <= bias_tolerance]
-    if candidates.size:
+    under_bound = np.flatnonzero(stable & (eps <= (max_step_size or 0.0) * (1 + 1e-9)))
+    # Under a bound an earlier calibration set by its bias rule (the warm grid of step_size="auto"), a grid that
+    # carries no bias information keeps the bound: too few equilibrated cells to fit, or a fitted slope that is not
+    # positive (SGLD's first-order bias grows with ε; a flat or falling λ̂(ε) here means the small cells, started
+    # from the warm chains, have not relaxed). The smallest cell mixes worst: a tracker's warm grid whose cells at
+    # and below the bound read R-hat 1.11-1.13 fell to ε 8x below it, and most records then failed their checks.
+    keep_bound = max_step_size is not None and under_bound.size and (ok.size < 2 or not slope > 0)
+    if keep_bound:
+        chosen = int(under_bound[np.argmax(eps[under_bound])])
+        note = (
+            f"the grid carries no bias information ({ok.size} of {G} cells equilibrated"
+            + (f", fitted slope b = {slope:.4g} ≤ 0" if ok.size >= 2 else "")
+            + f"): kept the first calibration's bound, the largest stable ε at or below {max_step_size:.3g}."
+        )
+    elif candidates.size:
         chosen = int(candidates[np.argmax(eps[candidates])])
         note = (
             f"chose the largest stable, equilibrated ε whose predicted bias b·ε/a = {predicted[chosen]:+.3f} is within "
             f"{bias_tolerance:g} (fit over {fit_cells.size} cells: a = {intercept:.4g}, b = {slope:.4g})"
             + ("." if max_step_size is None else f", at most the first calibration's {max_step_size:.3g}.")
-        )
-    elif ok.size < 2 and max_step_size is not None and (stable & (eps <= max_step_size * (1 + 1e-9))).any():
-        # Too few equilibrated cells to fit, under a bound an earlier calibration set by its bias rule (the warm
-        # grid of step_size="auto"): that bound is the best evidence there is. The smallest cell mixes worst (a
-        # tracker's warm grid whose short cells read R-hat 1.11-1.13 fell to ε 8x below the bound, and most
-        # records then failed their checks).
-        cells = np.flatnonzero(stable & (eps <= max_step_size * (1 + 1e-9)))
-        chosen = int(cells[np.argmax(eps[cells])])
-        note = (
-            f"too few equilibrated cells to fit the bias ({ok.size} of {G}): kept the first calibration's bound, "
-            f"the largest stable ε at or below {max_step_size:.3g}."
         )
     elif ok.size:
         chosen = int(ok[np.argmin(eps[ok])])
@@ -731,7 +734,7 @@ def _choose(
         note=note,
         per_step_seconds=per_step,
         wall_time=float("nan"),  # set by the caller: the whole calibration's time
-        by_rule=bool(candidates.size),
+        by_rule=bool(candidates.size) and not keep_bound,
         sampler_stats=info_means,
         chosen_position=final_position,
         started_from=started_from,
