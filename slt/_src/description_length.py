@@ -160,9 +160,7 @@ def description_length(
     else:
         d0 = _finite(coarse_tolerance, "coarse_tolerance")
         if not 0 < d0 or (m > 1 and d0 >= 1):
-            raise ValueError(
-                f"`coarse_tolerance` must be in (0, {'1' if m > 1 else '∞'}); got {coarse_tolerance!r}."
-            )
+            raise ValueError(f"`coarse_tolerance` must be in (0, {'1' if m > 1 else '∞'}); got {coarse_tolerance!r}.")
         if np.any(delta >= d0):
             raise ValueError(
                 f"`tolerance` must be below `coarse_tolerance` = {d0!r} (a refinement); got {tolerance!r}."
