@@ -482,42 +482,48 @@ def test_auto_on_the_peers_crossing_at_small_localization_matches_quadrature():
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse, (res.llc_mean, res.llc_mcse, exact)
 
 
-def test_with_no_equilibrated_cell_the_largest_step_within_the_curvature_bound_is_chosen():
-    """Every cell still drifting: no fit, so the stiffest direction's first-order bias ε·(nβ h + γ)/4 bounds the
-    step (full batch here), and the largest stable ε within it is chosen rather than the smallest (which mixes
-    worst)."""
+NBETA, H_MAX, GAMMA = 100.0, 2.0, 1.0
+
+
+def _choose_on(loss, eps, *, max_step_size, started_from="w*"):
+    """slt.calibration's rule on synthetic (cell, chain, step) λ̂ traces: nβ = 100, h_max = 2, γ = 1, full batch."""
     from slt._src.settings import SamplingSettings
     from slt.calibration import _choose
 
-    nbeta, h_max, gamma, steps = 100.0, 2.0, 1.0, 400
+    cells, chains, steps = loss.shape
     settings = SamplingSettings.validated(
-        num_data=50, step_size=1.0, num_chains=4, num_draws=steps, num_burnin=0, nbeta=nbeta, localization=gamma
+        num_data=50, step_size=1.0, num_chains=chains, num_draws=steps, num_burnin=0, nbeta=NBETA, localization=GAMMA
     )
-    eps = 1e-2 * 0.5 ** np.arange(8)
-    cap = 2.0 / (nbeta * h_max + gamma)
-    rng = np.random.default_rng(0)
-    trend = np.linspace(0.0, 0.05, steps)  # every trace climbs: no cell passes the drift check
-    loss = 0.01 * rng.normal(size=(8, 4, steps)) + trend
-    res = _choose(
+    return _choose(
         eps,
         settings,
         loss,
-        np.zeros((8, 4, steps)),
+        np.zeros_like(loss),
         {},
         None,
         num_steps=steps,
         num_burnin=0,
         num_params=20,
         bias_tolerance=0.05,
-        max_step_size=None,
-        h_max=h_max,
-        cap=cap,
+        max_step_size=max_step_size,
+        h_max=H_MAX,
+        cap=2.0 / (NBETA * H_MAX + GAMMA),
         gradients_per_step=1,
         per_step=1e-3,
-        started_from="w*",
+        started_from=started_from,
     )
+
+
+def test_with_no_equilibrated_cell_the_largest_step_within_the_curvature_bound_is_chosen():
+    """Every cell still drifting: no fit, so the stiffest direction's first-order bias ε·(nβ h + γ)/4 bounds the
+    step (full batch here), and the largest stable ε within it is chosen rather than the smallest (which mixes
+    worst)."""
+    eps = 1e-2 * 0.5 ** np.arange(8)
+    rng = np.random.default_rng(0)
+    trend = np.linspace(0.0, 0.05, 400)  # every trace climbs: no cell passes the drift check
+    res = _choose_on(0.01 * rng.normal(size=(8, 4, 400)) + trend, eps, max_step_size=None)
     assert not res.equilibrated.any() and res.stable.all()
-    bound = 0.05 * 4 / (nbeta * h_max + gamma)  # ε with worst-case bias 0.05: 9.95e-4
+    bound = 0.05 * 4 / (NBETA * H_MAX + GAMMA)  # ε with worst-case bias 0.05: 9.95e-4
     assert res.step_size == eps[eps <= bound].max()
     assert "worst-case" in res.note
 
@@ -525,34 +531,26 @@ def test_with_no_equilibrated_cell_the_largest_step_within_the_curvature_bound_i
 def test_with_too_few_equilibrated_cells_under_a_bound_the_bound_is_kept():
     """The warm grid of step_size="auto" runs under the first calibration's bound: where it cannot fit (fewer than
     two equilibrated cells), the largest stable ε at or below that bound is chosen, not the grid's smallest."""
-    from slt._src.settings import SamplingSettings
-    from slt.calibration import _choose
-
-    steps = 400
-    settings = SamplingSettings.validated(
-        num_data=50, step_size=1.0, num_chains=4, num_draws=steps, num_burnin=0, nbeta=100.0, localization=1.0
-    )
     eps = 1e-4 * 0.5 ** np.arange(8)
     rng = np.random.default_rng(1)
-    loss = 0.01 * rng.normal(size=(8, 4, steps)) + np.linspace(0.0, 0.05, steps)  # all drifting ...
-    loss[-1] = 0.01 * rng.normal(size=(4, steps))  # ... but the smallest cell
-    res = _choose(
-        eps,
-        settings,
-        loss,
-        np.zeros((8, 4, steps)),
-        {},
-        None,
-        num_steps=steps,
-        num_burnin=0,
-        num_params=20,
-        bias_tolerance=0.05,
-        max_step_size=3e-5,
-        h_max=2.0,
-        cap=2.0 / 201.0,
-        gradients_per_step=1,
-        per_step=1e-3,
-        started_from="warm-up",
-    )
+    loss = 0.01 * rng.normal(size=(8, 4, 400)) + np.linspace(0.0, 0.05, 400)  # all drifting ...
+    loss[-1] = 0.01 * rng.normal(size=(4, 400))  # ... but the smallest cell
+    res = _choose_on(loss, eps, max_step_size=3e-5, started_from="warm-up")
     assert res.equilibrated.sum() == 1 and res.equilibrated[-1]
     assert res.step_size == 2.5e-5 and "kept the first calibration's bound" in res.note
+
+
+def test_a_warm_grid_whose_fitted_slope_is_not_positive_keeps_the_bound():
+    """λ̂ rising as ε shrinks (small cells not relaxed from the warm chains) carries no information about SGLD's
+    bias, which grows with ε: the bound cell is kept even where it is not equilibrated itself, rather than the
+    largest equilibrated cell below it (here 4x smaller)."""
+    eps = 1e-4 * 0.5 ** np.arange(8)
+    rng = np.random.default_rng(2)
+    means = 0.05 + 0.01 * np.arange(8)  # λ̂ = nβ · loss rises as ε falls: a negative fitted slope
+    loss = means[:, None, None] + 0.002 * rng.normal(size=(8, 4, 400))
+    loss[2] += np.linspace(0.0, 0.02, 400)  # the bound cell (2.5e-5) drifts ...
+    loss[3] += np.linspace(0.0, 0.02, 400)  # ... and so does the next one
+    res = _choose_on(loss, eps, max_step_size=2.5e-5, started_from="warm-up")
+    assert not res.equilibrated[2] and not res.equilibrated[3] and res.equilibrated[4:].all()
+    assert res.slope < 0
+    assert res.step_size == 2.5e-5 and "no bias information" in res.note
