@@ -58,7 +58,7 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
-from slt._src.curvature import hessian_radius, top_hessian_eigenvalue
+from slt._src.curvature import hessian_radius, predicted_step_bias, top_hessian_eigenvalue
 from slt._src.driver import run_grid
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
@@ -674,8 +674,17 @@ def _choose(
         # No fit to read the bias from: bound it by the stiffest direction's first-order bias (2/cap = g(nβh + γ),
         # slt._src.curvature.predicted_step_bias), a worst case. The smallest stable ε mixes worst of all (on the
         # TMS at γ = 1 it gave ε = 1.7e-6, ESS 9 in 600,000 chain-steps); take the largest stable ε within it.
-        noise = 1.0 + settings.nbeta / settings.batch_size if settings.batch_size < settings.num_data else 1.0
-        curvature_bias = eps * (2.0 / cap) / 4.0 * noise
+        stiff = settings.nbeta * h_max + settings.localization
+        unit = predicted_step_bias(
+            1.0,
+            nbeta=settings.nbeta,
+            localization=settings.localization,
+            hessian_top=h_max,
+            batch_size=settings.batch_size,
+            num_data=settings.num_data,
+            gain=2.0 / (cap * stiff) if stiff > 0 else 1.0,  # the sampler's step gain, as the cap used it
+        )
+        curvature_bias = eps * unit
         cells = np.flatnonzero(stable)
         safe = cells[(curvature_bias[cells] <= bias_tolerance) & (eps[cells] <= (max_step_size or np.inf) * (1 + 1e-9))]
         chosen = int(safe[np.argmax(eps[safe])]) if safe.size else int(cells[np.argmin(eps[cells])])
