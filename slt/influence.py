@@ -540,6 +540,7 @@ def bif(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
     store=None,
     mesh=None,
@@ -569,8 +570,8 @@ def bif(
             the training loss on each probe example alone, shape (P,). A per-token loss gives (P, T) per draw;
             the covariance is then over the P·T flattened entries (row-major: example, then token).
         num_chains, num_draws, num_burnin, batch_size, nbeta, localization, sampler, sampler_params, thin,
-        progress, chunk_size, precision, time_budget, store, mesh, chain_batch_size, steps_per_chunk: as in
-            :func:`slt.estimate_llc` (``localization`` may be ``"auto"``).
+        progress, chunk_size, precision, bias_tolerance, time_budget, store, mesh, chain_batch_size,
+        steps_per_chunk: as in :func:`slt.estimate_llc` (``localization`` may be ``"auto"``).
         num_batches: batches per chain for the batch-means MCSE.
 
     Returns:
@@ -626,6 +627,7 @@ def bif(
         sampler_params=sampler_params,
         chunk_size=chunk_size,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
     )
     records, diverged = sampled.records, sampled.diverged
@@ -778,6 +780,7 @@ def susceptibilities(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
     store=None,
     mesh=None,
@@ -874,6 +877,7 @@ def susceptibilities(
         sampler_params=sampler_params,
         chunk_size=chunk_size,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
     )
     settings, records, diverged = sampled.settings, sampled.records, sampled.diverged

@@ -377,6 +377,7 @@ def estimate_llc(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
     observables: dict | None = None,
     thin: int = 1,
@@ -459,6 +460,9 @@ def estimate_llc(
             with an ETA that leaves out compilation.
         chunk_size: examples per vectorized chunk when computing the loss at w* on the full data set.
         precision: with ``step_size="auto"``: target relative MCSE of λ̂.
+        bias_tolerance: with ``step_size="auto"``: the largest predicted relative bias of λ̂ at the chosen ε
+            (:func:`slt.calibrate`'s rule; the step-size part of the error, beside ``precision``'s Monte-Carlo
+            part). Lower it for a smaller, slower step.
         time_budget: with ``step_size="auto"``: seconds the whole call may take, calibrations, warm-up,
             run and continuations included (the run is sized from the per-step time the warm-up measured).
         observables: what else to record at each kept draw, on device: ``{"name": spec}`` with ``spec`` a
@@ -524,6 +528,7 @@ def estimate_llc(
         sampler_params=sampler_params,
         chunk_size=chunk_size,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
         progress=progress,
         steps_per_chunk=steps_per_chunk,

@@ -205,6 +205,35 @@ def test_auto_warms_up_at_a_larger_step_then_recalibrates_from_the_warm_chains(a
     assert cal.chosen_position is not None and jax.tree_util.tree_leaves(cal.chosen_position)[0].shape[0] == 4
 
 
+def test_auto_bias_tolerance_sets_the_rule_of_both_grids(regression, auto_run):
+    """``bias_tolerance`` of ``step_size="auto"`` is the calibrations' rule: a tighter one chooses a step no
+    larger, and the estimate's error against the closed form is within it plus the Monte-Carlo error."""
+    res = slt.estimate_llc(
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(1),
+        step_size="auto",
+        batch_size=100,
+        time_budget=60.0,
+        bias_tolerance=0.01,
+    )
+    assert res.calibration.bias_tolerance == 0.01 and res.calibration.first.bias_tolerance == 0.01
+    assert auto_run.calibration.bias_tolerance == 0.05
+    assert res.step_size <= auto_run.step_size
+    exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
+    assert abs(res.llc_mean / exact - 1) < 0.01 + 3 * res.llc_mcse / exact, res.summary()
+    with pytest.raises(ValueError, match="bias_tolerance"):
+        slt.estimate_llc(
+            regression.loss_fn,
+            regression.params,
+            regression.data,
+            key=jax.random.key(1),
+            step_size="auto",
+            bias_tolerance=0.0,
+        )
+
+
 def test_a_run_starts_from_init_position(regression):
     """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
     from slt._src.driver import run_chains

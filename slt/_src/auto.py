@@ -128,6 +128,7 @@ def auto_settings(
     time_budget,
     progress,
     steps_per_chunk=None,
+    bias_tolerance=0.05,
     **kwargs,
 ) -> AutoChoice:
     """Calibrate at w*, warm up at a larger step, recalibrate from the warm chains, then size burn-in and draws
@@ -152,7 +153,10 @@ def auto_settings(
             num_chains=num_chains,
             **others,
         )
-    grid = dict(num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE)
+    bias_tolerance = validate.positive_float(bias_tolerance, "bias_tolerance")
+    grid = dict(
+        num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE, bias_tolerance=bias_tolerance
+    )
     notes = []
     (first_burnin, first_draws), (second_burnin, second_draws) = AUTO_CELL_STEPS
     first = None
@@ -507,6 +511,7 @@ def prepare_run(
     time_budget,
     progress,
     steps_per_chunk,
+    bias_tolerance=0.05,
     **settings,
 ) -> Prepared:
     """The one setup of every single-temperature estimator (:func:`slt.estimate_llc`, :func:`slt.bif`,
@@ -550,6 +555,7 @@ def prepare_run(
             sampler=sampler,
             sampler_params=sampler_params,
             precision=precision,
+            bias_tolerance=bias_tolerance,
             time_budget=time_budget,
             progress=progress,
             chunk_size=chunk_size,

@@ -286,6 +286,7 @@ def llc_trajectory(
     reference: int = -1,
     recalibrate: bool = False,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
     norm_groups: Callable | None = None,
     **settings,
@@ -315,7 +316,7 @@ def llc_trajectory(
         reference: with ``step_size="auto"``: the index of the checkpoint where the choice is made.
         recalibrate: with ``step_size="auto"``: choose again at every checkpoint (then the estimates do not
             share their settings; each record's ``auto`` says what it used).
-        precision, time_budget: as :func:`slt.estimate_llc`, for the choice (``time_budget`` bounds the
+        precision, bias_tolerance, time_budget: as :func:`slt.estimate_llc`, for the choice (``time_budget`` bounds the
             calibration at the reference checkpoint, not the whole trajectory).
         norm_groups: ``groups`` of :func:`weight_norms` (how parameters are grouped for ``group_norms``).
         **settings: the other :func:`slt.estimate_llc` settings (``num_chains``, ``num_draws``,
@@ -368,6 +369,7 @@ def llc_trajectory(
         key, cal_key, warm_key = jax.random.split(key, 3)
         auto_kwargs = dict(
             precision=precision,
+            bias_tolerance=bias_tolerance,
             time_budget=time_budget,
             progress=progress,
             **{k: v for k, v in settings.items() if k not in ("estimator",)},

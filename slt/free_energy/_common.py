@@ -113,6 +113,7 @@ def _problem(
     auto_nbeta=None,
     key=None,
     precision=0.02,
+    bias_tolerance=0.05,
     time_budget=120.0,
     progress=False,
 ) -> tuple[_Problem, Any]:
@@ -136,6 +137,7 @@ def _problem(
         sampler_params=sampler_params,
         chunk_size=chunk_size,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
         progress=progress,
         steps_per_chunk=None,

@@ -432,6 +432,7 @@ def learning_coefficient(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
 ) -> LearningCoefficientResult:
     r"""The learning coefficient λ (and the multiplicity m) at w*, beyond the finite-temperature estimate.
@@ -497,7 +498,7 @@ def learning_coefficient(
 
     Args:
         model_or_loss, *args, loss, where, key, num_chains, num_draws, num_burnin, batch_size, sampler,
-            sampler_params, progress, chunk_size, precision, time_budget: as :func:`slt.estimate_llc`.
+            sampler_params, progress, chunk_size, precision, bias_tolerance, time_budget: as :func:`slt.estimate_llc`.
         step_size: SGLD step at the highest temperature (scaled as 1/t below it) or ``"auto"``.
         localization: γ ≥ 0 (default 1).
         method: ``"extrapolate"``, ``"takio_suzuki"`` or ``"all"``.
@@ -557,6 +558,7 @@ def learning_coefficient(
         auto_nbeta=float(run_nbetas.max()),
         key=key,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
         progress=progress,
     )
@@ -661,6 +663,7 @@ def learning_coefficient(
             sampler_params=sampler_params,
             chunk_size=chunk_size,
             precision=precision,
+            bias_tolerance=bias_tolerance,
             time_budget=time_budget,
             progress=progress,
         )

@@ -364,6 +364,7 @@ def _free_energy_of_target(
     chunk_size,
     step_reference_nbeta=None,
     precision=0.02,
+    bias_tolerance=0.05,
     time_budget=120.0,
 ) -> LocalFreeEnergyResult:
     """``step_reference_nbeta``: the temperature ``step_size`` is meant for (default the top one); the
@@ -394,6 +395,7 @@ def _free_energy_of_target(
         auto_nbeta=top,
         key=key,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
         progress=progress,
     )
@@ -550,6 +552,7 @@ def local_free_energy(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
 ) -> LocalFreeEnergyResult:
     r"""The local free energy by thermodynamic integration over the inverse temperature.
@@ -584,7 +587,7 @@ def local_free_energy(
         step_size: ε at the top temperature (scalar), an array of ``num_temperatures`` steps, or ``"auto"``:
             :func:`slt.estimate_llc`'s choice at the top temperature (scaled to the others as above), which
             also sizes ``num_burnin``/``num_draws`` where they are None (else 1000 and 2000), with
-            ``precision`` and ``time_budget``.
+            ``precision``, ``bias_tolerance`` and ``time_budget``.
         nbeta: the top temperature nβ; default n (β = 1).
         num_temperatures: nodes of the grid (≥ 2).
         min_nbeta: the lowest node; default ``tail_tolerance / e(0)``, clipped to [nβ·1e-12, nβ/100].
@@ -635,5 +638,6 @@ def local_free_energy(
         progress=progress,
         chunk_size=chunk_size,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
     )

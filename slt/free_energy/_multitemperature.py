@@ -166,6 +166,7 @@ def llc_multitemperature(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
 ) -> MultiTemperatureResult:
     r"""The learning coefficient as the slope of :math:`\mathbb E_\beta[nL_n]` against 1/β.
@@ -193,10 +194,15 @@ def llc_multitemperature(
         model_or_loss, *args, loss, where, key, num_chains, num_draws, num_burnin, batch_size, sampler,
             sampler_params, progress, chunk_size: as :func:`slt.estimate_llc`.
         localization: γ ≥ 0.
-        step_size: SGLD step (scalar: the same at all temperatures), one per temperature, or ``"auto"``:
-            :func:`slt.estimate_llc`'s choice at the top (stiffest) temperature, used at every temperature
-            (the bias then cancels in the slope, as above); it also sizes ``num_burnin``/``num_draws`` where
-            they are None (else 1000 and 2000), with ``precision`` and ``time_budget``.
+        step_size: SGLD step (scalar: the same at all temperatures; the bias then cancels in the slope, as
+            above), one per temperature, or ``"auto"``: :func:`slt.estimate_llc`'s choice ε* at the top
+            (stiffest) temperature t_max, scaled as :math:`\varepsilon_k = \varepsilon^* t_{max}/t_k` below it.
+            With ε t fixed every temperature has the top's relative discretization bias (so the slope has it too)
+            and relaxes its stiff directions in as many steps; the minibatch-noise bias, ∝ ε t², is smaller below
+            the top. One step for all would leave the coldest temperatures under-relaxed at the top's step
+            (DLN 8-6-4, benchmarks/RESULTS.md: −33% against −15%). ``"auto"`` also sizes
+            ``num_burnin``/``num_draws`` where they are None (else 1000 and 2000), with ``precision``,
+            ``bias_tolerance`` and ``time_budget``.
         nbetas: the temperatures nβ_k (≥ 2 distinct values); default ``num_temperatures`` values
             geometric from :math:`t^*/\text{spread}` to :math:`t^*\cdot\text{spread}`, :math:`t^* = n/\log n`.
         common_random_numbers: one key for all temperatures (default) or independent keys.
@@ -251,11 +257,17 @@ def llc_multitemperature(
         auto_nbeta=float(nbetas.max()),
         key=key,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
         progress=progress,
     )
     s = problem.settings
-    steps = explicit if explicit is not None else np.full(num, s.step_size)
+    if explicit is not None:
+        steps = explicit
+    elif auto:  # ε t fixed from the top temperature's choice (see the docstring)
+        steps = s.step_size * nbetas.max() / nbetas
+    else:
+        steps = np.full(num, s.step_size)
     keys = _same_key(key, num) if common_random_numbers else jax.random.split(key, num)
     run = _sample(problem, nbetas, steps, keys, progress=progress, description="multi-temperature LLC")
     messages = list(run.messages)

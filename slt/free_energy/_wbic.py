@@ -97,6 +97,7 @@ def wbic(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
+    bias_tolerance: float = 0.05,
     time_budget: float = 120.0,
 ) -> WBICResult:
     r"""Watanabe's widely applicable Bayesian information criterion of the local posterior.
@@ -133,8 +134,8 @@ def wbic(
     Args:
         as :func:`slt.estimate_llc` (``localization`` γ ≥ 0 is required; the temperature is fixed at
         n/log n). ``step_size`` is the SGLD step, or ``"auto"`` (:func:`slt.estimate_llc`'s choice at
-        nβ = n/log n, with ``precision`` and ``time_budget``; it then also sizes ``num_burnin`` and ``num_draws``
-        where they are None, else 1000 and 2000).
+        nβ = n/log n, with ``precision``, ``bias_tolerance`` and ``time_budget``; it then also sizes
+        ``num_burnin`` and ``num_draws`` where they are None, else 1000 and 2000).
 
     Returns:
         :class:`WBICResult`.
@@ -169,6 +170,7 @@ def wbic(
         auto_nbeta=t,
         key=key,
         precision=precision,
+        bias_tolerance=bias_tolerance,
         time_budget=time_budget,
         progress=progress,
     )
