@@ -25,6 +25,10 @@ Afterwards:
 * a stage table (start, end, LLC rising/falling/flat, Δ loss, Δ λ̂, the ICL score at the stage's end) beside
   the paper's Table 2, and the health (R-hat, ESS, warnings) of every record.
 
+``--lr-schedule cosine`` decays Adam's learning rate from ``--lr`` to ``--lr * --lr-final-fraction`` over
+``--steps`` (optax's cosine decay), so that the late records sit nearer a minimum of the training loss than
+constant-rate Adam leaves them; the default, ``constant``, is the run the hand-written findings describe.
+
 Writes ``benchmarks/figures/icl_stages.png``; with ``--write`` the section "In-context linear regression:
 stages (issue #12)" of RESULTS.md (the paragraph comparing with the paper is written by hand after the run, in
 ``FINDINGS``).
@@ -44,6 +48,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 
 import slt
@@ -68,73 +73,108 @@ PAPER = [
     ("LR5", "320k–500k", "A (rising)", "−0.029", "+3.56", "no further change reported"),
 ]
 
-# Side by side, written by hand from the same run (rows: stage; the paper's LLC and loss; what this run shows).
+# Side by side, written by hand from the 2026-12-05 runs (rows: stage; the paper's LLC and loss; what the default
+# run, constant lr, shows; what the same run with --lr-schedule cosine shows).
 SIDE_BY_SIDE = [
     (
         "number of stages",
         "5, from plateaus of the LLC",
         "LLC: none (one 'flat' run of failing, mostly negative records); held-out loss: 2 (plateau 0–125, "
         "falling 125–3000); essential dynamics: one turn (step 519)",
+        "LLC: 3 (flat 0–90, falling 90–216, rising 216–3000), all three drawn by failing records but for the "
+        "last 3; held-out loss: the same 2; essential dynamics: one turn (step 804)",
     ),
     (
         "LR1, predict the mean task (ŷ = 0)",
         "LLC rising (+21.4), Δℓ −0.32",
         "loss plateau at the zero predictor, steps 0–125 (Δℓ −0.02); λ̂ −12.6 → +0.7 → −6.5, every record failing",
+        "the same weights (the lr is still 3e-3): λ̂ −10.2 → +0.5 → −5.4, every record failing",
     ),
     (
         "LR2, in-context learning forms",
         "LLC rising (+149), Δℓ −2.21",
         "loss 4.13 → 2.12, ICL score 0.4 → 3.5; PC2's extremum (step ≈ 334) and the ED turn (519) inside it; λ̂ "
         "dips to −135 (step 216) and comes back to −13, every record failing",
+        "loss 4.13 → 2.11, ICL score 0.4 → 3.5; λ̂ dips to −102 (step 216), then 'rises' to +13.8 as the lr "
+        "decays: negative and failing to step 2100, healthy only at 2400–3000 (+8.2, +11.6, +13.8)",
     ),
     (
         "LR3, LR4: layer-norm collapse",
         "LLC falling (−12.3, −44.1)",
         "not reached: the loss still falls at the end; mean abs(ln_f scale) 1.00 → 1.07",
+        "not reached: mean abs(ln_f scale) 1.00 → 1.12",
     ),
-    ("LR5", "LLC rising slightly (+3.56)", "not reached"),
+    ("LR5", "LLC rising slightly (+3.56)", "not reached", "not reached"),
 ]
 
 
 def side_by_side() -> str:
-    rows = ["| stage | Hoogland et al., Table 2 (500k steps) | this run (3,000 steps) |", "|---|---|---|"]
-    return "\n".join(rows + [f"| {a} | {b} | {c} |" for a, b, c in SIDE_BY_SIDE])
+    rows = [
+        "| stage | Hoogland et al., Table 2 (500k steps) | constant lr 3e-3 (3,000 steps, the default) | "
+        "cosine lr 3e-3 → 3e-5 (3,000 steps, `--lr-schedule cosine`) |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(rows + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in SIDE_BY_SIDE])
 
 
-# Written by hand after reading the run's output (numbers copied from the 2026-12-05 run); rewrite after a new run.
+# Written by hand after reading the runs' output (numbers copied from the 2026-12-05 04:16–04:47 UTC runs);
+# rewrite after a new run.
 FINDINGS = """
-**What reproduces at this scale and what does not** (written by hand from this run's printed output). The run used
-the library as of 01:54 UTC, before commits 9f6a6b6 and f9da051 changed how `"auto"` chooses ε and γ; a rerun may
-choose differently. The model has 17,889 parameters and trains for 3,000 Adam steps; the paper's has d_model 64 and
-trains for 500k steps.
+**What reproduces at this scale and what does not** (written by hand on 2026-12-05 from the printed output of
+three runs on 2 shared cores, library at commit ae88555 plus the lead's uncommitted `bias_tolerance` plumbing
+(default 0.05, unchanged behaviour): the default `python benchmarks/icl_stages.py --progress` (04:16–04:23 UTC,
+load average 0.7 at the start, 1–2.4 during; total 388 s: training 45 s, the 20 LLC records 337 s of which the
+auto choice 163 s), `--progress --lr-schedule cosine` (04:26–04:34, load 1.0 → 3.0; total 424 s: 61 s, 356 s,
+177 s) and `--progress --lr-schedule cosine --steps 10000` (04:35–04:47, load 1.6 → 5.2; total 710 s: 257 s, 446
+s, 235 s). The model has 17,889 parameters; the paper's has d_model 64 and trains for 500k steps.
 
-- *Loss and behaviour: the paper's first two stages appear, in order.* The held-out loss sits at the zero predictor
-  (4.15 → 4.13 over steps 0–125; `detect_stages` on the 25-step held-out loss: plateau 0–125): LR1's "predict the
-  mean task, 0", except that our initialization already predicts ≈ 0, so it is a plateau, not the paper's
-  Δℓ = −0.32 descent. Then in-context learning forms (falling 125–3000): held-out loss 4.13 → 2.12, ICL score
-  0.41 → 3.47 (ridge 4.13), loss at the last position 4.07 → 0.98 (ridge 0.33): LR2's behaviour, unfinished (83 %
-  of the way from the zero predictor to ridge, still falling at the end).
-- *No LR3/LR4.* Nothing plateaus after ICL forms, and there is no layer-norm collapse: the final LayerNorm's mean
-  |scale| rises 1.00 → 1.07 (the paper: it collapses towards 0 from ~40k steps); the first block's two LayerNorms
-  shrink to 0.83 and 0.82, not towards 0. The weight norm rises throughout (14.3 → 27.6).
-- *The LLC is not a measurement here.* All 20 records fail a health check: at every one the chains found lower
-  loss than at w_t, and λ̂ is negative at 18 of 20 (+0.65 ± 0.57 and +0.72 ± 0.54 at steps 24 and 37 are the
-  largest; −135 ± 3 at step 216 the smallest). The one auto choice, at the last record, is a strong
-  localization (γ = 7,093; nβ = 1,690) with ε = 2e-7, and even there the chains descend (by ~0.01 in loss): Adam at
-  lr 3e-3 and batch 128 leaves w_t off a minimum of the full-data loss. λ̂ dips deepest where the loss falls
-  fastest (−135 at step 216, −93 at 519), as the DLN benchmark's transitions do: the dips mark the transition
-  through the gradient, not through degeneracy. `detect_stages` reads the jagged λ̂ curve as one plateau, so the
-  LLC stage table has one row, and neither the paper's rising LLC in LR1/LR2 (+21.4, +149) nor its fall in
-  LR3/LR4 (−12.3, −44.1) is reproduced. R-hat 1.004–1.143, bulk ESS 169–1,768 (200 burn-in and 400 draws per
-  chain, fixed for time).
-- *Essential dynamics corroborate one transition.* The probe predictions' PCA is not random-walk-like
-  (persistence p = 0.035), PC1 (81 %) moves with the loss drop (|Spearman| with time 0.86), PC2's extremum is
-  at step ≈ 334, in the middle of the loss drop, and the one turn of the PC1–PC2 curve is at step 519, where the
-  fast part of the drop ends: the LR1→LR2 boundary region, where the paper finds its first form.
-- *Cost.* On 2 shared cores (load 6–9) training took 195 s and the 20 LLC records 802 s, of which 488 s the one
-  auto choice (its first calibration alone 241 s against `time_budget=120`: the localization ladder runs in
-  2,000-step segments that cannot be cut short). Reaching the paper's later stages needs ~10⁵ steps with the records
-  near minima (a decaying learning rate) and longer chains: far beyond this budget.
+- *The default run is unchanged by the library's new "auto" rules.* Commits 9f6a6b6, f9da051 and b0669a1 choose
+  the same ε = 2e-7 and γ = 7,093 (nβ = n/log n = 1,690) at step 3000 as the 01:54 run, and every number of the
+  default run's tables below is the same to the printed digit. All 20 records fail a health check; λ̂ is negative
+  at 18 of 20 (the two positive, +0.65 ± 0.57 and +0.72 ± 0.54 at steps 24 and 37, fail R-hat); at 14 records
+  (steps 90–3000) chains found lower loss than at w_t ("the loss fell below the loss at w*", 51 chain warnings).
+  `detect_stages` reads the curve as one flat stage. Adam at a constant lr 3e-3 leaves w_t off a minimum of the
+  training loss.
+- *Loss and behaviour: the paper's first two stages appear, in order* (both schedules; the weights are nearly
+  the same to step ~300, where the cosine lr is still 2.9e-3). The held-out loss sits at the zero predictor
+  (4.15 → 4.13, steps 0–125): LR1's "predict the mean task", a plateau here because our initialization already
+  predicts ≈ 0. Then in-context learning forms (falling 125–3000): held-out loss 4.13 → 2.12 (constant) or 2.11
+  (cosine), ICL score 0.41 → 3.47 (ridge 4.13), 83 % of the way from the zero predictor to ridge. With 10,000
+  cosine steps the held-out loss reaches 2.09 (84 %) and plateaus from step ≈ 5,300 (25-step held-out loss:
+  plateau 0–125, falling 125–5312, plateau 5312–10000) while the training loss keeps falling (1.927 → 1.825
+  over steps 5,000–10,000; held-out 2.115 at 5,878 → 2.093): the model starts to fit its 16,384 training
+  sequences, not ridge.
+- *A decaying lr makes the late records healthy, and only the late ones.* With the cosine schedule over 3,000
+  steps 17 of 20 records still fail (15 negative; 33 chain warnings at 10 records, steps 90–2100); the last
+  three, where the lr has fallen to 3.1e-4, 1.0e-4 and 3e-5, pass every check: λ̂ = 8.2 ± 0.8 (step 2400),
+  11.6 ± 0.8 (2700), 13.8 ± 0.8 (3000), R-hat ≤ 1.005, ESS ≥ 1,544. Over 10,000 steps 16 of 20 fail and the
+  last four pass (lr 6.4e-4 to 3e-5): 3.9 ± 1.3 (7000), 17.3 ± 1.1 (8000), 26.0 ± 1.1 (9000), 29.6 ± 1.0
+  (10000). The auto choice at the last record differs with the run (γ = 19,490, ε = 1.46e-7 for cosine 3,000;
+  γ = 9,482, ε = 3e-7 for cosine 10,000; nβ = 1,690 in all), so the runs' λ̂ are not on one scale: at the same
+  weights (step 0) they read −12.6, −10.2 and −13.7.
+- *The cosine run's "LLC stages" are the health profile, not the paper's stages.* `detect_stages` finds flat
+  0–90, falling 90–216 (Δλ̂ −29.7 smoothed) and rising 216–3000 (+65.8); over 10,000 steps falling 0–1194 and
+  rising 1194–10000 (+73.5). The fall is the dip to −102 (−135 constant) where the loss falls fastest, with all
+  four chains descending by 0.065–0.079 in loss; the rise is the climb back from that dip as the lr decays and
+  the descent shrinks (0.040–0.049 at step 519, 0.010–0.016 at 1247, one chain 0.013 at 2100, none from 2400):
+  it tracks how far w_t is from a minimum, not degeneracy. It matches the paper's "LR2: LLC rising" in sign and
+  place only by coincidence of timing. Even the healthy values rise while the model barely moves (3,000-step run:
+  ‖w‖ 23.69 → 23.75, held-out loss flat at 2.11, training loss 2.037 → 2.022 over steps 2400–3000): with
+  nβ = 1,690 a gap of 0.0033 in training loss between w_t and its basin's floor moves λ̂ by 5.6, the whole rise,
+  so these records cannot tell a rising LLC from w_t still settling. No LLC stage of the paper is reproduced; the
+  healthy end values (13.8 at 3,000 steps, 29.6 at 10,000 with lower training loss) say the LLC at the end of
+  training is larger after longer training, not when it rose.
+- *No LR3/LR4.* No layer-norm collapse: mean |scale| of the final LayerNorm 1.00 → 1.07 (constant), 1.12 (cosine),
+  1.06 (cosine 10,000); the first block's LayerNorms shrink to 0.78–0.96, not towards 0. The weight norm rises
+  throughout (14.3 → 27.6 constant, 23.8 cosine, 31.8 cosine 10,000).
+- *Essential dynamics corroborate one transition* in every run: not random-walk-like (persistence p = 0.035,
+  0.03, 0.005), PC1 81–84 % moving with the loss drop, PC2's extremum at step ≈ 334 (≈ 412 over 10,000 steps)
+  inside the fast drop, one turn of the PC1–PC2 curve at step 519 (constant), 804 (cosine) or 1194 (cosine
+  10,000): where the fast part of the drop ends.
+- *Cost.* The one auto choice took 163–235 s against `time_budget=120` (its first calibration 95–150 s; the
+  localization ladder runs in fixed segments). Reaching the paper's later stages needs ~10⁵ steps and records near
+  minima at every checkpoint (an lr annealed before each record, or a short fine-tune at low lr from each
+  checkpoint), far beyond this budget.
 """
 
 
@@ -163,6 +203,24 @@ def layer_norm_scales(model) -> dict[str, float]:
             out[f"blocks.{i}.ln2"] = float(np.mean(np.abs(np.asarray(block.ln2.scale[...]))))
     out["ln_f"] = float(np.mean(np.abs(np.asarray(model.ln_f.scale[...]))))
     return out
+
+
+def learning_rate(args):
+    """The learning rate for :func:`slt.models.train`: a number (constant) or an optax schedule (cosine)."""
+    if args.lr_schedule == "constant":
+        return args.lr
+    if args.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(args.lr, decay_steps=args.steps, alpha=args.lr_final_fraction)
+    raise ValueError(f"`--lr-schedule` must be 'constant' or 'cosine'; got {args.lr_schedule!r}.")
+
+
+def describe_schedule(args) -> str:
+    if args.lr_schedule == "constant":
+        return f"Adam lr {args.lr:g} (constant)"
+    return (
+        f"Adam lr {args.lr:g} cosine-decayed to {args.lr * args.lr_final_fraction:g} over {args.steps} steps "
+        f"(optax.cosine_decay_schedule, alpha {args.lr_final_fraction:g})"
+    )
 
 
 def run(args) -> dict:
@@ -217,15 +275,18 @@ def run(args) -> dict:
                 per_position.append(pl)
                 ln_scales.append(layer_norm_scales(m))
 
+    lr = learning_rate(args)
+    # constant: the library's default Adam (as before this option existed); cosine: Adam on the schedule
+    opt = {"learning_rate": lr} if args.lr_schedule == "constant" else {"optimizer": optax.adam(lr)}
     start = time.perf_counter()
     model, history = slt.models.train(
         model,
         data,
         key=jax.random.key(args.seed + 3),
         num_steps=args.steps,
-        learning_rate=args.lr,
         batch_size=args.batch_size,
         callback=callback,
+        **opt,
     )
     train_seconds = time.perf_counter() - start
 
@@ -361,7 +422,7 @@ def report(r, args) -> str:
         f"- Model: {r['num_params']} parameters (d_model {args.d_model}, MLP {args.d_mlp}, {args.num_layers} layers × "
         f"{args.num_heads} heads); task D = {args.dim}, K = {args.num_pairs}, M = ∞, "
         f"σ² = {r['task'].noise_std ** 2:g}; "
-        f"{args.num_data} training sequences, Adam lr {args.lr:g}, batch {args.batch_size}, {args.steps} steps.",
+        f"{args.num_data} training sequences, {describe_schedule(args)}, batch {args.batch_size}, {args.steps} steps.",
         f"- Baselines (held-out mean over the K positions): zero predictor {zero:.3f}, ridge (Bayes-optimal) "
         f"{ridge_mean:.3f}; per position ridge {', '.join(f'{v:.2f}' for v in r['ridge'])}. "
         f"Held-out loss at step 0 {r['test_loss'][0]:.3f}, at the end {final:.3f} "
@@ -436,8 +497,8 @@ def figure(r, args, path):
     ax_loss.set_ylabel("MSE")
     ax_loss.legend(fontsize=8, loc="lower left")
     ax_loss.set_title(
-        f"ICL transformer ({r['num_params']} params), D={args.dim}, K={args.num_pairs}, M=∞; shading: LLC stages "
-        "(orange rising, blue falling, grey flat)",
+        f"ICL transformer ({r['num_params']} params), D={args.dim}, K={args.num_pairs}, M=∞, lr {args.lr_schedule}; "
+        "shading: LLC stages (orange rising, blue falling, grey flat)",
         fontsize=10,
     )
 
@@ -520,6 +581,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-probe", type=int, default=64, help="held-out sequences for essential dynamics")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant Adam lr, or cosine decay from --lr to --lr * --lr-final-fraction over --steps",
+    )
+    parser.add_argument("--lr-final-fraction", type=float, default=0.01, help="cosine schedule's final lr / --lr")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-records", type=int, default=20)
     parser.add_argument("--loss-every", type=int, default=25)
