@@ -234,6 +234,43 @@ def test_auto_bias_tolerance_sets_the_rule_of_both_grids(regression, auto_run):
         )
 
 
+def test_auto_warms_up_at_an_unresolved_bottom_whatever_its_predicted_bias(regression, auto_run):
+    """A first grid that met the bias rule nowhere down to its bottom keeps its bottom cell only after a warm-up
+    there and a second grid (bounded by the first's fit) have checked it, even where that cell's predicted bias
+    is above WARMUP_BIAS (the line through much larger cells overstates it); before, no warm-up ran and the
+    unchecked bottom cell was the run's step (a grokking MLP: +12% against smaller steps)."""
+    import dataclasses
+
+    from slt._src.auto import WARMUP_BIAS, bottom_unresolved, warm_up
+    from slt.targets import check_loss_at_center, make_target
+
+    first = auto_run.calibration.first
+    bottom = int(np.argmin(first.step_sizes))
+    unresolved = dataclasses.replace(
+        first,
+        chosen=bottom,
+        step_size=float(first.step_sizes[bottom]),
+        by_rule=False,
+        predicted_bias=np.full(first.step_sizes.shape, 2 * WARMUP_BIAS),
+        stable=np.ones(first.step_sizes.shape, bool),
+    )
+    assert bottom_unresolved(unresolved)
+    target = make_target(regression.loss_fn, regression.params, regression.data)
+    warm = warm_up(
+        target,
+        unresolved,
+        jax.random.key(2),
+        max_steps=2000,
+        num_chains=2,
+        progress=False,
+        example_losses_at_center=check_loss_at_center(target, 1024),
+        nbeta=auto_run.nbeta,
+        localization=auto_run.localization,
+        batch_size=100,
+    )
+    assert warm is not None and warm[0] == pytest.approx(unresolved.step_size)
+
+
 def test_a_run_starts_from_init_position(regression):
     """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
     from slt._src.driver import run_chains
