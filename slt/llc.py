@@ -465,6 +465,9 @@ def estimate_llc(
             part). Lower it for a smaller, slower step.
         time_budget: with ``step_size="auto"``: seconds the whole call may take, calibrations, warm-up,
             run and continuations included (the run is sized from the per-step time the warm-up measured).
+            Stages that do not fit are skipped or shortened, but a calibration grid, once started, runs to its
+            end (8 cells × 1,000 steps from w*), as does a ladder segment: where one step is slow the call can
+            overrun a small budget (a 17,889-parameter transformer: 163–235 s at ``time_budget=120``).
         observables: what else to record at each kept draw, on device: ``{"name": spec}`` with ``spec`` a
             built-in (``"weight_norm"``, ``"group_norms"``, ``"distance"``, ``"grad_norm"``, ``"loss"``,
             ``"loss_at_center"``), ``slt.observables.per_sample_loss(probe)``, or ``fn(params, batch)``
