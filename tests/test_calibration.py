@@ -163,8 +163,8 @@ def test_bad_arguments_name_themselves(regression, kwargs, match):
         slt.calibrate(regression.loss_fn, regression.params, regression.data, key=jax.random.key(0), **kwargs)
 
 
-@pytest.fixture(scope="module")
-def auto_run(regression):
+def _auto_llc(regression, **settings):
+    """``estimate_llc(step_size="auto")`` on the regression at the settings the auto tests share."""
     return slt.estimate_llc(
         regression.loss_fn,
         regression.params,
@@ -173,7 +173,13 @@ def auto_run(regression):
         step_size="auto",
         batch_size=100,
         time_budget=60.0,
+        **settings,
     )
+
+
+@pytest.fixture(scope="module")
+def auto_run(regression):
+    return _auto_llc(regression)
 
 
 def test_auto_step_size_records_the_calibration_and_is_accurate(regression, auto_run):
@@ -208,16 +214,7 @@ def test_auto_warms_up_at_a_larger_step_then_recalibrates_from_the_warm_chains(a
 def test_auto_bias_tolerance_sets_the_rule_of_both_grids(regression, auto_run):
     """``bias_tolerance`` of ``step_size="auto"`` is the calibrations' rule: a tighter one chooses a step no
     larger, and the estimate's error against the closed form is within it plus the Monte-Carlo error."""
-    res = slt.estimate_llc(
-        regression.loss_fn,
-        regression.params,
-        regression.data,
-        key=jax.random.key(1),
-        step_size="auto",
-        batch_size=100,
-        time_budget=60.0,
-        bias_tolerance=0.01,
-    )
+    res = _auto_llc(regression, bias_tolerance=0.01)
     assert res.calibration.bias_tolerance == 0.01 and res.calibration.first.bias_tolerance == 0.01
     assert auto_run.calibration.bias_tolerance == 0.05
     assert res.step_size <= auto_run.step_size
