@@ -455,6 +455,7 @@ def _calibrate_target(
     hessian_top=None,
     with_acceptance=True,
     allow_failure=False,
+    soft_bound=False,
 ):
     start = time.perf_counter()
     nbetas, sweep_nbeta = _as_values(nbeta, "nbeta")
@@ -547,6 +548,7 @@ def _calibrate_target(
                 num_params=target.num_parameters,
                 bias_tolerance=bias_tolerance,
                 max_step_size=max_step_size,
+                soft_bound=soft_bound,
                 h_max=h_max,
                 cap=cap,
                 gradients_per_step=2 if run_sampler is not factory else 1,
@@ -589,6 +591,7 @@ def _choose(
     per_step,
     started_from,
     regime_check=None,
+    soft_bound=False,
 ) -> CalibrationResult:
     """The rule of the module docstring on one (nβ, γ) pair's cells (arrays with a leading cell axis)."""
     G = eps.size
@@ -640,7 +643,10 @@ def _choose(
         intercept, slope = _fit_line(eps[ok], stats["mean"][ok], se[ok])
         if intercept > 0:
             predicted = np.maximum(slope, 0.0) * eps / intercept
-    allowed = ok if max_step_size is None else ok[eps[ok] <= max_step_size * (1 + 1e-9)]
+    # A soft bound (an earlier grid's fit that is itself in doubt) caps only a grid with no bias information of its
+    # own (keep_bound below); a grid whose fit is informative (>= 2 equilibrated cells, positive slope) decides.
+    capped = max_step_size is not None and not (soft_bound and ok.size >= 2 and slope > 0)
+    allowed = ok[eps[ok] <= max_step_size * (1 + 1e-9)] if capped else ok
     candidates = allowed[predicted[allowed] <= bias_tolerance]
     under_bound = np.flatnonzero(stable & (eps <= (max_step_size or 0.0) * (1 + 1e-9)))
     # Under a bound an earlier calibration set by its bias rule (the warm grid of step_size="auto"), a grid that
@@ -661,7 +667,7 @@ def _choose(
         note = (
             f"chose the largest stable, equilibrated ε whose predicted bias b·ε/a = {predicted[chosen]:+.3f} is within "
             f"{bias_tolerance:g} (fit over {fit_cells.size} cells: a = {intercept:.4g}, b = {slope:.4g})"
-            + ("." if max_step_size is None else f", at most the first calibration's {max_step_size:.3g}.")
+            + (f", at most the first calibration's {max_step_size:.3g}." if capped else ".")
         )
     elif ok.size:
         chosen = int(ok[np.argmin(eps[ok])])

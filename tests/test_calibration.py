@@ -268,6 +268,24 @@ def test_auto_warms_up_at_an_unresolved_bottom_whatever_its_predicted_bias(regre
     assert warm is not None and warm[0] == pytest.approx(unresolved.step_size)
 
 
+def test_a_soft_bound_caps_only_a_grid_without_bias_information(regression):
+    """``soft_bound``: an earlier grid's bound that is itself in doubt does not cap a grid whose own fit is
+    informative (it chooses by its rule above the bound); a hard bound does."""
+    from slt.calibration import _calibrate_target
+    from slt.targets import make_target
+
+    target = make_target(regression.loss_fn, regression.params, regression.data)
+    grid = dict(key=jax.random.key(0), num_draws=500, num_burnin=500, num_step_sizes=8)
+    free = _calibrate_target(target, **grid)
+    bottom = int(np.argmin(free.step_sizes))
+    assert free.by_rule and free.chosen != bottom  # an informative fit, a choice above the grid's bottom
+    bound = float(free.step_sizes[bottom]) * 1.01  # only the bottom cell is under it
+    hard = _calibrate_target(target, max_step_size=bound, **grid)
+    soft = _calibrate_target(target, max_step_size=bound, soft_bound=True, **grid)
+    assert hard.step_size <= bound < free.step_size
+    assert soft.step_size == free.step_size
+
+
 def test_a_run_starts_from_init_position(regression):
     """run_chains(init_position=...): the first recorded (full-batch) loss is the loss at the given positions."""
     from slt._src.driver import run_chains

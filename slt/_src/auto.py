@@ -213,6 +213,10 @@ def auto_settings(
             # may lower a step the first grid chose by its rule, not raise it (also a guard against a noisy
             # fit on short cells).
             max_step_size=first_grid_bound(first),
+            # A first grid whose own fit put its bottom cell above WARMUP_BIAS (a line through cells up to 128x
+            # larger) bounds ε too tightly to trust (a grokking MLP: 0.035 where the warm grid's fit allows 0.3 at
+            # 5%, and records at 0.02 failed R-hat): its bound then only stands where the warm grid says nothing.
+            soft_bound=bool(bottom_unresolved(first) and first.predicted_bias[first.chosen] > WARMUP_BIAS),
             hessian_top=first.hessian_top,
             num_burnin=second_burnin,
             num_draws=second_draws,
