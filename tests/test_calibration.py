@@ -221,14 +221,7 @@ def test_auto_bias_tolerance_sets_the_rule_of_both_grids(regression, auto_run):
     exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
     assert abs(res.llc_mean / exact - 1) < 0.01 + 3 * res.llc_mcse / exact, res.summary()
     with pytest.raises(ValueError, match="bias_tolerance"):
-        slt.estimate_llc(
-            regression.loss_fn,
-            regression.params,
-            regression.data,
-            key=jax.random.key(1),
-            step_size="auto",
-            bias_tolerance=0.0,
-        )
+        _auto_llc(regression, bias_tolerance=0.0)
 
 
 def test_auto_warms_up_at_an_unresolved_bottom_whatever_its_predicted_bias(regression, auto_run):

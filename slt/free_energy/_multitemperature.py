@@ -199,8 +199,7 @@ def llc_multitemperature(
             (stiffest) temperature t_max, scaled as :math:`\varepsilon_k = \varepsilon^* t_{max}/t_k` below it.
             With ε t fixed every temperature has the top's relative discretization bias (so the slope has it too)
             and relaxes its stiff directions in as many steps; the minibatch-noise bias, ∝ ε t², is smaller below
-            the top. One step for all would leave the coldest temperatures under-relaxed at the top's step
-            (DLN 8-6-4, benchmarks/RESULTS.md: −33% against −15%). ``"auto"`` also sizes
+            the top; one step for all would leave the coldest temperatures under-relaxed. ``"auto"`` also sizes
             ``num_burnin``/``num_draws`` where they are None (else 1000 and 2000), with ``precision``,
             ``bias_tolerance`` and ``time_budget``.
         nbetas: the temperatures nβ_k (≥ 2 distinct values); default ``num_temperatures`` values
