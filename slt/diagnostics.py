@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["rhat", "ess", "mcse", "to_arviz", "ARVIZ_MAJOR"]
+__all__ = ["rhat", "ess", "ess_target", "mcse", "to_arviz", "ARVIZ_MAJOR"]
 
 
 def _arviz():
@@ -179,9 +179,26 @@ ACCEPTANCE_LOW = 0.8
 #: Bulk ESS below this makes the MCSE itself unreliable (Vehtari et al. 2021 recommend > 100 per chain,
 #: 400 for 4 chains).
 ESS_MIN = 400
+#: Bulk ESS per chain at which rank-normalized split R-hat stays below 1.01 in all but a few per cent of runs.
+#: For stationary chains R-hat − 1 ≈ num_chains / ESS (simulated AR(1) chains, 2-16 chains: the median of
+#: (R-hat − 1)·ESS is 0.9-1.0 × num_chains), so at 100 effective draws per chain (ESS_MIN for 4 chains) R-hat
+#: exceeds 1.01 in about 40% of runs that are merely short, and at 200 per chain in 2-7%.
+ESS_PER_CHAIN_FOR_RHAT = 200
 #: |z| of the first-third vs last-third difference above which the trace is called drifting (Geweke 1992,
 #: with autocorrelation-aware standard errors; 4 keeps the false-alarm rate of a stationary run tiny).
 DRIFT_Z = 4.0
+
+
+def ess_target(num_chains: int) -> int:
+    """Bulk ESS a run of ``num_chains`` chains needs to pass both checks, ESS ≥ ``ESS_MIN`` and R-hat ≤ 1.01,
+    with high probability: ``max(ESS_MIN, ESS_PER_CHAIN_FOR_RHAT · num_chains)``.
+
+    Example:
+        >>> import slt
+        >>> slt.diagnostics.ess_target(1), slt.diagnostics.ess_target(4), slt.diagnostics.ess_target(8)
+        (400, 800, 1600)
+    """
+    return int(max(ESS_MIN, ESS_PER_CHAIN_FOR_RHAT * int(num_chains)))
 
 
 def drift_z(x: Any) -> float:
@@ -278,9 +295,16 @@ def health_checks(
             "the chains have not equilibrated. Increase num_burnin (and num_draws)."
         )
     if np.isfinite(rhat) and rhat > 1.01:
+        short = np.isfinite(ess) and (rhat - 1) * ess < 2 * chains.size  # R-hat − 1 ≈ num_chains / ESS
         messages.append(
-            f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree. Run more draws/burn-in or "
-            "check the step size."
+            f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree"
+            + (
+                f", by about what {ess:.0f} effective draws allow (R-hat − 1 ≈ num_chains / ESS): run about "
+                f"{ess_target(chains.size) / max(ess, 1.0):.1f}× more draws."
+                if short
+                else f", by more than {ess:.0f} effective draws explain: the chains sit in different regions. "
+                "Run a longer burn-in, or check the step size and the localization."
+            )
         )
     if np.isfinite(ess) and ess < ESS_MIN:
         messages.append(

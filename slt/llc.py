@@ -422,10 +422,12 @@ def estimate_llc(
                ``None``) from the mixing measured in that cell: with τ = the integrated autocorrelation time
                of λ̂ (draws per effective draw) and s the per-draw std, ``num_burnin = max(calibration
                burn-in, 20 τ)`` and ``num_draws`` such that the MCSE is about ``precision`` × |λ̂| (at
-               least 400 effective draws);
+               least :func:`slt.diagnostics.ess_target` effective draws, 200 per chain, at which R-hat
+               passes 1.01 in all but a few per cent of stationary runs);
             5. where ``num_draws`` was left at ``None`` and the run still fails a check that longer chains pass
                (drift, R-hat > 1.01, ESS < 400, MCSE > 1.5 × ``precision`` × |λ̂|: τ from a 1,000-draw cell
-               is noisy), the chains continue from their final state, at most twice
+               is noisy), the chains continue from their final state (sized from the ESS, R-hat − 1 ≈
+               num_chains / ESS, or the MCSE), at most twice
                (:func:`slt._src.auto.plan_extension`; ``result.extensions`` says why and by how much).
 
             Warm-up, burn-in, draws and continuations are capped so they take about ``time_budget`` seconds

@@ -43,3 +43,21 @@ def test_to_arviz_has_the_variables():
     assert set(post.data_vars) >= {"llc", "loss"}
     assert post.attrs["nbeta"] == 3.0
     assert dict(post.sizes)["chain"] == 2 and dict(post.sizes)["draw"] == 5
+
+
+def test_rhat_of_short_stationary_chains_follows_num_chains_over_ess():
+    """R-hat − 1 ≈ num_chains / ESS: at ESS_MIN a stationary 4-chain run fails R-hat often, at ess_target rarely."""
+    rng = np.random.default_rng(2)
+    tau = 39.0  # AR(1) with phi = 0.95: (1 + phi) / (1 - phi) draws per effective draw
+    for chains in (2, 4, 8):
+        scaled, fails_at_min, fails_at_target = [], 0, 0
+        for _ in range(25):
+            x = _ar1(rng, chains, int(diagnostics.ESS_MIN * tau / chains), 0.95)
+            r = diagnostics.rhat(x)
+            scaled.append((r - 1) * diagnostics.ess(x) / chains)
+            fails_at_min += r > 1.01
+            y = _ar1(rng, chains, int(diagnostics.ess_target(chains) * tau / chains), 0.95)
+            fails_at_target += diagnostics.rhat(y) > 1.01
+        assert 0.6 < np.median(scaled) < 1.5, (chains, np.median(scaled))
+        assert fails_at_target <= 4, (chains, fails_at_target)  # 2-7% expected of 25
+    assert fails_at_min >= 5  # 8 chains at ESS 400: R-hat − 1 ≈ 0.02, most runs fail

@@ -248,7 +248,9 @@ def auto_settings(
             )
     if num_draws is None:
         sd = cal.draw_std[g]
-        need = max(diagnostics.ESS_MIN, (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2) * tau / cal.num_chains
+        # the ESS at which R-hat passes too (diagnostics.ess_target), or the MCSE the precision asks for
+        by_precision = (sd / max(precision * abs(cal.llc_mean[g]), 1e-12)) ** 2
+        need = max(diagnostics.ess_target(num_chains), by_precision) * tau / num_chains
         num_draws = int(np.clip(math.ceil(need), MIN_DRAWS, max(MIN_DRAWS, max_steps - num_burnin)))
         if num_draws < need:
             notes.append(
@@ -290,10 +292,11 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
 
     * the λ̂ trace still drifts (:func:`slt.diagnostics.drift_z` beyond ``DRIFT_Z``): the kept draws were burn-in;
       they join it and as many draws again are run;
-    * R-hat > 1.01 without drift: the chains are too short for their mixing; the first half of the kept draws
-      joins the burn-in and as many draws as were kept are added;
-    * bulk ESS < ``ESS_MIN`` or MCSE > ``EXTEND_PRECISION``·precision·|λ̂|: since MCSE ∝ N^{-1/2}, the kept
-      draws N grow to N·max((MCSE/(precision·|λ̂|))², ESS_MIN/ESS).
+    * R-hat > 1.01 without drift, or bulk ESS < ``ESS_MIN``: the chains are too short for their mixing (for
+      stationary chains R-hat − 1 ≈ num_chains/ESS); the kept draws N grow until the ESS reaches
+      :func:`slt.diagnostics.ess_target` and R-hat − 1 would halve (R-hat − 1 ∝ 1/N), and with R-hat the first
+      half of the kept draws joins the burn-in;
+    * MCSE > ``EXTEND_PRECISION``·precision·|λ̂|: since MCSE ∝ N^{-1/2}, N grows by (MCSE/(precision·|λ̂|))².
 
     Each extension adds at most ``EXTENSION_GROWTH``·N draws and at most ``max_draws`` (what the time budget
     affords); a fix smaller than N/10 draws is not worth a continuation. ``drop_allowed=False`` (a burn-in the
@@ -307,6 +310,11 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
         ...                             llc_mcse=0.1, rhat=1.0, ess=1000.0, num_draws=1000)
         >>> plan_extension(res, precision=0.02, max_draws=10_000)
         Extension(draws=1000, drop=1000, reason='the λ̂ trace still drifts (z = 8.6)')
+        >>> short = rng.normal(size=(4, 2000))  # stationary, but 200 effective draws: R-hat 1.017 is no surprise
+        >>> res = types.SimpleNamespace(diverged=np.zeros(4, bool), llc_trace=short, llc_mean=10.0,
+        ...                             llc_mcse=0.01, rhat=1.017, ess=200.0, num_draws=2000)
+        >>> plan_extension(res, precision=0.02, max_draws=10_000)  # to 800 effective draws: 8,000 kept
+        Extension(draws=7000, drop=1000, reason='R-hat 1.017 > 1.01 (bulk ESS 200)')
     """
     diverged = np.asarray(result.diverged, bool)
     if diverged.any() or not np.isfinite(result.llc_mean):
@@ -316,23 +324,29 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
     rhat, ess = float(result.rhat), float(result.ess)
     if np.isfinite(z) and abs(z) > diagnostics.DRIFT_Z:
         draws, drop, reason = kept, kept if drop_allowed else 0, f"the λ̂ trace still drifts (z = {z:.1f})"
-    elif np.isfinite(rhat) and rhat > 1.01:
-        draws, drop, reason = kept, kept // 2 if drop_allowed else 0, f"R-hat {rhat:.3f} > 1.01"
     else:
+        bad_rhat = np.isfinite(rhat) and rhat > 1.01
+        short_ess = np.isfinite(ess) and ess < diagnostics.ESS_MIN
         target = precision * abs(float(result.llc_mean))
         ratio = (float(result.llc_mcse) / target) ** 2 if target > 0 and np.isfinite(result.llc_mcse) else 0.0
-        short_ess = np.isfinite(ess) and ess < diagnostics.ESS_MIN
-        if not short_ess and ratio <= EXTEND_PRECISION**2:
+        if not bad_rhat and not short_ess and ratio <= EXTEND_PRECISION**2:
             return None
-        by_ess = (diagnostics.ESS_MIN / ess if ess > 0 else EXTENSION_GROWTH) if short_ess else 0.0
-        growth = max(ratio, by_ess)
-        draws, drop = math.ceil(kept * (growth - 1)), 0
-        reason = (
-            f"bulk ESS {ess:.0f} < {diagnostics.ESS_MIN}"
-            if short_ess
-            else f"MCSE {float(result.llc_mcse):.3g} > {EXTEND_PRECISION:g} × precision × |λ̂| "
-            f"= {EXTEND_PRECISION * target:.3g}"
-        )
+        growth = ratio
+        if bad_rhat or short_ess:
+            by_ess = diagnostics.ess_target(diverged.size) / ess if np.isfinite(ess) and ess > 0 else EXTENSION_GROWTH
+            by_rhat = (rhat - 1) / 0.005 if bad_rhat else 0.0
+            growth = max(growth, by_ess, by_rhat)
+        drop = kept // 2 if bad_rhat and drop_allowed else 0
+        draws = math.ceil(kept * growth) - (kept - drop)  # the kept draws after: N·growth
+        if bad_rhat:
+            reason = f"R-hat {rhat:.3f} > 1.01 (bulk ESS {ess:.0f})"
+        elif short_ess:
+            reason = f"bulk ESS {ess:.0f} < {diagnostics.ESS_MIN}"
+        else:
+            reason = (
+                f"MCSE {float(result.llc_mcse):.3g} > {EXTEND_PRECISION:g} × precision × |λ̂| "
+                f"= {EXTEND_PRECISION * target:.3g}"
+            )
     draws = int(min(draws, EXTENSION_GROWTH * kept, max_draws))
     if draws < max(1, kept // 10):
         return None
