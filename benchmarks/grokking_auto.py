@@ -150,7 +150,7 @@ def main() -> None:
             f"{traj.llc_mean[k]:.4g} | "
             f"{traj.llc_mcse[k]:.2g} | {traj.rhat[k]:.3f} | {traj.ess[k]:.0f} | {traj.results[k].num_draws} | "
             f"{len(traj.results[k].extensions)} | "
-            f"{'fails: ' + traj.results[k].warnings[0][:80] if traj.failing[k] else 'ok'} |"
+            f"{'fails: ' + traj.results[k].warnings[0][:100] if traj.failing[k] else 'ok'} |"
         )
     text = (
         f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}): "

@@ -412,7 +412,7 @@ def estimate_llc(
 
             1. :func:`slt.calibrate` from w* (cells capped by the curvature at w*);
             2. a *warm-up* at ε_w, the largest stable cell at most 16× the step chosen in 1 whose predicted
-               bias is at most 50%, for 1/(ε_w γ) steps: the directions the loss leaves nearly flat spread
+               bias is at most 50%, for 3/(ε_w γ) steps: the directions the loss leaves nearly flat spread
                out at rate ε γ per step, far too slowly at the final ε (their λ̂ contribution barely
                depends on ε, see :mod:`slt._src.auto`);
             3. a second calibration, ε_w halving 8 times, its cells starting from the warm chains, so the

@@ -41,6 +41,7 @@ __all__ = [
     "AUTO_CELLS",
     "AUTO_CELL_STEPS",
     "WARMUP_BIAS",
+    "WARMUP_EFOLDS",
     "WARMUP_FACTOR",
     "AutoChoice",
     "auto_settings",
@@ -51,9 +52,13 @@ __all__ = [
 
 
 # Warm-up of ``step_size="auto"``: the largest first-grid cell at most WARMUP_FACTOR times the chosen ε whose
-# predicted bias is at most WARMUP_BIAS, run for 1/(ε_w γ) steps (at most a third of the time left).
+# predicted bias is at most WARMUP_BIAS, run for WARMUP_EFOLDS/(ε_w γ) steps (at most a third of the time left).
+# Three e-folds of the γ-limited directions (5% of their initial excess left): after one, the grokking MLP's λ̂
+# still fell by ~0.5% over a record's kept draws (a chain from w* at ε falls from 201 to 186 over ~2/(εγ) steps as
+# it drifts along directions where the cross-entropy keeps decreasing), which its 0.07 MCSE flags as drift.
 WARMUP_FACTOR = 16
 WARMUP_BIAS = 0.5
+WARMUP_EFOLDS = 3
 AUTO_CELLS = 8  # cells of each calibration grid (halving), the same for both: one compiled grid program
 # (burn-in, kept draws) per cell of the first grid (from w*: it only has to place the warm-up step and bound ε) and
 # of the second (from the warm chains: it chooses ε). The run length is traced: one compiled program for both.
@@ -417,7 +422,7 @@ def warm_up(target, first, key, *, max_steps, num_chains, progress, steps_per_ch
     needs ~1/(εγ) steps (10⁵-10⁶ for DLNs at γ = 1) and λ̂ creeps up all the while: the calibration cells
     and a short run both read low. Those directions do not care much about ε (the bias of direction i is
     ∝ ε c_i, small where the curvature c_i is small), so they are relaxed at a step ε_w up to
-    ``WARMUP_FACTOR`` times larger, for 1/(ε_w γ) steps; the stiff directions, biased at ε_w, re-equilibrate
+    ``WARMUP_FACTOR`` times larger, for ``WARMUP_EFOLDS``/(ε_w γ) steps; the stiff directions, biased at ε_w, re-equilibrate
     within ~2/(ε c_i) steps once the step is lowered (the second calibration's burn-in). Returns
     ``(ε_w, steps, final positions, seconds per step excluding compilation)``, or None when there is nothing to
     gain (the chosen ε is already the largest admissible one), the kernel has no ``position``, or the warm-up
@@ -470,10 +475,10 @@ def warm_up(target, first, key, *, max_steps, num_chains, progress, steps_per_ch
 
 
 def warmup_steps(warm_eps: float, localization: float, max_steps: int) -> int:
-    """1/(ε_w γ) steps, clipped to [2,000, max_steps] (max_steps without localization)."""
+    """``WARMUP_EFOLDS``/(ε_w γ) steps, clipped to [2,000, max_steps] (max_steps without localization)."""
     if localization <= 0:
         return int(max_steps)
-    return int(np.clip(math.ceil(1.0 / (warm_eps * localization)), MIN_DRAWS, max(MIN_DRAWS, max_steps)))
+    return int(np.clip(math.ceil(WARMUP_EFOLDS / (warm_eps * localization)), MIN_DRAWS, max(MIN_DRAWS, max_steps)))
 
 
 def run_warmup(target, settings, key, warm_eps, steps, per_example, *, steps_per_chunk, progress, **driver):
