@@ -61,3 +61,30 @@ def test_rhat_of_short_stationary_chains_follows_num_chains_over_ess():
         assert 0.6 < np.median(scaled) < 1.5, (chains, np.median(scaled))
         assert fails_at_target <= 4, (chains, fails_at_target)  # 2-7% expected of 25
     assert fails_at_min >= 5  # 8 chains at ESS 400: R-hat − 1 ≈ 0.02, most runs fail
+
+
+def test_rhat_warning_says_how_many_more_draws_short_chains_need():
+    """R-hat − 1 ≈ num_chains / ESS: the warning's factor reaches ess_target and halves R-hat − 1."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # AR(1) at ~100 effective draws: R-hat above 1.01 in most runs
+        trace = 10 + _ar1(rng, 4, 1000, 0.95)
+        rhat, ess = diagnostics.rhat(trace), diagnostics.ess(trace)
+        if rhat > 1.01:
+            break
+    text = " ".join(
+        diagnostics.health_checks(
+            trace,
+            trace,
+            np.zeros_like(trace),
+            nbeta=1.0,
+            diverged=np.zeros(4, bool),
+            divergence_step=np.zeros(4, int),
+            llc_mean=float(trace.mean()),
+            llc_mcse=diagnostics.mcse(trace),
+            rhat=rhat,
+            ess=ess,
+        )
+    )
+    factor = max(diagnostics.ess_target(4) / ess, (rhat - 1) / 0.005)
+    assert rhat > 1.01 and f"about {factor:.1f}× more draws" in text, text
+    assert factor > 2  # ~100 effective draws: far from the 800 that R-hat needs

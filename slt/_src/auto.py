@@ -422,8 +422,8 @@ def warm_up(target, first, key, *, max_steps, num_chains, progress, steps_per_ch
     needs ~1/(εγ) steps (10⁵-10⁶ for DLNs at γ = 1) and λ̂ creeps up all the while: the calibration cells
     and a short run both read low. Those directions do not care much about ε (the bias of direction i is
     ∝ ε c_i, small where the curvature c_i is small), so they are relaxed at a step ε_w up to
-    ``WARMUP_FACTOR`` times larger, for ``WARMUP_EFOLDS``/(ε_w γ) steps; the stiff directions, biased at ε_w, re-equilibrate
-    within ~2/(ε c_i) steps once the step is lowered (the second calibration's burn-in). Returns
+    ``WARMUP_FACTOR`` times larger, for ``WARMUP_EFOLDS``/(ε_w γ) steps; the stiff directions, biased at ε_w,
+    re-equilibrate within ~2/(ε c_i) steps once the step is lowered (the second calibration's burn-in). Returns
     ``(ε_w, steps, final positions, seconds per step excluding compilation)``, or None when there is nothing to
     gain (the chosen ε is already the largest admissible one), the kernel has no ``position``, or the warm-up
     diverged at ε_w and at ε_w/4.
