@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["rhat", "ess", "ess_target", "mcse", "to_arviz", "ARVIZ_MAJOR"]
+__all__ = ["rhat", "ess", "ess_target", "draws_factor", "mcse", "to_arviz", "ARVIZ_MAJOR"]
 
 
 def _arviz():
@@ -201,6 +201,23 @@ def ess_target(num_chains: int) -> int:
     return int(max(ESS_MIN, ESS_PER_CHAIN_FOR_RHAT * int(num_chains)))
 
 
+def draws_factor(rhat: float, ess: float, num_chains: int) -> float:
+    """How many times its draws a run of stationary chains needs for a bulk ESS of :func:`ess_target` and half its
+    R-hat − 1 above 1 (R-hat − 1 ≈ num_chains / ESS ∝ 1/N): ``max(1, ess_target / ess, (R-hat − 1) / 0.005)``,
+    the R-hat term only above 1.01; ``inf`` when the ESS is undefined.
+
+    Example:
+        >>> import slt
+        >>> slt.diagnostics.draws_factor(1.017, 200.0, 4)  # 4 chains: 800 effective draws needed
+        4.0
+        >>> slt.diagnostics.draws_factor(1.004, 2000.0, 4)  # nothing short
+        1.0
+    """
+    by_ess = ess_target(num_chains) / ess if np.isfinite(ess) and ess > 0 else float("inf")
+    by_rhat = (rhat - 1) / 0.005 if np.isfinite(rhat) and rhat > 1.01 else 0.0
+    return float(max(1.0, by_ess, by_rhat))
+
+
 def drift_z(x: Any) -> float:
     """Geweke-style z-score of the mean of the last third minus the mean of the first third of the draws.
 
@@ -297,7 +314,7 @@ def health_checks(
     if np.isfinite(rhat) and rhat > 1.01:
         # For stationary chains R-hat − 1 ≈ num_chains / ESS; the bulk ESS counts between-chain variance too, so
         # the relation cannot tell short chains from chains stuck apart: say what either would need.
-        more = max(ess_target(chains.size) / ess if np.isfinite(ess) and ess > 0 else 1.0, (rhat - 1) / 0.005)
+        more = draws_factor(rhat, ess, chains.size)
         messages.append(
             f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree. For stationary chains R-hat − 1 ≈ "
             f"num_chains / ESS, so about {more:.1f}× more draws would bring it under 1.01 if the chains are merely "

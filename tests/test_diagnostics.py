@@ -85,6 +85,6 @@ def test_rhat_warning_says_how_many_more_draws_short_chains_need():
             ess=ess,
         )
     )
-    factor = max(diagnostics.ess_target(4) / ess, (rhat - 1) / 0.005)
+    factor = diagnostics.draws_factor(rhat, ess, 4)
     assert rhat > 1.01 and f"about {factor:.1f}× more draws" in text, text
     assert factor > 2  # ~100 effective draws: far from the 800 that R-hat needs

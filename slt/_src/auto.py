@@ -54,8 +54,8 @@ __all__ = [
 # Warm-up of ``step_size="auto"``: the largest first-grid cell at most WARMUP_FACTOR times the chosen ε whose
 # predicted bias is at most WARMUP_BIAS, run for WARMUP_EFOLDS/(ε_w γ) steps (at most a third of the time left).
 # Three e-folds of the γ-limited directions (5% of their initial excess left): after one, the grokking MLP's λ̂
-# still fell by ~0.5% over a record's kept draws (a chain from w* at ε falls from 201 to 186 over ~2/(εγ) steps as
-# it drifts along directions where the cross-entropy keeps decreasing), which its 0.07 MCSE flags as drift.
+# still moved by ~0.15% over a record's kept draws (from w* at ε it reads 201 over the first 5,000 steps and settles
+# at 186 only after ~2/(εγ)), which the 0.07 MCSE of a run sized for R-hat flags as drift (benchmarks/RESULTS.md).
 WARMUP_FACTOR = 16
 WARMUP_BIAS = 0.5
 WARMUP_EFOLDS = 3
@@ -338,9 +338,8 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
             return None
         growth = ratio
         if bad_rhat or short_ess:
-            by_ess = diagnostics.ess_target(diverged.size) / ess if np.isfinite(ess) and ess > 0 else EXTENSION_GROWTH
-            by_rhat = (rhat - 1) / 0.005 if bad_rhat else 0.0
-            growth = max(growth, by_ess, by_rhat)
+            factor = diagnostics.draws_factor(rhat, ess, diverged.size)
+            growth = max(growth, factor if np.isfinite(factor) else EXTENSION_GROWTH)
         drop = kept // 2 if bad_rhat and drop_allowed else 0
         draws = math.ceil(kept * growth) - (kept - drop)  # the kept draws after: N·growth
         if bad_rhat:
