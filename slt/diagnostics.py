@@ -184,6 +184,8 @@ ESS_MIN = 400
 #: (R-hat − 1)·ESS is 0.9-1.0 × num_chains), so at 100 effective draws per chain (ESS_MIN for 4 chains) R-hat
 #: exceeds 1.01 in about 40% of runs that are merely short, and at 200 per chain in 2-7%.
 ESS_PER_CHAIN_FOR_RHAT = 200
+#: R-hat above this fails the health check (Vehtari et al. 2021).
+RHAT_MAX = 1.01
 #: |z| of the first-third vs last-third difference above which the trace is called drifting (Geweke 1992,
 #: with autocorrelation-aware standard errors; 4 keeps the false-alarm rate of a stationary run tiny).
 DRIFT_Z = 4.0
@@ -214,7 +216,7 @@ def draws_factor(rhat: float, ess: float, num_chains: int) -> float:
         1.0
     """
     by_ess = ess_target(num_chains) / ess if np.isfinite(ess) and ess > 0 else float("inf")
-    by_rhat = (rhat - 1) / 0.005 if np.isfinite(rhat) and rhat > 1.01 else 0.0
+    by_rhat = (rhat - 1) / ((RHAT_MAX - 1) / 2) if np.isfinite(rhat) and rhat > RHAT_MAX else 0.0
     return float(max(1.0, by_ess, by_rhat))
 
 
@@ -311,14 +313,15 @@ def health_checks(
             f"the λ̂ trace is still drifting (last third vs first third of the kept draws: z = {z:.1f}): "
             "the chains have not equilibrated. Increase num_burnin (and num_draws)."
         )
-    if np.isfinite(rhat) and rhat > 1.01:
+    if np.isfinite(rhat) and rhat > RHAT_MAX:
         # For stationary chains R-hat − 1 ≈ num_chains / ESS; the bulk ESS counts between-chain variance too, so
         # the relation cannot tell short chains from chains stuck apart: say what either would need.
         more = draws_factor(rhat, ess, chains.size)
         messages.append(
-            f"R-hat of the λ̂ trace is {rhat:.3f} > 1.01: chains disagree. For stationary chains R-hat − 1 ≈ "
-            f"num_chains / ESS, so about {more:.1f}× more draws would bring it under 1.01 if the chains are merely "
-            "short; if they sit in different regions, run a longer burn-in or check the step size and localization."
+            f"R-hat of the λ̂ trace is {rhat:.3f} > {RHAT_MAX}: chains disagree. For stationary chains "
+            f"R-hat − 1 ≈ num_chains / ESS, so about {more:.1f}× more draws would bring it under {RHAT_MAX} if the "
+            "chains are merely short; if they sit in different regions, run a longer burn-in or check the step size "
+            "and localization."
         )
     if np.isfinite(ess) and ess < ESS_MIN:
         messages.append(

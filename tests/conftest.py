@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax
+import numpy as np
 import pytest
 
 import slt
@@ -27,6 +28,24 @@ def small_dln():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+def _ar1(rng, chains, draws, phi, start=None):
+    """``(chains, draws)`` AR(1) paths x_t = φ x_{t-1} + N(0, 1), from ``start`` (default 0; the first draw is
+    ``start`` itself when none is given, else one step past it); (1 + φ)/(1 − φ) draws per effective draw."""
+    x = np.zeros((chains, draws))
+    prev = np.zeros(chains) if start is None else np.asarray(start, float)
+    for t in range(draws):
+        if t or start is not None:
+            prev = phi * prev + rng.standard_normal(chains)
+        x[:, t] = prev
+    return x
+
+
+@pytest.fixture
+def ar1():
+    """``ar1(rng, chains, draws, phi, start=None)``: stationary-in-the-limit AR(1) chains for diagnostics tests."""
+    return _ar1
 
 
 class _CompileCounter:

@@ -7,13 +7,6 @@ import numpy as np
 from slt import diagnostics
 
 
-def _ar1(rng, chains, draws, phi):
-    x = np.zeros((chains, draws))
-    for t in range(1, draws):
-        x[:, t] = phi * x[:, t - 1] + rng.standard_normal(chains)
-    return x
-
-
 def test_iid_draws_have_rhat_one_and_full_ess():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 1000))
@@ -23,9 +16,9 @@ def test_iid_draws_have_rhat_one_and_full_ess():
     assert abs(diagnostics.mcse(x) - 1 / np.sqrt(4000)) < 0.005
 
 
-def test_autocorrelated_draws_have_small_ess_and_offset_chains_large_rhat():
+def test_autocorrelated_draws_have_small_ess_and_offset_chains_large_rhat(ar1):
     rng = np.random.default_rng(1)
-    x = _ar1(rng, 4, 2000, 0.95)
+    x = ar1(rng, 4, 2000, 0.95)
     # AR(1) with phi: ESS ≈ N (1 - phi) / (1 + phi) = 8000 * 0.0256 ≈ 205
     assert 100 < diagnostics.ess(x) < 400
     shifted = rng.standard_normal((4, 500)) + np.arange(4)[:, None]
@@ -45,29 +38,29 @@ def test_to_arviz_has_the_variables():
     assert dict(post.sizes)["chain"] == 2 and dict(post.sizes)["draw"] == 5
 
 
-def test_rhat_of_short_stationary_chains_follows_num_chains_over_ess():
+def test_rhat_of_short_stationary_chains_follows_num_chains_over_ess(ar1):
     """R-hat − 1 ≈ num_chains / ESS: at ESS_MIN a stationary 4-chain run fails R-hat often, at ess_target rarely."""
     rng = np.random.default_rng(2)
     tau = 39.0  # AR(1) with phi = 0.95: (1 + phi) / (1 - phi) draws per effective draw
     for chains in (2, 4, 8):
         scaled, fails_at_min, fails_at_target = [], 0, 0
         for _ in range(25):
-            x = _ar1(rng, chains, int(diagnostics.ESS_MIN * tau / chains), 0.95)
+            x = ar1(rng, chains, int(diagnostics.ESS_MIN * tau / chains), 0.95)
             r = diagnostics.rhat(x)
             scaled.append((r - 1) * diagnostics.ess(x) / chains)
             fails_at_min += r > 1.01
-            y = _ar1(rng, chains, int(diagnostics.ess_target(chains) * tau / chains), 0.95)
+            y = ar1(rng, chains, int(diagnostics.ess_target(chains) * tau / chains), 0.95)
             fails_at_target += diagnostics.rhat(y) > 1.01
         assert 0.6 < np.median(scaled) < 1.5, (chains, np.median(scaled))
         assert fails_at_target <= 4, (chains, fails_at_target)  # 2-7% expected of 25
     assert fails_at_min >= 5  # 8 chains at ESS 400: R-hat − 1 ≈ 0.02, most runs fail
 
 
-def test_rhat_warning_says_how_many_more_draws_short_chains_need():
+def test_rhat_warning_says_how_many_more_draws_short_chains_need(ar1):
     """R-hat − 1 ≈ num_chains / ESS: the warning's factor reaches ess_target and halves R-hat − 1."""
     rng = np.random.default_rng(3)
     for _ in range(20):  # AR(1) at ~100 effective draws: R-hat above 1.01 in most runs
-        trace = 10 + _ar1(rng, 4, 1000, 0.95)
+        trace = 10 + ar1(rng, 4, 1000, 0.95)
         rhat, ess = diagnostics.rhat(trace), diagnostics.ess(trace)
         if rhat > 1.01:
             break

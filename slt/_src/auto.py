@@ -330,7 +330,7 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
     if np.isfinite(z) and abs(z) > diagnostics.DRIFT_Z:
         draws, drop, reason = kept, kept if drop_allowed else 0, f"the λ̂ trace still drifts (z = {z:.1f})"
     else:
-        bad_rhat = np.isfinite(rhat) and rhat > 1.01
+        bad_rhat = np.isfinite(rhat) and rhat > diagnostics.RHAT_MAX
         short_ess = np.isfinite(ess) and ess < diagnostics.ESS_MIN
         target = precision * abs(float(result.llc_mean))
         ratio = (float(result.llc_mcse) / target) ** 2 if target > 0 and np.isfinite(result.llc_mcse) else 0.0
@@ -343,7 +343,7 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
         drop = kept // 2 if bad_rhat and drop_allowed else 0
         draws = math.ceil(kept * growth) - (kept - drop)  # the kept draws after: N·growth
         if bad_rhat:
-            reason = f"R-hat {rhat:.3f} > 1.01 (bulk ESS {ess:.0f})"
+            reason = f"R-hat {rhat:.3f} > {diagnostics.RHAT_MAX} (bulk ESS {ess:.0f})"
         elif short_ess:
             reason = f"bulk ESS {ess:.0f} < {diagnostics.ESS_MIN}"
         else:

@@ -10,13 +10,6 @@ from slt import diagnostics
 from slt._src.auto import plan_extension
 
 
-def _ar1(rng, chains, draws, phi):
-    x = np.zeros((chains, draws))
-    for t in range(1, draws):
-        x[:, t] = phi * x[:, t - 1] + rng.standard_normal(chains)
-    return x
-
-
 def _run(trace):
     return types.SimpleNamespace(
         diverged=np.zeros(trace.shape[0], bool),
@@ -29,24 +22,20 @@ def _run(trace):
     )
 
 
-def test_a_stationary_run_that_fails_rhat_or_ess_is_continued_until_both_pass():
+def test_a_stationary_run_that_fails_rhat_or_ess_is_continued_until_both_pass(ar1):
     """Stationary chains at ~200 effective draws fail R-hat or ESS; one planned continuation (drop included)
     brings almost every one to pass both (the old plan, 1.5× the kept draws, left about half failing)."""
     rng = np.random.default_rng(0)
     phi, chains, draws = 0.95, 4, 2000
     planned, still_failing = 0, 0
     for _ in range(20):
-        first = _ar1(rng, chains, draws, phi)
+        first = ar1(rng, chains, draws, phi)
         plan = plan_extension(_run(first), precision=1.0, max_draws=10**9)
         if plan is None:
             continue
         planned += 1
         # the continuation: the same stationary process, from where the chains stopped
-        more = np.zeros((chains, plan.draws))
-        prev = first[:, -1]
-        for t in range(plan.draws):
-            prev = phi * prev + rng.standard_normal(chains)
-            more[:, t] = prev
+        more = ar1(rng, chains, plan.draws, phi, start=first[:, -1])
         joined = np.concatenate([first[:, plan.drop :], more], axis=1)
         r, e = diagnostics.rhat(joined), diagnostics.ess(joined)
         still_failing += r > 1.01 or e < diagnostics.ESS_MIN
