@@ -456,6 +456,8 @@ def _calibrate_target(
     with_acceptance=True,
     allow_failure=False,
     soft_bound=False,
+    deadline=None,
+    steps_per_chunk=None,
 ):
     start = time.perf_counter()
     nbetas, sweep_nbeta = _as_values(nbeta, "nbeta")
@@ -525,7 +527,14 @@ def _calibrate_target(
         progress=progress,
         description="calibration",
         init_position=init_position,
+        deadline=deadline,
+        steps_per_chunk=steps_per_chunk,
     )
+    stopped = ""
+    if trace.loss.shape[-1] < num_steps:  # the deadline stopped the grid: the same split of what ran
+        done = trace.loss.shape[-1]
+        stopped = f"time_budget stopped the grid after {done} of {num_steps} steps per cell. "
+        num_burnin, num_steps = round(num_burnin * done / num_steps), done
     per_step = (time.perf_counter() - t0) / (num_steps * cells.size)
     loss = np.asarray(trace.loss, np.float64)
     loss_at_center = np.asarray(trace.loss_at_center, np.float64)
@@ -560,6 +569,7 @@ def _calibrate_target(
     wall_time = time.perf_counter() - start
     for result in results:
         result.wall_time = wall_time
+        result.note = stopped + result.note
     if not (sweep_nbeta or sweep_gamma):
         if results[0].chosen < 0 and not allow_failure:
             raise ValueError("calibration found no stable step size: " + results[0].note)

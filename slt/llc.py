@@ -445,7 +445,7 @@ def estimate_llc(
             stay local (no divergence, no drift, the loss not below :math:`L_n(w^*)`), see
             :mod:`slt._src.localization`; ``result.localization_choice`` holds the ladder and the evidence
             (``.summary()``, ``.plot()``). The ladder takes at most half of ``time_budget`` (it stops between
-            2,000-step segments), and the rest of the call the remainder.
+            100-step chunks), and the rest of the call the remainder.
         sampler: ``"sgld"``, ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"``, ``"mala"`` (full batch; see
             :mod:`slt.samplers`), or a factory ``factory(posterior, step_size=..., **params) ->
             SamplingAlgorithm``. All use SGLD's ε convention.
@@ -467,9 +467,10 @@ def estimate_llc(
             part). Lower it for a smaller, slower step.
         time_budget: with ``step_size="auto"``: seconds the whole call may take, calibrations, warm-up,
             run and continuations included (the run is sized from the per-step time the warm-up measured).
-            Stages that do not fit are skipped or shortened, but a calibration grid, once started, runs to its
-            end (8 cells × 1,000 steps from w*), as does a ladder segment: where one step is slow the call can
-            overrun a small budget (a 17,889-parameter transformer: 163–235 s at ``time_budget=120``).
+            Stages that do not fit are skipped or shortened: each calibration grid stops between chunks of 100
+            steps once it has used a quarter of the budget, the ladder once it has used half. The floors
+            (a 2,000-step warm-up, the run's burn-in and 2,000 draws) and the chunk in flight at each deadline
+            still run, so where one step is slow the call can overrun a small budget.
         observables: what else to record at each kept draw, on device: ``{"name": spec}`` with ``spec`` a
             built-in (``"weight_norm"``, ``"group_norms"``, ``"distance"``, ``"grad_norm"``, ``"loss"``,
             ``"loss_at_center"``), ``slt.observables.per_sample_loss(probe)``, or ``fn(params, batch)``

@@ -438,6 +438,10 @@ def test_auto_shares_compiled_programs_and_time_budget_bounds_the_whole_call(reg
     # A budget below what the first calibration takes: no warm-up, the minimum run, and a note that says so.
     short = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, time_budget=0.01, **kwargs)
     assert short.auto.num_warmup == 0 and short.num_draws == 2000
+    # its grid stopped after one chunk of 100 steps, split as the whole grid's 1,000 would have been
+    first = short.calibration
+    assert (first.num_burnin, first.num_draws) == (50, 50), first.note
+    assert first.note.startswith("time_budget stopped the grid after 100 of 1000 steps per cell")
     assert any("time_budget" in n for n in short.notes), (short.notes, short.auto.describe())
     assert any("time_budget" in w for w in short.warnings)
 

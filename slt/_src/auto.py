@@ -4,16 +4,20 @@ A chain started at w* spreads along the directions the loss leaves (nearly) flat
 per step, so at a step ε small enough for a bias of a few percent it needs ~1/(εγ) steps to explore, and a
 calibration from w* reads low. The warm-up relaxes those directions at a larger step :math:`\varepsilon_w`
 (their bias :math:`\propto \varepsilon c_i` is small where the curvature :math:`c_i` is), for
-:math:`1/(\varepsilon_w\gamma)` steps; a second calibration from the warm chains then chooses ε, and the run's
-burn-in and draws follow from the mixing measured in the chosen cell: with τ the integrated autocorrelation
-time of λ̂ and s its per-draw standard deviation, burn-in :math:`\max(\text{calibration burn-in}, 20\tau)` and
-enough draws for an MCSE of ``precision`` × |λ̂|. The calibrations are :func:`slt.calibrate`'s rule
-(:mod:`slt.calibration`).
+:data:`WARMUP_EFOLDS`/:math:`(\varepsilon_w\gamma)` steps; a second calibration from the warm chains then
+chooses ε, and the run's burn-in and draws follow from the mixing measured in the chosen cell: with τ the
+integrated autocorrelation time of λ̂ and s its per-draw standard deviation, burn-in
+:math:`\max(\text{calibration burn-in}, 20\tau)` and enough draws for an MCSE of ``precision`` × |λ̂|. The
+calibrations are :func:`slt.calibrate`'s rule (:mod:`slt.calibration`).
 
 Cost. Both calibrations run the same grid shape (:data:`AUTO_CELLS` cells of :data:`AUTO_CELL_STEPS` steps), so
 they share one compiled program; the warm-up and the run share another (same chunk length). ``time_budget``
-bounds the whole call: the warm-up gets at most a third of what is left after the first calibration, and the
-run what is left after the second, at the per-step time measured on the warm-up (at least 2,000 draws).
+bounds the whole call: each calibration grid takes at most :data:`GRID_BUDGET_SHARE` of it (no chunk of
+:data:`slt._src.driver.DEADLINE_CHUNK_STEPS` steps starts past that; a grid stopped short splits the steps it
+ran into burn-in and draws as it would have split the whole), the warm-up at most a third of what is left after
+the first grid, and the run what is left after the second, at the per-step time measured on the warm-up. Beyond
+the budget run only the chunk in flight at each deadline (the first includes compilation) and the floors: a
+warm-up of 2,000 steps, a burn-in as long as the calibration's and 2,000 draws.
 
 The choice is an :class:`AutoChoice`: trajectories and trackers make it once, at a reference point, and apply it
 unchanged at every record (:func:`apply_choice`), so compared estimates share ε, γ and nβ.
@@ -31,7 +35,7 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
-from slt._src.driver import CHUNK_STEPS, LOSS_OBSERVABLES, sample
+from slt._src.driver import CHUNK_STEPS, DEADLINE_CHUNK_STEPS, LOSS_OBSERVABLES, sample
 from slt._src.localization import choose_localization
 from slt._src.settings import SamplingSettings
 from slt.calibration import _calibrate_target
@@ -63,6 +67,10 @@ AUTO_CELLS = 8  # cells of each calibration grid (halving), the same for both: o
 # (burn-in, kept draws) per cell of the first grid (from w*: it only has to place the warm-up step and bound ε) and
 # of the second (from the warm chains: it chooses ε). The run length is traced: one compiled program for both.
 AUTO_CELL_STEPS = ((500, 500), (1000, 1000))
+# Each grid may take at most GRID_BUDGET_SHARE of time_budget: it runs in chunks of DEADLINE_CHUNK_STEPS steps (the
+# same for both: one program) and no chunk starts past its deadline; a grid stopped short splits what ran as it
+# would have split the whole (burn-in and draws in the same proportion).
+GRID_BUDGET_SHARE = 0.25
 MIN_DRAWS = 2000
 WITH_ACCEPTANCE = False
 GRID_RETRIES = 2  # when the first grid has no stable cell, continue it downwards (8 more halvings) at most this often
@@ -160,7 +168,11 @@ def auto_settings(
         )
     bias_tolerance = validate.positive_float(bias_tolerance, "bias_tolerance")
     grid = dict(
-        num_step_sizes=AUTO_CELLS, num_chains=num_chains, with_acceptance=WITH_ACCEPTANCE, bias_tolerance=bias_tolerance
+        num_step_sizes=AUTO_CELLS,
+        num_chains=num_chains,
+        with_acceptance=WITH_ACCEPTANCE,
+        bias_tolerance=bias_tolerance,
+        steps_per_chunk=DEADLINE_CHUNK_STEPS,
     )
     notes = []
     (first_burnin, first_draws), (second_burnin, second_draws) = AUTO_CELL_STEPS
@@ -178,6 +190,7 @@ def auto_settings(
             step_sizes=below,
             hessian_top=None if below is None else first.hessian_top,
             allow_failure=attempt < GRID_RETRIES,
+            deadline=time.perf_counter() + GRID_BUDGET_SHARE * time_budget,
             **grid,
             **kwargs,
         )
@@ -225,6 +238,7 @@ def auto_settings(
             hessian_top=first.hessian_top,
             num_burnin=second_burnin,
             num_draws=second_draws,
+            deadline=time.perf_counter() + GRID_BUDGET_SHARE * time_budget,
             **grid,
             **kwargs,
         )

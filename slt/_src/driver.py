@@ -59,6 +59,10 @@ __all__ = [
 PyTree = Any
 
 CHUNK_STEPS = (1000, 10_000)  # default chunk length: num_steps / 20, clipped to this range
+# The chunk length of the stages that run under a deadline (step_size="auto"'s calibration grids, the γ ladder):
+# one RNG block, so that a stage overruns its share of time_budget by at most one short chunk where a step is slow
+# (a 17,889-parameter transformer: ~80 ms per grid step, so ~8 s per chunk).
+DEADLINE_CHUNK_STEPS = 100
 BATCHABLE = (
     "center",
     "frozen",
@@ -418,6 +422,7 @@ def sample(
     store_attrs: Mapping | None = None,
     progress: bool = False,
     description: str = "sampling",
+    deadline: float | None = None,
 ) -> Run:
     """Run the chains; see the module docstring. Arguments are assumed validated by the caller (the public
     estimators), except the driver's own (``thin``, ``steps_per_chunk``, ``chain_batch_size``, ``mesh``).
@@ -440,6 +445,10 @@ def sample(
         store: a directory: records and the resume point are written after each chunk; a second call with
             the same arguments resumes (see :mod:`slt._src.store`).
         progress: report progress per chunk.
+        deadline: a ``time.perf_counter()`` value: no chunk starts after it (the first always runs; the one in
+            flight finishes), so the run may stop short: ``Run.num_steps`` is then the steps run, whole chunks,
+            the same draws as a full run's first steps. With ``chain_batch_size``, the first group decides where
+            every group stops. Not with ``store`` (a run stopped short is not a resumable one).
 
     Example:
         >>> import jax, numpy as np, slt
@@ -474,6 +483,8 @@ def sample(
         chain_batch_size = min(int(chain_batch_size), num_chains)
     if mesh is not None:  # after the clipping: a chain_batch_size >= num_chains is one group of num_chains
         _check_mesh(mesh, num_chains, chain_batch_size)
+    if deadline is not None and store is not None:
+        raise ValueError("`deadline` and `store` exclude each other: a run stopped short cannot be resumed.")
     block, blocks_per_chunk, num_blocks = _plan(num_steps, thin, steps_per_chunk)
     num_chunks = -(-num_blocks // blocks_per_chunk)
     program = _Program(
@@ -562,6 +573,9 @@ def sample(
             bar.update(g * num_steps + min((c + 1) * blocks_per_chunk * block, num_steps))
 
         for c in range(first_chunk, num_chunks):
+            if g == 0 and deadline is not None and c > first_chunk and time.perf_counter() > deadline:
+                num_chunks = c  # every later group stops here too
+                break
             t0 = time.perf_counter()
             carry, rec = _chunk(program, carry, c * blocks_per_chunk, num_blocks, num_steps, gdyn)
             dispatch.append(time.perf_counter() - t0)  # the first call compiles (synchronously)
@@ -580,6 +594,9 @@ def sample(
     if writer is not None:
         writer.finish()
 
+    if num_chunks * blocks_per_chunk * block < num_steps:  # the deadline stopped the run
+        bar.stop(f"stopped at its deadline after {num_chunks * blocks_per_chunk * block} of {num_steps} steps")
+        num_steps = num_chunks * blocks_per_chunk * block
     num_records = -(-num_steps // thin)
     chain_axis = lead
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src.curvature import predicted_step_bias, top_hessian_eigenvalue
-from slt._src.driver import continue_trace, run_grid
+from slt._src.driver import DEADLINE_CHUNK_STEPS, continue_trace, run_grid
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt.samplers import sampler_spec
@@ -53,8 +53,6 @@ MAX_LADDER_STEPS = 20_000
 STEP_RETRIES = 2  # rungs that diverge or run away run again at a smaller step at most this often
 STEP_SHRINK = 16.0
 FLAT_SCALE = 10.0  # nβ h_max to scale the ladder by when the curvature at w* is 0
-LADDER_SEGMENT = 500  # the ladder runs in segments of this many steps (one program), so a deadline can stop it
-# (at 2,000 one segment of 5 rungs × 4 chains of a 17k-parameter transformer overran a 120 s budget by minutes)
 RHAT_RECHECK = 1.2  # a first non-local rung ruled out by R-hat alone, below this, is ruled on again after a longer run
 
 
@@ -160,9 +158,9 @@ def choose_localization(
     progress=False,
     max_seconds=None,
 ) -> LocalizationChoice:
-    """The rule of the module docstring (the ladder runs 2,000-20,000 steps, in segments of
-    :data:`LADDER_SEGMENT` continued from the last one's chains; after ``max_seconds`` no further segment or
-    retry starts, and the note says so: rungs the shorter run did not relax cannot be chosen)."""
+    """The rule of the module docstring (the ladder runs 2,000-20,000 steps, in chunks of
+    :data:`slt._src.driver.DEADLINE_CHUNK_STEPS`; after ``max_seconds`` no further chunk or retry starts, and the
+    note says so: rungs the shorter run did not relax cannot be chosen)."""
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + float(max_seconds)
     settings = SamplingSettings.validated(
@@ -211,32 +209,33 @@ def choose_localization(
 
     def run_length(steps):  # long enough for the rungs down to RELAX_THROUGH to relax (ε γ N >= RELAXED)
         need = RELAXED / (steps * gammas)
-        length = int(np.clip(np.ceil(need[:through].max() * 1.5), MIN_LADDER_STEPS, MAX_LADDER_STEPS))
-        return -(-length // LADDER_SEGMENT) * LADDER_SEGMENT
+        return int(np.clip(np.ceil(need[:through].max() * 1.5), MIN_LADDER_STEPS, MAX_LADDER_STEPS))
 
     def run_ladder(steps, num_steps, attempt, trace=None, done=0):
-        while done < num_steps:
-            more = run_grid(
-                target,
-                keys=jnp.stack([jax.random.fold_in(run_key, 1000 * attempt + done // LADDER_SEGMENT)] * gammas.size),
-                example_losses_at_center=per_example,
-                nbeta=t,
-                localization=gammas,
-                num_chains=settings.num_chains,
-                num_steps=LADDER_SEGMENT,
-                batch_size=settings.batch_size,
-                sampler=settings.sampler,
-                sampler_params={"step_size": steps, **dict(settings.sampler_params)},
-                progress=progress,
-                description=f"localization ladder, steps {done}-{done + LADDER_SEGMENT} of {num_steps}",
-                init_position=None if trace is None else trace.final_state.position,
-                init_batched=trace is not None,
-            )
-            trace = more if trace is None else continue_trace(trace, more, done)
-            done += LADDER_SEGMENT
-            if deadline is not None and time.perf_counter() > deadline and done < num_steps:
-                return trace, done, f"time_budget stopped the ladder after {done} of {num_steps} steps. "
-        return trace, done, ""
+        """Steps ``done`` to ``num_steps`` of the ladder (continuing ``trace``), stopped between chunks past the
+        deadline."""
+        more = run_grid(
+            target,
+            keys=jnp.stack([jax.random.fold_in(run_key, attempt)] * gammas.size),
+            example_losses_at_center=per_example,
+            nbeta=t,
+            localization=gammas,
+            num_chains=settings.num_chains,
+            num_steps=num_steps - done,
+            batch_size=settings.batch_size,
+            sampler=settings.sampler,
+            sampler_params={"step_size": steps, **dict(settings.sampler_params)},
+            progress=progress,
+            description="localization ladder" + (f", steps {done}-{num_steps}" if done else ""),
+            init_position=None if trace is None else trace.final_state.position,
+            init_batched=trace is not None,
+            steps_per_chunk=DEADLINE_CHUNK_STEPS,
+            deadline=deadline,
+        )
+        wanted, trace = num_steps, more if trace is None else continue_trace(trace, more, done)
+        done += more.loss.shape[-1]
+        cut = f"time_budget stopped the ladder after {done} of {wanted} steps. " if done < wanted else ""
+        return trace, done, cut
 
     def assess(trace, num_steps):
         """Per rung: λ̂ over the last two thirds, its se, drift, R-hat; why it is not local ('' if it is)."""

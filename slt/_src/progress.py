@@ -47,3 +47,8 @@ class Progress:
         elif decile > self.last_decile or done >= self.total:
             self.last_decile = decile
             self._write(text, final=True)
+
+    def stop(self, why: str) -> None:
+        """End the report of a run that stopped before its total, saying why."""
+        if self.enabled:
+            self._write(f"{self.description}: {why}, {time.perf_counter() - self.start:.1f} s", final=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 
 import jax
 import numpy as np
@@ -103,6 +104,31 @@ def test_progress_is_a_line_per_tenth_when_not_a_terminal(setup, monkeypatch):
     assert 2 <= len(lines) <= 13 and "\r" not in err.getvalue()
     assert "2345/2345" in lines[-1]
     assert np.array_equal(trace.loss, whole.loss)
+
+
+def test_a_deadline_stops_between_chunks_with_the_full_runs_first_steps(setup, monkeypatch):
+    """A deadline already past: the first chunk runs (and no other), in every chain group; its draws are the
+    first steps of the full run, and the progress report ends by saying where and why it stopped."""
+    target, kw, whole = setup
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    past = time.perf_counter() - 1.0
+    run = driver.sample(
+        target,
+        steps_per_chunk=300,
+        deadline=past,
+        chain_batch_size=2,
+        progress=True,
+        observables=driver.LOSS_OBSERVABLES,
+        **kw,
+    )
+    assert run.num_steps == 300 and run.loss.shape == (3, 300) and run.record_steps[-1] == 299
+    np.testing.assert_allclose(run.loss, whole.loss[:, :300], rtol=1e-6)  # groups: equal up to rounding
+    assert "stopped at its deadline after 300 of 2345 steps" in err.getvalue().splitlines()[-1]
+    future = driver.run_chains(target, steps_per_chunk=300, deadline=time.perf_counter() + 1e6, **kw)
+    assert np.array_equal(future.loss, whole.loss)  # a deadline not reached changes nothing
+    with pytest.raises(ValueError, match="`deadline` and `store`"):
+        driver.sample(target, deadline=past, store="unused", **kw)
 
 
 def test_driver_rejects_bad_layout_arguments(setup):
