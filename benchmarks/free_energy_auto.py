@@ -2,7 +2,7 @@
 
 Regular models (linear regression at its least-squares minimizer, Hessian eigenvalues h_i of XᵀX/n, γ = 1):
 
-* ``slt.wbic`` (at the default ``bias_tolerance`` 0.05 and at 0.02): λ̂ at t = n/log n against
+* ``slt.wbic`` (at the default ``bias_tolerance``, ``slt.calibration.BIAS_TOLERANCE``, and at 0.02): λ̂ at t = n/log n against
   :math:`\\tfrac12\\sum_i t h_i/(t h_i + \\gamma)` (the localized posterior's exact value);
 * ``slt.llc_multitemperature``: the slope against the same linear combination of the exact
   :math:`\\mathbb E_t[n(L_n - L^*)] = \\tfrac n2\\sum_i h_i/(t h_i + \\gamma)` (the fit's own target), and against
@@ -39,7 +39,7 @@ from dln_accuracy import CONFIGS  # noqa: E402
 
 SECTION = "The free-energy family with step_size='auto' against closed forms (issue #11)"
 GAMMA = 1.0
-TIGHT = 0.02  # a tighter bias_tolerance for WBIC (the default is 0.05)
+TIGHT = 0.02  # a tighter bias_tolerance for WBIC than the default (slt.calibration.BIAS_TOLERANCE)
 REGULAR = [(4, 1000, 1), (8, 2000, 2), (16, 10000, 3)]  # (d, n, seed)
 DLNS = [(w, r) for w, r in CONFIGS if len(w) == 3]
 

@@ -44,6 +44,13 @@ posterior at a predicted 3%); downwards for SGNHT, whose thermostat absorbs more
 line puts near the tolerance cycles and, on convex curves, picks steps with 15-20% bias; a line through each
 candidate and the few cells below it is too noisy with cells of a few thousand steps, and the smallest cells
 of a grid started at w* (not yet explored, λ̂ still low) fake a slope.
+
+The cells also understate the slope for SGLD itself on singular models: they see the part of the bias that
+settles within their 2,000 steps, not a slow part that settles over ~1/(εγ) steps. On DLN 10-5-10 r2 (γ = 1) long
+runs at seven steps give λ̂(ε) = 27.67 (NUTS) + ~9.6·10⁴ ε near the chosen cell, where the grid's line says
+5.8·10⁴: at its chosen ε the bias predicted 4.0%, measured 6.9%; after a drop from the warm-up's step, λ̂ settles
+within 500 steps to 29.0 and then climbs to 31 over ~30,000 (``benchmarks/RESULTS.md``). Hence the default
+:data:`BIAS_TOLERANCE` of 3%: a predicted 3% is a measured 5% or less on the suites there.
 """
 
 from __future__ import annotations
@@ -66,7 +73,18 @@ from slt._src.validate import as_key
 from slt.samplers import sampler_spec
 from slt.targets import Target, check_loss_at_center, make_target
 
-__all__ = ["CalibrationResult", "CalibrationSweep", "calibrate", "hessian_radius", "top_hessian_eigenvalue"]
+__all__ = [
+    "BIAS_TOLERANCE",
+    "CalibrationResult",
+    "CalibrationSweep",
+    "calibrate",
+    "hessian_radius",
+    "top_hessian_eigenvalue",
+]
+
+# The default largest predicted relative bias of λ̂ at the chosen ε, for every estimator that chooses a step: the
+# grid's line understates the equilibrium bias on singular models by up to ~1.7× (module docstring).
+BIAS_TOLERANCE = 0.03
 
 
 @dataclasses.dataclass
@@ -355,7 +373,7 @@ def calibrate(
     batch_size: int | None = None,
     sampler: Any = "sgld",
     sampler_params: dict | None = None,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     loss=None,
     where=None,
     progress: bool = False,
@@ -378,7 +396,8 @@ def calibrate(
     Args:
         step_sizes: the grid (any order); default: ``num_step_sizes`` values halving from the curvature
             cap :math:`2/(n\beta h_{\max} + \gamma)`.
-        bias_tolerance: largest acceptable predicted relative bias of λ̂ at the chosen ε.
+        bias_tolerance: largest acceptable predicted relative bias of λ̂ at the chosen ε (default
+            :data:`BIAS_TOLERANCE`, 3%: the prediction understates the bias on singular models, see above).
         nbeta, localization: a value each (as in :func:`slt.estimate_llc`), or sequences of values to
             sweep: every (nβ, γ) pair gets its own ε grid (capped by its own :math:`2/(n\beta h_{\max} +
             \gamma)`), all pairs' cells run in the same jitted computation, and the rule picks a step per
@@ -446,7 +465,7 @@ def _calibrate_target(
     batch_size=None,
     sampler="sgld",
     sampler_params=None,
-    bias_tolerance=0.05,
+    bias_tolerance=BIAS_TOLERANCE,
     progress=False,
     chunk_size=1024,
     init_position=None,

@@ -72,6 +72,7 @@ from slt._src.driver import sample
 from slt._src.observables import DrawContext, Observable, per_sample_loss
 from slt._src.results import Result
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.llc import SamplingWarning
 from slt.targets import (
     Target,
@@ -540,7 +541,7 @@ def bif(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
     store=None,
     mesh=None,
@@ -780,7 +781,7 @@ def susceptibilities(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
     store=None,
     mesh=None,

@@ -41,6 +41,7 @@ from slt._src.observables import resolve as resolve_observables
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.samplers import sampler_spec
 from slt.targets import make_target
 
@@ -377,7 +378,7 @@ def estimate_llc(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
     observables: dict | None = None,
     thin: int = 1,

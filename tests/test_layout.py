@@ -1,10 +1,11 @@
 """The package layout: no import cycles between slt's modules, every module imports on its own, every public
-name resolves."""
+name resolves, and a sampling setting has one default everywhere."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -134,3 +135,27 @@ def test_every_public_name_resolves():
         module = importlib.import_module(name)
         missing += [f"{name}.{n}" for n in getattr(module, "__all__", ()) if not hasattr(module, n)]
     assert not missing
+
+
+# Settings of every estimator that samples: the same concept, the same default, in every public function.
+SHARED_DEFAULTS = ("bias_tolerance", "precision", "time_budget", "num_chains", "localization", "chunk_size")
+
+
+def test_a_sampling_setting_has_one_default_everywhere():
+    defaults: dict[str, dict] = {name: {} for name in SHARED_DEFAULTS}
+    for module_name in MODULES:
+        module = importlib.import_module(module_name)
+        for public in getattr(module, "__all__", ()):
+            obj = getattr(module, public)
+            if not callable(obj) or module_name == "slt.models" or module_name.startswith("slt.models."):
+                continue  # models train with their own batch and chunk sizes
+            try:
+                parameters = inspect.signature(obj).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            for p in parameters:
+                if p.name in defaults and p.default is not inspect.Parameter.empty:
+                    defaults[p.name].setdefault(repr(p.default), []).append(f"{module_name}.{public}")
+    assert list(defaults["bias_tolerance"]) == [repr(slt.calibration.BIAS_TOLERANCE)], defaults["bias_tolerance"]
+    disagree = {name: values for name, values in defaults.items() if len(values) > 1}
+    assert not disagree, disagree

@@ -38,7 +38,7 @@ from slt._src import validate
 from slt._src.driver import CHUNK_STEPS, DEADLINE_CHUNK_STEPS, LOSS_OBSERVABLES, sample
 from slt._src.localization import choose_localization
 from slt._src.settings import SamplingSettings
-from slt.calibration import _calibrate_target
+from slt.calibration import BIAS_TOLERANCE, _calibrate_target
 from slt.targets import check_loss_at_center
 
 __all__ = [
@@ -141,7 +141,7 @@ def auto_settings(
     time_budget,
     progress,
     steps_per_chunk=None,
-    bias_tolerance=0.05,
+    bias_tolerance=BIAS_TOLERANCE,
     **kwargs,
 ) -> AutoChoice:
     """Calibrate at w*, warm up at a larger step, recalibrate from the warm chains, then size burn-in and draws
@@ -553,7 +553,7 @@ def prepare_run(
     time_budget,
     progress,
     steps_per_chunk,
-    bias_tolerance=0.05,
+    bias_tolerance=BIAS_TOLERANCE,
     **settings,
 ) -> Prepared:
     """The one setup of every single-temperature estimator (:func:`slt.estimate_llc`, :func:`slt.bif`,

@@ -35,6 +35,7 @@ from slt._src.progress import Progress
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.llc import LLCResult, summarize_run
 from slt.targets import check_loss_at_center, make_target
 
@@ -286,7 +287,7 @@ def llc_trajectory(
     reference: int = -1,
     recalibrate: bool = False,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
     norm_groups: Callable | None = None,
     **settings,

@@ -25,6 +25,7 @@ from slt._src import validate
 from slt._src.auto import prepare_run
 from slt._src.driver import run_chains, run_grid
 from slt._src.settings import SamplingSettings
+from slt.calibration import BIAS_TOLERANCE
 from slt.llc import SamplingWarning
 from slt.targets import Target
 
@@ -113,7 +114,7 @@ def _problem(
     auto_nbeta=None,
     key=None,
     precision=0.02,
-    bias_tolerance=0.05,
+    bias_tolerance=BIAS_TOLERANCE,
     time_budget=120.0,
     progress=False,
 ) -> tuple[_Problem, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from slt._src.results import Result
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.free_energy._common import (
     _auto_seconds,
     _check_localization,
@@ -432,7 +433,7 @@ def learning_coefficient(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
 ) -> LearningCoefficientResult:
     r"""The learning coefficient λ (and the multiplicity m) at w*, beyond the finite-temperature estimate.

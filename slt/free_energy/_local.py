@@ -78,6 +78,7 @@ from slt._src import validate
 from slt._src.curvature import hessian_radius
 from slt._src.results import Result
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.free_energy._common import (
     _auto_seconds,
     _check_localization,
@@ -364,7 +365,7 @@ def _free_energy_of_target(
     chunk_size,
     step_reference_nbeta=None,
     precision=0.02,
-    bias_tolerance=0.05,
+    bias_tolerance=BIAS_TOLERANCE,
     time_budget=120.0,
 ) -> LocalFreeEnergyResult:
     """``step_reference_nbeta``: the temperature ``step_size`` is meant for (default the top one); the
@@ -552,7 +553,7 @@ def local_free_energy(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
 ) -> LocalFreeEnergyResult:
     r"""The local free energy by thermodynamic integration over the inverse temperature.

@@ -18,6 +18,7 @@ import numpy as np
 from slt._src import validate
 from slt._src.results import Result
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.free_energy._common import (
     _auto_seconds,
     _check_localization,
@@ -166,7 +167,7 @@ def llc_multitemperature(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
 ) -> MultiTemperatureResult:
     r"""The learning coefficient as the slope of :math:`\mathbb E_\beta[nL_n]` against 1/β.

@@ -14,6 +14,7 @@ import numpy as np
 from slt import diagnostics
 from slt._src.results import Result
 from slt._src.validate import as_key
+from slt.calibration import BIAS_TOLERANCE
 from slt.free_energy._common import _auto_seconds, _check_localization, _problem, _sample
 from slt.posterior import default_nbeta
 from slt.targets import make_target
@@ -97,7 +98,7 @@ def wbic(
     progress: bool = False,
     chunk_size: int = 1024,
     precision: float = 0.02,
-    bias_tolerance: float = 0.05,
+    bias_tolerance: float = BIAS_TOLERANCE,
     time_budget: float = 120.0,
 ) -> WBICResult:
     r"""Watanabe's widely applicable Bayesian information criterion of the local posterior.
