@@ -2,8 +2,8 @@
 
 Regular models (linear regression at its least-squares minimizer, Hessian eigenvalues h_i of XᵀX/n, γ = 1):
 
-* ``slt.wbic`` (at the default ``bias_tolerance``, ``slt.calibration.BIAS_TOLERANCE``, and at 0.02): λ̂ at t = n/log n against
-  :math:`\\tfrac12\\sum_i t h_i/(t h_i + \\gamma)` (the localized posterior's exact value);
+* ``slt.wbic`` (at the default ``bias_tolerance``, ``slt.calibration.BIAS_TOLERANCE``, and at 0.02): λ̂ at
+  t = n/log n against :math:`\\tfrac12\\sum_i t h_i/(t h_i + \\gamma)` (the localized posterior's exact value);
 * ``slt.llc_multitemperature``: the slope against the same linear combination of the exact
   :math:`\\mathbb E_t[n(L_n - L^*)] = \\tfrac n2\\sum_i h_i/(t h_i + \\gamma)` (the fit's own target), and against
   λ = d/2;

@@ -49,8 +49,11 @@ The cells also understate the slope for SGLD itself on singular models: they see
 settles within their 2,000 steps, not a slow part that settles over ~1/(εγ) steps. On DLN 10-5-10 r2 (γ = 1) long
 runs at seven steps give λ̂(ε) = 27.67 (NUTS) + ~9.6·10⁴ ε near the chosen cell, where the grid's line says
 5.8·10⁴: at its chosen ε the bias predicted 4.0%, measured 6.9%; after a drop from the warm-up's step, λ̂ settles
-within 500 steps to 29.0 and then climbs to 31 over ~30,000 (``benchmarks/RESULTS.md``). Hence the default
-:data:`BIAS_TOLERANCE` of 3%: a predicted 3% is a measured 5% or less on the suites there.
+within 500 steps to 29.0 and then climbs to 31 over ~30,000 (``benchmarks/RESULTS.md``). ``bias_tolerance=0.03``
+narrows the gap (DLN suite against NUTS median 2.0% instead of 4.6%; ``wbic`` within 3% of its closed forms), but
+the same slow part then shows in long runs as drift: on the grokking run 7 of 21 records fail their checks (none
+at 0.05) and the call takes 1.9× as long. :data:`BIAS_TOLERANCE` stays 5% until the run's burn-in accounts for
+the slow part.
 """
 
 from __future__ import annotations
@@ -82,9 +85,9 @@ __all__ = [
     "top_hessian_eigenvalue",
 ]
 
-# The default largest predicted relative bias of λ̂ at the chosen ε, for every estimator that chooses a step: the
-# grid's line understates the equilibrium bias on singular models by up to ~1.7× (module docstring).
-BIAS_TOLERANCE = 0.03
+# The default largest predicted relative bias of λ̂ at the chosen ε, for every estimator that chooses a step (the
+# grid's line understates the equilibrium bias on singular models by up to ~1.7×: module docstring).
+BIAS_TOLERANCE = 0.05
 
 
 @dataclasses.dataclass
@@ -397,7 +400,7 @@ def calibrate(
         step_sizes: the grid (any order); default: ``num_step_sizes`` values halving from the curvature
             cap :math:`2/(n\beta h_{\max} + \gamma)`.
         bias_tolerance: largest acceptable predicted relative bias of λ̂ at the chosen ε (default
-            :data:`BIAS_TOLERANCE`, 3%: the prediction understates the bias on singular models, see above).
+            :data:`BIAS_TOLERANCE`, 5%; the prediction understates the bias on singular models, see above).
         nbeta, localization: a value each (as in :func:`slt.estimate_llc`), or sequences of values to
             sweep: every (nβ, γ) pair gets its own ε grid (capped by its own :math:`2/(n\beta h_{\max} +
             \gamma)`), all pairs' cells run in the same jitted computation, and the rule picks a step per
