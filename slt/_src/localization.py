@@ -232,9 +232,9 @@ def choose_localization(
             steps_per_chunk=DEADLINE_CHUNK_STEPS,
             deadline=deadline,
         )
-        wanted, trace = num_steps, more if trace is None else continue_trace(trace, more, done)
+        trace = more if trace is None else continue_trace(trace, more, done)
         done += more.loss.shape[-1]
-        cut = f"time_budget stopped the ladder after {done} of {wanted} steps. " if done < wanted else ""
+        cut = f"time_budget stopped the ladder after {done} of {num_steps} steps. " if done < num_steps else ""
         return trace, done, cut
 
     def assess(trace, num_steps):
