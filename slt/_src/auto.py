@@ -10,8 +10,10 @@ integrated autocorrelation time of λ̂ and s its per-draw standard deviation, b
 :math:`\max(\text{calibration burn-in}, 20\tau)` and enough draws for an MCSE of ``precision`` × |λ̂|. The
 calibrations are :func:`slt.calibrate`'s rule (:mod:`slt.calibration`).
 
-Cost. Both calibrations run the same grid shape (:data:`AUTO_CELLS` cells of :data:`AUTO_CELL_STEPS` steps), so
-they share one compiled program; the warm-up and the run share another (same chunk length). ``time_budget``
+Cost. The calibration grids (:data:`AUTO_CELLS` cells of :data:`AUTO_CELL_STEPS` steps), the warm-up and the
+run all run in chunks of :data:`slt._src.driver.DEADLINE_CHUNK_STEPS` steps; on CPU the grids' cells run one
+after another (:func:`slt._src.driver.default_cell_batch_size`), so all four share one compiled program, the
+run's (elsewhere the grids share a second one). ``time_budget``
 bounds the whole call: each calibration grid takes at most :data:`GRID_BUDGET_SHARE` of it (no chunk of
 :data:`slt._src.driver.DEADLINE_CHUNK_STEPS` steps starts past that; a grid stopped short splits the steps it
 ran into burn-in and draws as it would have split the whole), the warm-up at most a third of what is left after
@@ -35,7 +37,7 @@ import numpy as np
 
 from slt import diagnostics
 from slt._src import validate
-from slt._src.driver import CHUNK_STEPS, DEADLINE_CHUNK_STEPS, LOSS_OBSERVABLES, sample
+from slt._src.driver import DEADLINE_CHUNK_STEPS, LOSS_OBSERVABLES, sample
 from slt._src.localization import choose_localization
 from slt._src.settings import SamplingSettings
 from slt.calibration import BIAS_TOLERANCE, _calibrate_target
@@ -201,8 +203,8 @@ def auto_settings(
     per_step = first.per_step_seconds / first.gradients_per_step  # the runs below record no acceptance
     left = time_budget - (time.perf_counter() - start)
     max_steps = max(MIN_DRAWS, int(left / max(per_step, 1e-9)))
-    if steps_per_chunk is None:  # at most the shortest warm-up, so that the warm-up and the run share one program
-        steps_per_chunk = int(np.clip(max_steps // 20, CHUNK_STEPS[0], MIN_DRAWS))
+    if steps_per_chunk is None:  # the grids' chunk: on CPU the grids, warm-up and run share one program
+        steps_per_chunk = DEADLINE_CHUNK_STEPS
     cal, warm, warm_seconds = first, None, 0.0
     if left > grid_seconds:
         t0 = time.perf_counter()

@@ -347,6 +347,39 @@ def _plan(num_steps: int, thin: int, steps_per_chunk: int | None) -> tuple[int, 
     return block, min(blocks, -(-num_blocks // unit) * unit), num_blocks
 
 
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def _num_cells(program: _Program, dyn: dict, init_position) -> int:
+    axes = _cell_axes(program, dyn)
+    leaves = [x for k, a in axes.items() if a == 0 for x in jax.tree_util.tree_leaves(dyn[k])]
+    leaves += jax.tree_util.tree_leaves(init_position)
+    return int(np.shape(leaves[0])[0])
+
+
+def _cells_of(program: _Program, dyn: dict, init_position, init_batched: bool, cells):
+    """The program, inputs and starts of some cells: ``cells`` None (all), a slice (a group keeping the cell
+    axis) or an index (one cell, in the program of a run without cells)."""
+    if cells is None:
+        return program, dyn, init_position, init_batched
+    axes = _cell_axes(program, dyn)
+    take = _take if isinstance(cells, int) else (lambda tree, c: jax.tree_util.tree_map(lambda x: x[c], tree))
+    sub = {k: (take(v, cells) if axes[k] == 0 else v) for k, v in dyn.items()}
+    init = take(init_position, cells) if init_batched else init_position
+    if isinstance(cells, slice):
+        return program, sub, init, init_batched
+    return dataclasses.replace(program, batched=()), sub, init, False
+
+
+@jax.jit
+def _take(tree, index):
+    """Cell ``index`` (traced: one compilation for every cell) of each leaf's leading axis."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
 def _float_params(sampler_params: Mapping | None) -> dict:
     return {k: jnp.asarray(v, dtype=jnp.float32) for k, v in (sampler_params or {}).items()}
 
@@ -417,6 +450,7 @@ def sample(
     init_position=None,
     steps_per_chunk: int | None = None,
     chain_batch_size: int | None = None,
+    cell_batch_size: int | None = None,
     mesh=None,
     store=None,
     store_attrs: Mapping | None = None,
@@ -441,14 +475,18 @@ def sample(
         steps_per_chunk: steps per compiled chunk (rounded to whole RNG blocks and ``thin``); default
             ``num_steps / 20`` clipped to [1,000, 10,000].
         chain_batch_size: run the chains in groups of this size, one after another (memory); the same draws.
+        cell_batch_size: run the cells in groups of this size, one after another; the same draws. With 1, each
+            cell runs in the program of a run without cells (one compilation shared with such runs, e.g. a
+            calibration grid's and the run it chooses).
         mesh: a ``jax.sharding.Mesh`` with a ``"chain"`` axis (and optionally ``"model"``, ``"data"``).
         store: a directory: records and the resume point are written after each chunk; a second call with
             the same arguments resumes (see :mod:`slt._src.store`).
         progress: report progress per chunk.
         deadline: a ``time.perf_counter()`` value: no chunk starts after it (the first always runs; the one in
             flight finishes), so the run may stop short: ``Run.num_steps`` is then the steps run, whole chunks,
-            the same draws as a full run's first steps. With ``chain_batch_size``, the first group decides where
-            every group stops. Not with ``store`` (a run stopped short is not a resumable one).
+            the same draws as a full run's first steps. With ``chain_batch_size`` or ``cell_batch_size``, the first
+            group decides where every group stops, on its share of the time left after its first chunk (which
+            includes compilation). Not with ``store`` (a run stopped short is not a resumable one).
 
     Example:
         >>> import jax, numpy as np, slt
@@ -474,13 +512,7 @@ def sample(
         raise ValueError(f"cannot batch over {sorted(unknown)}; batchable: {BATCHABLE}")
     named = obs.resolve(observables) if (observables is None or isinstance(observables, Mapping)) else observables
     if chain_batch_size is not None:
-        if (
-            isinstance(chain_batch_size, bool)
-            or not isinstance(chain_batch_size, (int, np.integer))
-            or chain_batch_size < 1
-        ):
-            raise ValueError(f"`chain_batch_size` must be a positive integer; got {chain_batch_size!r}.")
-        chain_batch_size = min(int(chain_batch_size), num_chains)
+        chain_batch_size = min(_positive_int(chain_batch_size, "chain_batch_size"), num_chains)
     if mesh is not None:  # after the clipping: a chain_batch_size >= num_chains is one group of num_chains
         _check_mesh(mesh, num_chains, chain_batch_size)
     if deadline is not None and store is not None:
@@ -499,7 +531,6 @@ def sample(
         mesh=mesh,
     )
     init_batched = "init_position" in batched and init_position is not None
-    lead = 1 if batched else 0
     keys = jnp.asarray(key) if "key" in batched else key
     if "key" in batched:
         chain_keys = jax.vmap(lambda k: jax.random.key_data(jax.random.split(k, num_chains)))(keys)
@@ -519,6 +550,16 @@ def sample(
     groups = [slice(0, num_chains)]
     if chain_batch_size is not None and chain_batch_size < num_chains:
         groups = [slice(s, min(s + chain_batch_size, num_chains)) for s in range(0, num_chains, chain_batch_size)]
+    cell_groups: list = [None]  # None: every cell (or no cells) in one program
+    if batched and cell_batch_size is not None:
+        cell_batch_size = _positive_int(cell_batch_size, "cell_batch_size")
+        num_cells = _num_cells(program, dyn, init_position if init_batched else None)
+        if cell_batch_size == 1:  # each cell in the program of a run without cells
+            cell_groups = list(range(num_cells))
+        elif cell_batch_size < num_cells:
+            cell_groups = [slice(s, min(s + cell_batch_size, num_cells)) for s in range(0, num_cells, cell_batch_size)]
+    if store is not None and len(cell_groups) > 1:
+        raise ValueError("`cell_batch_size` and `store` exclude each other; store a grid as one group of cells.")
 
     writer = None
     if store is not None:
@@ -537,60 +578,74 @@ def sample(
         )
 
     start = time.perf_counter()
-    bar = Progress(progress, num_steps * len(groups), f"{description} ({num_chains} chains)")
-    pieces, finals, bads = [], [], []
+    num_units = len(cell_groups) * len(groups)
+    bar = Progress(progress, num_steps * num_units, f"{description} ({num_chains} chains)")
+    cell_pieces = []  # per cell group: (records, finals, bads) per chain group, and the group's cell axes
     compile_time = 0.0
     resumed = 0
-    for g, rows in enumerate(groups):
-        gdyn = dict(dyn)
-        gdyn["chain_keys"] = dyn["chain_keys"][..., rows, :]
-        ginit = (
-            None
-            if init_position is None
-            else jax.tree_util.tree_map(lambda x, r=rows: x[:, r] if init_batched else x[r], init_position)
-        )
-        gdyn = _place(program, gdyn, lead)
-        first_chunk, records = 0, []
-        carry = None
-        if writer is not None:
-            shapes = jax.eval_shape(functools.partial(_init_impl, program, init_batched=init_batched), gdyn, ginit)
-            first_chunk, carry, records = writer.resume(g, jax.tree_util.tree_structure(shapes))
-            resumed += first_chunk
-        if carry is None:
-            carry = _init(program, gdyn, ginit, init_batched=init_batched)
-        else:
-            carry = jax.tree_util.tree_map(jnp.asarray, carry)
-        # Chunk c + 1 is dispatched before chunk c's records are copied to the host (and written to the
-        # store), so the device never waits for the host between chunks.
-        pending = None
-        dispatch: list[float] = []
-
-        def finish(c, rec, carry_after, records=records, g=g):
-            rec = _fetch(rec)
+    unit = 0
+    for cells in cell_groups:
+        cprogram, cdyn, cinit, cinit_batched = _cells_of(program, dyn, init_position, init_batched, cells)
+        clead = 1 if cprogram.batched else 0
+        pieces, finals, bads = [], [], []
+        for g, rows in enumerate(groups):
+            gdyn = dict(cdyn)
+            gdyn["chain_keys"] = cdyn["chain_keys"][..., rows, :]
+            ginit = (
+                None
+                if cinit is None
+                else jax.tree_util.tree_map(lambda x, r=rows, b=cinit_batched: x[:, r] if b else x[r], cinit)
+            )
+            gdyn = _place(cprogram, gdyn, clead)
+            first_chunk, records = 0, []
+            carry = None
             if writer is not None:
-                writer.write(g, c, rec, _fetch(carry_after))
-            records.append(rec)
-            bar.update(g * num_steps + min((c + 1) * blocks_per_chunk * block, num_steps))
+                shapes = jax.eval_shape(
+                    functools.partial(_init_impl, cprogram, init_batched=cinit_batched), gdyn, ginit
+                )
+                first_chunk, carry, records = writer.resume(g, jax.tree_util.tree_structure(shapes))
+                resumed += first_chunk
+            if carry is None:
+                carry = _init(cprogram, gdyn, ginit, init_batched=cinit_batched)
+            else:
+                carry = jax.tree_util.tree_map(jnp.asarray, carry)
+            # Chunk c + 1 is dispatched before chunk c's records are copied to the host (and written to the
+            # store), so the device never waits for the host between chunks.
+            pending = None
+            dispatch: list[float] = []
 
-        for c in range(first_chunk, num_chunks):
-            if g == 0 and deadline is not None and c > first_chunk and time.perf_counter() > deadline:
-                num_chunks = c  # every later group stops here too
-                break
-            t0 = time.perf_counter()
-            carry, rec = _chunk(program, carry, c * blocks_per_chunk, num_blocks, num_steps, gdyn)
-            dispatch.append(time.perf_counter() - t0)  # the first call compiles (synchronously)
+            def finish(c, rec, carry_after, records=records, g=g, done=unit * num_steps):
+                rec = _fetch(rec)
+                if writer is not None:
+                    writer.write(g, c, rec, _fetch(carry_after))
+                records.append(rec)
+                bar.update(done + min((c + 1) * blocks_per_chunk * block, num_steps))
+
+            for c in range(first_chunk, num_chunks):
+                if unit == 0 and deadline is not None and c > first_chunk and time.perf_counter() > deadline:
+                    num_chunks = c  # every later group stops here too
+                    break
+                t0 = time.perf_counter()
+                carry, rec = _chunk(cprogram, carry, c * blocks_per_chunk, num_blocks, num_steps, gdyn)
+                dispatch.append(time.perf_counter() - t0)  # the first call compiles (synchronously)
+                if unit == 0 and c == first_chunk and deadline is not None and num_units > 1:
+                    # the first group's share of the time left after compiling: every group runs as long
+                    now = time.perf_counter()
+                    deadline = now + (deadline - now) / num_units
+                if pending is not None:
+                    finish(*pending)
+                pending = (c, rec, carry)
             if pending is not None:
                 finish(*pending)
-            pending = (c, rec, carry)
-        if pending is not None:
-            finish(*pending)
-        if dispatch:  # the first dispatch compiles synchronously; a cached program dispatches in microseconds
-            compile_time = max(
-                compile_time, dispatch[0] - (float(np.median(dispatch[1:])) if len(dispatch) > 1 else 0.0)
-            )
-        pieces.append(records)
-        finals.append(carry[0])
-        bads.append(_fetch(carry[1]))
+            if dispatch:  # the first dispatch compiles synchronously; a cached program dispatches in microseconds
+                compile_time = max(
+                    compile_time, dispatch[0] - (float(np.median(dispatch[1:])) if len(dispatch) > 1 else 0.0)
+                )
+            pieces.append(records)
+            finals.append(carry[0])
+            bads.append(_fetch(carry[1]))
+            unit += 1
+        cell_pieces.append((pieces, finals, bads, clead, cells))
     if writer is not None:
         writer.finish()
 
@@ -598,28 +653,41 @@ def sample(
         bar.stop(f"stopped at its deadline after {num_chunks * blocks_per_chunk * block} of {num_steps} steps")
         num_steps = num_chunks * blocks_per_chunk * block
     num_records = -(-num_steps // thin)
-    chain_axis = lead
 
-    def cat_records(*chunks):  # concatenate chunks along the record axis, trim past num_steps
-        return np.concatenate(chunks, axis=chain_axis + 1)[(slice(None),) * (chain_axis + 1) + (slice(0, num_records),)]
+    joined_cells = []
+    for pieces, finals, bads, clead, cells in cell_pieces:
 
-    per_group = [jax.tree_util.tree_map(cat_records, *records) for records in pieces]
-    joined = (
-        per_group[0]
-        if len(per_group) == 1
-        else jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=chain_axis), *per_group)
-    )
-    stats, values = joined
-    final_state = (
-        finals[0]
-        if len(finals) == 1
-        else jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=chain_axis), *finals)
-    )
+        def cat_records(*chunks, clead=clead):  # concatenate chunks along the record axis, trim past num_steps
+            return np.concatenate(chunks, axis=clead + 1)[(slice(None),) * (clead + 1) + (slice(0, num_records),)]
+
+        per_group = [jax.tree_util.tree_map(cat_records, *records) for records in pieces]
+        joined = (
+            per_group[0]
+            if len(per_group) == 1
+            else jax.tree_util.tree_map(lambda *xs, a=clead: np.concatenate(xs, axis=a), *per_group)
+        )
+        final_state = (
+            finals[0]
+            if len(finals) == 1
+            else jax.tree_util.tree_map(lambda *xs, a=clead: jnp.concatenate(xs, axis=a), *finals)
+        )
+        bad = np.concatenate(bads, axis=clead)
+        if isinstance(cells, int):  # one cell run without a cell axis: give it one
+            joined = jax.tree_util.tree_map(lambda x: x[None], joined)
+            final_state = jax.tree_util.tree_map(lambda x: x[None], final_state)
+            bad = bad[None]
+        joined_cells.append((joined, final_state, bad))
+    if len(joined_cells) == 1:
+        (stats, values), final_state, divergence_step = joined_cells[0]
+    else:
+        stats, values = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *[j[0] for j in joined_cells])
+        final_state = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *[j[1] for j in joined_cells])
+        divergence_step = np.concatenate([j[2] for j in joined_cells], axis=0)
     return Run(
         stats=dict(stats),
         observables=dict(values),
         record_steps=np.arange(num_records) * thin,
-        divergence_step=np.concatenate(bads, axis=chain_axis),
+        divergence_step=divergence_step,
         final_state=final_state,
         num_steps=num_steps,
         thin=thin,
@@ -742,6 +810,15 @@ def run_chains(
     return _trace(run)
 
 
+def default_cell_batch_size() -> int | None:
+    """Grid cells per program by default: one on CPU, where a step costs about in proportion to the chains it
+    moves, so cells together save little time while they compile a program no plain run shares (a grid and the
+    run it chooses: 0.55-0.76× the time one by one on small models, 1.02× on a 3k-parameter GPT;
+    ``benchmarks/grid_cells.py``); all of them (None) on accelerators, whose step time grows little with the
+    chains."""
+    return 1 if jax.default_backend() == "cpu" else None
+
+
 def run_grid(
     target: Target,
     *,
@@ -760,15 +837,19 @@ def run_grid(
     init_batched=False,
     **driver,
 ) -> ChainTrace:
-    """A grid of G hyperparameter cells × ``num_chains`` chains in one compiled run.
+    """A grid of G hyperparameter cells × ``num_chains`` chains.
 
-    ``keys`` has shape (G,) (the same key G times gives common random numbers across cells, which makes
-    differences between cells far less noisy). ``nbeta``, ``localization`` and each ``sampler_params`` value
-    are scalars (shared) or arrays of shape (G,). Every array of the returned :class:`ChainTrace` gains a
-    leading axis G. ``init_position``: the chains' starts (the same for every cell; with ``init_batched``, a
-    leading cell axis: each cell its own, e.g. a previous grid's ``final_state.position`` to continue it)."""
+    On CPU the cells run one after another, each in the program of a run without cells (the one the run that
+    a calibration chooses compiles too), elsewhere all in one program: ``cell_batch_size`` (see :func:`sample`)
+    defaults to :func:`default_cell_batch_size`. ``keys`` has shape (G,) (the same key G times gives common
+    random numbers across cells, which makes differences between cells far less noisy). ``nbeta``,
+    ``localization`` and each ``sampler_params`` value are scalars (shared) or arrays of shape (G,). Every array
+    of the returned :class:`ChainTrace` gains a leading axis G. ``init_position``: the chains' starts (the same
+    for every cell; with ``init_batched``, a leading cell axis: each cell its own, e.g. a previous grid's
+    ``final_state.position`` to continue it)."""
     keys = jnp.asarray(keys)
     num_cells = keys.shape[0]
+    driver.setdefault("cell_batch_size", default_cell_batch_size())
     params = _float_params(sampler_params)
     values = {"nbeta": jnp.asarray(nbeta, jnp.float32), "localization": jnp.asarray(localization, jnp.float32)}
     batched = ["key"] + (["init_position"] if init_batched and init_position is not None else [])

@@ -65,6 +65,61 @@ def test_chain_groups_give_the_same_chains_up_to_rounding(setup):
     np.testing.assert_allclose(grouped.loss, whole.loss, rtol=0, atol=1e-5 * scale)
 
 
+def test_cells_one_by_one_run_the_program_of_a_run_without_cells(setup):
+    """A grid's cells in groups (``cell_batch_size``) give the grid's chains (up to rounding: another
+    vectorization width), each cell alone compiles no program beyond a plain run's, and a cell's chains are
+    those of a plain run with that cell's key and hyperparameters, bit for bit."""
+    target, kw, _ = setup
+    grid_kw = {k: v for k, v in kw.items() if k not in ("key", "sampler_params")}
+    grid_kw.update(keys=jax.random.split(jax.random.key(5), 3), sampler_params={"step_size": [1e-3, 5e-4, 2e-4]})
+    grid_kw["localization"] = np.array([1.0, 2.0, 4.0])
+    # each cell its own starts, (cells, chains, ...): w* moved by a per-cell offset
+    init = jax.tree_util.tree_map(
+        lambda x: (
+            np.asarray(x)[None, None]
+            + 0.01 * np.arange(3.0).reshape((3, 1) + (1,) * np.ndim(x)) * np.ones((1, 3) + np.shape(x))
+        ),
+        target.position,
+    )
+    together = driver.run_grid(target, steps_per_chunk=500, init_position=init, init_batched=True, **grid_kw)
+    pairs = driver.run_grid(
+        target, steps_per_chunk=500, init_position=init, init_batched=True, cell_batch_size=2, **grid_kw
+    )
+    scale = np.abs(together.loss).max()
+    np.testing.assert_allclose(pairs.loss, together.loss, rtol=0, atol=1e-5 * scale)
+    plain_kw = {
+        **kw,
+        "key": jax.random.split(jax.random.key(5), 3)[2],
+        "localization": 4.0,
+        "sampler_params": {"step_size": 2e-4},
+    }
+    plain = driver.run_chains(
+        target, steps_per_chunk=500, init_position=jax.tree_util.tree_map(lambda x: x[2], init), **plain_kw
+    )
+    before = COMPILES(SAMPLER_CHUNK)
+    alone = driver.run_grid(
+        target, steps_per_chunk=500, init_position=init, init_batched=True, cell_batch_size=1, **grid_kw
+    )
+    assert COMPILES(SAMPLER_CHUNK) == before  # the plain run's program
+    assert alone.loss.shape == together.loss.shape == (3, 3, 2345)
+    assert np.array_equal(alone.loss[2], plain.loss)
+    assert _leaves_equal(jax.tree_util.tree_map(lambda x: x[2], alone.final_state), plain.final_state)
+    np.testing.assert_allclose(alone.loss, together.loss, rtol=0, atol=1e-5 * scale)
+    assert alone.divergence_step.shape == (3, 3)
+
+
+def test_a_deadline_gives_each_cell_group_its_share(setup):
+    """The first group stops on its share of the time left after its first chunk; the others run as far."""
+    target, kw, _ = setup
+    grid_kw = {k: v for k, v in kw.items() if k not in ("key", "sampler_params")}
+    grid_kw.update(keys=jax.random.split(jax.random.key(5), 3), sampler_params={"step_size": [1e-3, 5e-4, 2e-4]})
+    past = time.perf_counter() - 1.0
+    run = driver.run_grid(target, steps_per_chunk=300, cell_batch_size=1, deadline=past, **grid_kw)
+    assert run.loss.shape == (3, 3, 300)
+    whole = driver.run_grid(target, steps_per_chunk=300, cell_batch_size=1, **grid_kw)
+    assert np.array_equal(run.loss, whole.loss[:, :, :300])
+
+
 def test_thinning_records_every_kth_step(setup):
     target, kw, whole = setup
     run = driver.sample(target, thin=7, observables={"lac": "loss_at_center"}, **kw)
@@ -139,3 +194,5 @@ def test_driver_rejects_bad_layout_arguments(setup):
         driver.sample(target, steps_per_chunk=-5, **kw)
     with pytest.raises(ValueError, match="`chain_batch_size`"):
         driver.sample(target, chain_batch_size=0, **kw)
+    with pytest.raises(ValueError, match="`cell_batch_size`"):
+        driver.sample(target, batched=("nbeta",), **{**kw, "nbeta": np.array([1.0, 2.0])}, cell_batch_size=0)
