@@ -57,23 +57,16 @@ def top_hessian_eigenvalue(
     """
     flat, unravel = jax.flatten_util.ravel_pytree(target.position)
     m = min(num_examples, target.num_data)
-    data = jax.tree_util.tree_map(lambda x: x[:m], target.data)
 
     def loss(v):
-        return target.loss(unravel(v), target.frozen, data)
+        return target.loss(unravel(v), target.frozen, jax.tree_util.tree_map(lambda x: x[:m], target.data))
 
-    def radius(point, v0):  # compiled once per loss and shapes (module-level jit), not once per call
-        return _radius(target.loss, unravel(point), target.frozen, data, v0, num_iterations)[0]
+    def radius(probe: int, probe_radius: float):  # one compiled program (module-level jit) for w* and the probes
+        return _radius(
+            target.loss, target.position, target.frozen, target.data, key, probe, probe_radius, m, num_iterations
+        )
 
-    start_key, probe_key = jax.random.split(key)
-    value, gradient_finite = _radius(
-        target.loss,
-        target.position,
-        target.frozen,
-        data,
-        jax.random.normal(start_key, flat.shape, flat.dtype),
-        num_iterations,
-    )
+    value, gradient_finite = radius(0, 0.0)
     if not bool(gradient_finite):  # every chain's first step would be NaN: say where, now
         raise ValueError(
             f"the gradient of the loss is not finite at w*: {_non_finite_leaves(loss, flat, unravel, key)} A chain "
@@ -84,11 +77,7 @@ def top_hessian_eigenvalue(
     if math.isfinite(value):
         return value
     scale = 1.0 + float(jnp.sqrt(jnp.mean(flat**2))) if flat.size else 1.0
-    probes = []
-    for i, r in enumerate(PROBE_RADII):
-        z_key, v_key = jax.random.split(jax.random.fold_in(probe_key, i))
-        point = flat + r * scale * jax.random.normal(z_key, flat.shape, flat.dtype)
-        probes.append(float(radius(point, jax.random.normal(v_key, flat.shape, flat.dtype))))
+    probes = [float(radius(i + 1, r * scale)[0]) for i, r in enumerate(PROBE_RADII)]
     finite = [p for p in probes if math.isfinite(p)]
     if finite:
         return max(finite)
@@ -100,15 +89,21 @@ def top_hessian_eigenvalue(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "num_iterations"))
-def _radius(loss, position, frozen, data, v0, num_iterations):
-    """(Hessian radius, whether the gradient is finite) at ``position``: one compiled program for both."""
+@functools.partial(jax.jit, static_argnames=("loss", "num_examples", "num_iterations"))
+def _radius(loss, position, frozen, data, key, probe, probe_radius, num_examples, num_iterations):
+    """(Hessian radius, whether the gradient is finite) on the first ``num_examples`` examples at
+    :math:`w^* + r z` (``r = probe_radius``; z and the power iteration's start drawn from ``fold_in(key, probe)``):
+    one compiled program for w* (r = 0) and the probes."""
     flat, unravel = jax.flatten_util.ravel_pytree(position)
+    data = jax.tree_util.tree_map(lambda x: x[:num_examples], data)
+    z_key, v_key = jax.random.split(jax.random.fold_in(key, probe))
+    point = flat + probe_radius * jax.random.normal(z_key, flat.shape, flat.dtype)
 
     def fun(v):
         return loss(unravel(v), frozen, data)
 
-    return hessian_radius(fun, flat, v0, num_iterations), jnp.isfinite(jax.grad(fun)(flat)).all()
+    v0 = jax.random.normal(v_key, flat.shape, flat.dtype)
+    return hessian_radius(fun, point, v0, num_iterations), jnp.isfinite(jax.grad(fun)(point)).all()
 
 
 # Radii (times 1 + rms(w*)) of the points probed when the curvature at w* is not finite.
