@@ -47,23 +47,39 @@ except ImportError:  # run as a script from benchmarks/
 NUTS_ARGS = argparse.Namespace(point="minimum", num_data=10000, seed=0, localization=1.0)
 
 PROBLEMS = [(f"DLN {'-'.join(map(str, w))} r{r}", w, r) for w, r in CONFIGS]
+# the small neural networks of benchmarks/nn_accuracy.py (n = 2000, γ = 1): reference NUTS at the same nβ and γ
+NN_PROBLEMS = ["tanh", "gelu", "attention"]
+NN_NUTS = Path(__file__).with_name("nn_nuts_reference.json")
+
+
+def nn_nuts(name: str) -> float:
+    prefix = f"{name} n=2000 seed=0 gamma=1 "
+    entries = [v for k, v in json.loads(NN_NUTS.read_text()).items() if k.startswith(prefix)]
+    return max(entries, key=lambda v: v.get("nuts_draws", 0))["nuts"] if entries else float("nan")
+
 
 CHILD = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
 import jax, slt
 spec = json.loads(sys.argv[1])
-p = slt.models.deep_linear_network(spec["widths"], spec["rank"], num_data=10000, seed=0, point="minimum")
+if spec["kind"] == "nn":  # trained to a float64 minimum (a few seconds), estimated in float32 as nn_accuracy.py
+    from benchmarks._nn_problems import make_problem
+    q = make_problem(spec["name"])
+    loss_fn, params, data, true = q.loss_fn, q.params32(), q.data32(), float("nan")
+else:
+    p = slt.models.deep_linear_network(spec["widths"], spec["rank"], num_data=10000, seed=0, point="minimum")
+    loss_fn, params, data, true = p.loss_fn, p.params, p.data, float(p.true_llc)
 start = time.perf_counter()
 if spec["mode"] == "auto":
-    r = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size="auto")
+    r = slt.estimate_llc(loss_fn, params, data, key=jax.random.key(0), step_size="auto")
     total = time.perf_counter() - start
     a = r.auto
     out = dict(total=total, choosing=a.calibration_seconds, warmup=a.warmup_seconds, step_size=r.step_size,
                num_burnin=a.num_burnin, num_draws=a.num_draws, num_warmup=a.num_warmup, llc=r.llc_mean,
-               mcse=r.llc_mcse, true=float(p.true_llc))
+               mcse=r.llc_mcse, true=true)
 else:
-    r = slt.estimate_llc(p.loss_fn, p.params, p.data, key=jax.random.key(0), step_size=spec["step_size"],
+    r = slt.estimate_llc(loss_fn, params, data, key=jax.random.key(0), step_size=spec["step_size"],
                          num_burnin=spec["num_burnin"], num_draws=spec["num_draws"])
     out = dict(total=time.perf_counter() - start, llc=r.llc_mean)
 print("RESULT" + json.dumps(out))
@@ -83,18 +99,22 @@ def child(spec: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=int, nargs="*", help="problem indices")
+    parser.add_argument("--nn", action="store_true", help="the small neural networks instead of the DLN suite")
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = parser.parse_args()
-    problems = PROBLEMS if not args.only else [PROBLEMS[i] for i in args.only]
+    if args.nn:
+        problems = [(name, None, None) for name in NN_PROBLEMS]
+    else:
+        problems = PROBLEMS if not args.only else [PROBLEMS[i] for i in args.only]
     rows = []
     start = time.perf_counter()
     for name, widths, rank in problems:
-        auto = child({"mode": "auto", "widths": widths, "rank": rank})
+        what = {"kind": "nn" if args.nn else "dln", "name": name, "widths": widths, "rank": rank}
+        auto = child({"mode": "auto", **what})
         fixed = child(
             {
                 "mode": "fixed",
-                "widths": widths,
-                "rank": rank,
+                **what,
                 "step_size": auto["step_size"],
                 "num_burnin": auto["num_warmup"] + auto["num_burnin"],
                 "num_draws": auto["num_draws"],
@@ -117,8 +137,11 @@ def main() -> None:
             num_burnin=auto["num_burnin"],
             num_draws=auto["num_draws"],
         )
-        nuts = nuts_reference(widths, rank, NUTS_ARGS)
-        row["vs_nuts"] = auto["llc"] / nuts["nuts"] - 1 if nuts else float("nan")
+        if args.nn:
+            row["vs_nuts"] = auto["llc"] / nn_nuts(name) - 1
+        else:
+            nuts = nuts_reference(widths, rank, NUTS_ARGS)
+            row["vs_nuts"] = auto["llc"] / nuts["nuts"] - 1 if nuts else float("nan")
         rows.append(row)
         print(
             f"{name:>26}: total {row['total']:6.1f} s (choosing {row['choosing']:5.1f}, sampling {sampling:5.1f}), "
@@ -135,13 +158,18 @@ def main() -> None:
     lines = [header]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['true']:.4g} | {r['llc']:.4g} | {r['error']:+.1%} | "
+            f"| {r['name']} | "
+            + (
+                f"{r['true']:.4g} | {r['llc']:.4g} | {r['error']:+.1%} | "
+                if r["true"] == r["true"]
+                else f"— | {r['llc']:.4g} | — | "
+            )
             + (f"{r['vs_nuts']:+.1%}" if r["vs_nuts"] == r["vs_nuts"] else "—")
             + f" | {r['step_size']:.2g} | "
             f"{r['num_warmup']} / {r['num_burnin']} / {r['num_draws']} | {r['total']:.1f} | {r['choosing']:.1f} | "
             f"{r['sampling']:.1f} | {r['fixed']:.1f} | {r['ratio_sampling']:.2f} | {r['ratio_fixed']:.2f} |"
         )
-    errors = [abs(r["error"]) for r in rows]
+    errors = [abs(r["error"]) for r in rows if r["error"] == r["error"]] or [float("nan")]
     ratios = [r["ratio_fixed"] for r in rows]
     vs_nuts = [abs(r["vs_nuts"]) for r in rows if r["vs_nuts"] == r["vs_nuts"]]
     summary = (
@@ -153,7 +181,7 @@ def main() -> None:
     )
     print(summary)
     if args.write:
-        only = " --only " + " ".join(map(str, args.only)) if args.only else ""
+        only = (" --only " + " ".join(map(str, args.only)) if args.only else "") + (" --nn" if args.nn else "")
         body = (
             f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}), "
             f"total {wall:.0f} s: `python benchmarks/auto_cost.py{only} --write`\n\n"
@@ -164,7 +192,7 @@ def main() -> None:
             + "\n".join(lines)
             + f"\n\n{summary}.\n"
         )
-        write_section("Cost of step_size='auto' (issue #11)", body)
+        write_section("Cost of step_size='auto' (issue #11)" + (": small neural networks" if args.nn else ""), body)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 r"""Automatic step-size calibration for LLC estimation.
 
 What goes wrong with a hand-picked step size ε, and how each failure shows up in a grid over ε (all cells
-run from w* with the same random numbers, as one vmapped computation: grid × chains in one jit):
+run from w* with the same random numbers; on accelerators grid × chains in one jit, on CPU cell by cell in the
+program of a plain run, :func:`slt._src.driver.default_cell_batch_size`):
 
 * **Too large: bias upwards, then divergence.** For a quadratic loss, full-batch SGLD's stationary λ̂ is
   :math:`\sum_i t h_i / [2 c_i (1 - \varepsilon c_i/4)]` with :math:`c_i = t h_i + \gamma`, :math:`t = n\beta`
@@ -265,7 +266,7 @@ class CalibrationResult(Result):
 @dataclasses.dataclass
 class CalibrationSweep(Result):
     """Result of :func:`calibrate` with several ``nbeta`` and/or ``localization`` values: one
-    :class:`CalibrationResult` per (nβ, γ) pair (every ε × nβ × γ cell ran in the same jitted computation).
+    :class:`CalibrationResult` per (nβ, γ) pair (every ε × nβ × γ cell ran in the same compiled program).
 
     Attributes:
         nbetas, localizations: (P,) the pairs, nβ-major (every γ for the first nβ, then the next nβ, ...).
@@ -403,7 +404,7 @@ def calibrate(
             :data:`BIAS_TOLERANCE`, 5%; the prediction understates the bias on singular models, see above).
         nbeta, localization: a value each (as in :func:`slt.estimate_llc`), or sequences of values to
             sweep: every (nβ, γ) pair gets its own ε grid (capped by its own :math:`2/(n\beta h_{\max} +
-            \gamma)`), all pairs' cells run in the same jitted computation, and the rule picks a step per
+            \gamma)`), all pairs' cells run in the same compiled program, and the rule picks a step per
             pair. Use it to see how λ̂ and the usable step depend on the temperature and the localization.
         Others: as in :func:`slt.estimate_llc`.
 
