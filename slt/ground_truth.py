@@ -132,6 +132,23 @@ def _check_full_loss(mean_loss: _MeanLoss, data_loss: _MeanLoss, position, froze
             )
 
 
+def _chain_starts(init_position, position, num_chains: int):
+    """``init_position`` checked against w*'s structure, with a leading axis of ``num_chains``."""
+    want = jax.tree_util.tree_structure(position)
+    if jax.tree_util.tree_structure(init_position) != want:
+        raise ValueError(
+            f"`init_position` must have the moving parameters' structure {want}; got "
+            f"{jax.tree_util.tree_structure(init_position)}."
+        )
+    for start, center in zip(jax.tree_util.tree_leaves(init_position), jax.tree_util.tree_leaves(position)):
+        if np.shape(start) != (num_chains,) + np.shape(center):
+            raise ValueError(
+                f"`init_position` leaves must have shape (num_chains,) + the parameter's shape = "
+                f"{(num_chains,) + np.shape(center)}; got {np.shape(start)}."
+            )
+    return jax.tree_util.tree_map(jnp.asarray, init_position)
+
+
 def nuts_llc(
     model_or_loss,
     *args,
@@ -150,6 +167,7 @@ def nuts_llc(
     loss=None,
     where=None,
     chunk_size: int = 1024,
+    init_position=None,
 ) -> LLCResult:
     r"""λ̂ from the exact localized tempered posterior, sampled with NUTS on the full-data potential.
 
@@ -161,11 +179,11 @@ def nuts_llc(
 
     The potential is :math:`U(w) = n\beta L_n(w) + \frac\gamma2\lVert w-w^*\rVert^2` over the flattened moving
     parameters (``jax.flatten_util.ravel_pytree``), with :math:`L_n` the loss of the whole data set in one
-    call. Every chain starts at w*; NUTS adapts its step size and mass matrix during ``num_burnin`` steps,
-    which are discarded (their losses are kept in ``burnin_loss_trace``). The estimate is the plain one,
-    :math:`n\beta(\overline{L_n(w)} - L_n(w^*))` over the kept draws: as in every driver run, a draw is the
-    position a step starts from (the first kept one is where the warmup ended) and :math:`L_n(w)` is evaluated
-    there by the step's own gradient evaluation.
+    call. Every chain starts at w* (or at ``init_position``); NUTS adapts its step size and mass matrix during
+    ``num_burnin`` steps, which are discarded (their losses are kept in ``burnin_loss_trace``). The estimate is
+    the plain one, :math:`n\beta(\overline{L_n(w)} - L_n(w^*))` over the kept draws: as in every driver run, a
+    draw is the position a step starts from (the first kept one is where the warmup ended) and :math:`L_n(w)` is
+    evaluated there by the step's own gradient evaluation.
 
     Args:
         model_or_loss: ``loss_fn(params, batch)`` (batch mean of a per-example NLL) or a Flax model; see
@@ -173,7 +191,7 @@ def nuts_llc(
         key: a ``jax.random.key``. Same key, same result.
         nbeta: :math:`n\beta`; ``None`` means :math:`n/\log n` (Lau et al.), as in :func:`slt.estimate_llc`.
         localization: γ ≥ 0 (γ = 0 only where :math:`e^{-n\beta L_n}` is integrable by itself).
-        num_chains: independent chains, all started at w*.
+        num_chains: independent chains, all started at w* unless ``init_position`` is given.
         num_burnin: adaptation steps per chain (dual-averaging step size, mass matrix), discarded.
         num_draws: kept draws per chain.
         target_accept_prob: NUTS's target acceptance probability; raise it (0.9–0.99) when divergences
@@ -270,6 +288,7 @@ def nuts_llc(
             sampler_params={"target_accept_prob": target_accept},
             thin=1,
             chain_batch_size=1 if chain_method == "sequential" else None,
+            init_position=None if init_position is None else cast(_chain_starts(init_position, position, num_chains)),
             description="nuts_llc",
         )
     records = dict(run.stats)

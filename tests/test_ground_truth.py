@@ -152,12 +152,32 @@ def test_divergences_are_reported(crossing):
         (dict(max_tree_depth=0), "max_tree_depth"),
         (dict(chain_method="parallel"), "chain_method"),
         (dict(full_loss="not a function"), "full_loss"),
+        (dict(num_chains=2, init_position=np.zeros((3, 5))), "init_position"),
     ],
 )
 def test_bad_arguments_name_the_argument(regression, kwargs, name):
     kwargs = {"key": jax.random.key(0), **kwargs}
     with pytest.raises(ValueError, match=f"`{name}`"):
         nuts_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
+
+
+def test_chains_start_at_init_position(regression):
+    """Each chain's first step starts at its given start: the first burn-in record is L_n there."""
+    d = np.size(regression.params)
+    starts = np.asarray(regression.params)[None] + np.array([[0.0], [0.3]]) * np.ones((2, d))
+    res = nuts_llc(
+        regression.loss_fn,
+        regression.params,
+        regression.data,
+        key=jax.random.key(0),
+        num_chains=2,
+        num_burnin=5,
+        num_draws=5,
+        init_position=starts,
+    )
+    expected = [float(regression.loss_fn(jnp.asarray(w, jnp.float64), regression.data)) for w in starts]
+    np.testing.assert_allclose(res.burnin_loss_trace[:, 0], expected, rtol=1e-6)
+    assert res.burnin_loss_trace[1, 0] > res.burnin_loss_trace[0, 0]  # the second starts away from w*
 
 
 def test_full_loss_must_equal_the_data_loss(regression):
