@@ -22,13 +22,14 @@ The choice rule (:func:`calibrate`):
 1. **Cap.** The top Hessian eigenvalue :math:`h_{\max}` of :math:`L_n` at w* (power iteration on
    Hessian-vector products) gives :math:`c_{\max} = n\beta h_{\max} + \gamma`; the grid starts at
    :math:`2/c_{\max}` (half the stability limit) and halves ``num_step_sizes - 1`` times.
-2. **Stable** cells: no chain diverged, here, in a smaller cell or in one at most twice as large, λ̂ finite and not clearly above d/2 (no analytic model's LLC exceeds
-   it; "clearly" = by more than 50% plus 3 standard errors, :data:`D_HALF_MARGIN`: a regular model sits at
-   d/2, and a cell 10-50% above it is biased, which the fit below measures, not runaway; with a 10% margin
-   a regular model kept only its three smallest cells and a noisy line through them), and
-   Metropolis acceptance (where the sampler reports it) at least 0.5, and the sampler's own regime check
-   where its spec declares one (``calibration_check``; SGNHT: the thermostat not busy removing minibatch
-   heat, see :mod:`slt.samplers.sgnht`).
+2. **Stable** cells: no chain diverged, here, in a smaller cell or in one at most twice as large (a cell
+   next to a diverging one is marginal: a run much longer than the cell meets the excursions that diverged
+   there), λ̂ finite and not clearly above d/2 (no analytic model's LLC exceeds it; "clearly" = by more than
+   50% plus 3 standard errors, :data:`D_HALF_MARGIN`: a regular model sits at d/2, and a cell 10-50% above it
+   is biased, which the fit below measures, not runaway; with a 10% margin a regular model kept only its three
+   smallest cells and a noisy line through them), and Metropolis acceptance (where the sampler reports it) at
+   least 0.5, and the sampler's own regime check where its spec declares one (``calibration_check``; SGNHT:
+   the thermostat not busy removing minibatch heat, see :mod:`slt.samplers.sgnht`).
 3. **Equilibrated** cells: the λ̂ trace of the kept draws is not drifting (|z| of last third vs first third
    below :data:`slt.diagnostics.DRIFT_Z`) and R-hat < 1.1.
 4. **Plateau.** Over the stable, equilibrated cells, fit :math:`\hat\lambda(\varepsilon) = a + b\varepsilon`
