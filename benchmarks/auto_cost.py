@@ -5,7 +5,8 @@ Per problem, each measurement in a fresh process (cold: compilation included eve
 * ``auto``: ``estimate_llc(step_size="auto")`` with every other argument at its default; its total seconds, and
   the part spent choosing (calibrations, curvature) versus sampling (the warm-up at ε_w, burn-in and draws);
 * ``alone``: the run it chose, alone: ``estimate_llc`` at the chosen ε for as many steps as auto sampled (its
-  warm-up steps added to the burn-in), from w*: what a user who knew the settings would run, compilation included.
+  warm-up steps added to the burn-in; the draws of any continuation included), from w*: what a user who knew the
+  settings would run, compilation included.
 
 Ratios: ``total / alone``, the cost of choosing against the run chosen (issue #11: at most 2), and
 ``total / sampling`` (within the auto call; on CPU, where the grids compile the run's program, the sampling
@@ -76,7 +77,7 @@ if spec["mode"] == "auto":
     total = time.perf_counter() - start
     a = r.auto
     out = dict(total=total, choosing=a.calibration_seconds, warmup=a.warmup_seconds, step_size=r.step_size,
-               num_burnin=a.num_burnin, num_draws=a.num_draws, num_warmup=a.num_warmup, llc=r.llc_mean,
+               num_burnin=r.burnin_loss_trace.shape[1], num_draws=r.num_draws, num_warmup=a.num_warmup, llc=r.llc_mean,
                mcse=r.llc_mcse, true=true)
 else:
     r = slt.estimate_llc(loss_fn, params, data, key=jax.random.key(0), step_size=spec["step_size"],
