@@ -170,13 +170,13 @@ def main() -> None:
             f"{r['num_warmup']} / {r['num_burnin']} / {r['num_draws']} | {r['total']:.1f} | {r['choosing']:.1f} | "
             f"{r['sampling']:.1f} | {r['fixed']:.1f} | {r['ratio_sampling']:.2f} | {r['ratio_fixed']:.2f} |"
         )
-    errors = [abs(r["error"]) for r in rows if r["error"] == r["error"]] or [float("nan")]
+    errors = [abs(r["error"]) for r in rows if r["error"] == r["error"]]
     ratios = [r["ratio_fixed"] for r in rows]
     vs_nuts = [abs(r["vs_nuts"]) for r in rows if r["vs_nuts"] == r["vs_nuts"]]
     summary = (
-        f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}"
-        + (f"; against NUTS median {statistics.median(vs_nuts):.1%}, max {max(vs_nuts):.1%}" if vs_nuts else "")
-        + "; total/alone median "
+        (f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}; " if errors else "")
+        + (f"against NUTS median {statistics.median(vs_nuts):.1%}, max {max(vs_nuts):.1%}; " if vs_nuts else "")
+        + "total/alone median "
         f"{statistics.median(ratios):.2f}, max {max(ratios):.2f}; total/sampling median "
         f"{statistics.median([r['ratio_sampling'] for r in rows]):.2f}"
     )
