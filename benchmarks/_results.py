@@ -18,3 +18,19 @@ def write_section(heading: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def run_child(code: str, spec: dict, cwd) -> dict:
+    """Run ``code`` in a fresh Python process (compilation included in whatever it times) with ``spec`` as JSON
+    in ``sys.argv[1]``; it prints its result as a line ``RESULT{json}``, which is returned."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, cwd=cwd, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[len("RESULT") :])
+    raise RuntimeError(f"child failed: {proc.stderr[-2000:]}")

@@ -24,17 +24,15 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import jax
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import run_child, write_section
 except ImportError:  # run as a script from benchmarks/
-    from _results import write_section
+    from _results import run_child, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,13 +86,7 @@ print("RESULT" + json.dumps(out))
 
 
 def child(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, cwd=ROOT, check=False
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT"):
-            return json.loads(line[len("RESULT") :])
-    raise RuntimeError(f"child failed: {proc.stderr[-2000:]}")
+    return run_child(CHILD, spec, ROOT)
 
 
 def main() -> None:

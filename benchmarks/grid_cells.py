@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import run_child, write_section
 except ImportError:  # run as a script
-    from _results import write_section
+    from _results import run_child, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +58,7 @@ t = time.perf_counter()
 run = driver.run_chains(target, key=jax.random.key(1), num_steps=6000, sampler_params={"step_size": eps[3]},
                         init_position=jax.tree_util.tree_map(lambda x: x[3], grid.final_state.position), **common)
 run_s = time.perf_counter() - t
-print(json.dumps(dict(grid=grid_s, run=run_s, total=time.perf_counter() - start,
+print("RESULT" + json.dumps(dict(grid=grid_s, run=run_s, total=time.perf_counter() - start,
                       params=int(target.num_parameters))))
 """
 
@@ -70,11 +67,7 @@ MODES = {"together": None, "one by one": 1}
 
 
 def measure(problem: str, cell_batch_size) -> dict:
-    spec = json.dumps({"problem": problem, "cell_batch_size": cell_batch_size})
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, spec], capture_output=True, text=True, cwd=ROOT, check=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(CHILD, {"problem": problem, "cell_batch_size": cell_batch_size}, ROOT)
 
 
 def main() -> None:
