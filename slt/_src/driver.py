@@ -813,7 +813,7 @@ def run_chains(
 def default_cell_batch_size() -> int | None:
     """Grid cells per program by default: one on CPU, where a step costs about in proportion to the chains it
     moves, so cells together save little time while they compile a program no plain run shares (a grid and the
-    run it chooses: 0.55-0.76× the time one by one on small models, 1.02× on a 3k-parameter GPT;
+    run it chooses: 0.54-0.70× the time one by one on small models, 1.01× on a 3k-parameter GPT;
     ``benchmarks/grid_cells.py``); all of them (None) on accelerators, whose step time grows little with the
     chains."""
     return 1 if jax.default_backend() == "cpu" else None
