@@ -85,7 +85,7 @@ def test_chosen_step_has_small_bias_and_is_not_needlessly_small(calibrated, regr
 
 
 def test_sweep_over_nbeta_and_localization_is_one_compilation_and_each_pair_obeys_the_rule(regression):
-    """calibrate(nbeta=[...], localization=[...]): every ε × nβ × γ cell in one jit, each pair's grid capped by
+    """calibrate(nbeta=[...], localization=[...]): every ε × nβ × γ cell in one program, each pair's grid capped by
     its own 2/(nβ h_max + γ), and each pair's chosen ε has the small exact bias of the single-pair test.
     (This test found that a 10% d/2 margin left the (600, 1) pair three admissible cells and a chosen ε with
     10.1% exact bias; see D_HALF_MARGIN.)"""

@@ -182,7 +182,7 @@ def _mcse(z: np.ndarray) -> float:
 
 
 def _sample(problem: _Problem, nbetas, step_sizes, keys, *, progress: bool, description: str) -> _Run:
-    """All temperatures × chains in one jitted computation: :func:`slt._src.driver.run_grid`, or
+    """All temperatures × chains in one compiled program: :func:`slt._src.driver.run_grid`, or
     :func:`slt._src.driver.run_chains` for a single temperature (the same chains; it compiles about 3× faster)."""
     s = problem.settings
     common = dict(
