@@ -20,15 +20,16 @@ def write_section(heading: str, body: str) -> None:
     RESULTS.write_text(text.rstrip() + "\n")
 
 
-def run_child(code: str, spec: dict, cwd) -> dict:
+def run_child(code: str, spec: dict, cwd, env: dict | None = None) -> dict:
     """Run ``code`` in a fresh Python process (compilation included in whatever it times) with ``spec`` as JSON
-    in ``sys.argv[1]``; it prints its result as a line ``RESULT{json}``, which is returned."""
+    in ``sys.argv[1]`` (and ``env`` as its environment, if given); it prints its result as a line
+    ``RESULT{json}``, which is returned."""
     import json
     import subprocess
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, cwd=cwd, check=False
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, cwd=cwd, env=env, check=False
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT"):

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import run_child, write_section
 except ImportError:  # run as a script
-    from _results import write_section
+    from _results import run_child, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,14 +55,7 @@ PROBLEMS = {
 
 
 def child(spec: dict) -> dict:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, cwd=ROOT, env=env
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT"):
-            return json.loads(line[len("RESULT") :])
-    raise RuntimeError(proc.stderr[-2000:])
+    return run_child(CHILD, spec, ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
 def main() -> None:
