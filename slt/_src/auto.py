@@ -65,7 +65,7 @@ __all__ = [
 WARMUP_FACTOR = 16
 WARMUP_BIAS = 0.5
 WARMUP_EFOLDS = 3
-AUTO_CELLS = 8  # cells of each calibration grid (halving), the same for both: one compiled grid program
+AUTO_CELLS = 8  # cells of each calibration grid (halving), the same for both: one program where cells run together
 # (burn-in, kept draws) per cell of the first grid (from w*: it only has to place the warm-up step and bound ε) and
 # of the second (from the warm chains: it chooses ε). The run length is traced: one compiled program for both.
 AUTO_CELL_STEPS = ((500, 500), (1000, 1000))
