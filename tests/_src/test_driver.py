@@ -81,7 +81,9 @@ def test_cells_one_by_one_run_the_program_of_a_run_without_cells(setup):
         ),
         target.position,
     )
-    together = driver.run_grid(target, steps_per_chunk=500, init_position=init, init_batched=True, **grid_kw)
+    together = driver.run_grid(  # None: every cell in one program, whatever the backend's default
+        target, steps_per_chunk=500, init_position=init, init_batched=True, cell_batch_size=None, **grid_kw
+    )
     pairs = driver.run_grid(
         target, steps_per_chunk=500, init_position=init, init_batched=True, cell_batch_size=2, **grid_kw
     )
