@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-budget", type=float, default=600.0, help="seconds for the one choice of γ and ε")
+    parser.add_argument(
+        "--bias-tolerance", type=float, default=slt.calibration.BIAS_TOLERANCE, help="the step rule's tolerance"
+    )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
@@ -90,6 +93,7 @@ def main() -> None:
         step_size="auto",
         localization="auto",
         time_budget=args.time_budget,
+        bias_tolerance=args.bias_tolerance,
     )
     start = time.perf_counter()
     accs = []
@@ -152,9 +156,14 @@ def main() -> None:
             f"{len(traj.results[k].extensions)} | "
             f"{'fails: ' + traj.results[k].warnings[0][:100] if traj.failing[k] else 'ok'} |"
         )
+    tolerance_flag = (
+        "" if args.bias_tolerance == slt.calibration.BIAS_TOLERANCE else f" --bias-tolerance {args.bias_tolerance:g}"
+    )
     text = (
         f"Run {datetime.date.today()} on {platform.machine()} ({jax.default_backend()}, JAX {jax.__version__}): "
-        f"`python benchmarks/grokking_auto.py --time-budget {args.time_budget:g}{' --write' if args.write else ''}`. "
+        f"`python benchmarks/grokking_auto.py --time-budget {args.time_budget:g}"
+        f"{tolerance_flag}"
+        f"{' --write' if args.write else ''}`. "
         f"Training {train_seconds:.0f} s, "
         f"LLC for all {len(traj)} records {sample_seconds:.0f} s (one choice, at step {traj.reference_step}).\n\n"
         f"{auto.describe()}\n\n```\n{auto.localization_choice.summary()}\n```\n\n"

@@ -221,9 +221,28 @@ def draws_factor(rhat: float, ess: float, num_chains: int) -> float:
 
 
 def drift_z(x: Any) -> float:
-    """Geweke-style z-score of the mean of the last third minus the mean of the first third of the draws.
+    r"""Geweke-style z-score of the mean of the last third minus the mean of the first third of the draws.
 
-    Pooled over chains; standard errors from :func:`mcse` of each third, so autocorrelation counts.
+    Pooled over chains. The standard error of the difference :math:`\bar d` is the larger of two estimates:
+    :func:`mcse` of each third (autocorrelation within a third counts), and, with two or more chains, the spread
+    of the per-chain differences :math:`d_c`, :math:`\mathrm{sd}(d_c)/\sqrt{C}`. The second sees what the first
+    cannot: a stationary component slower than a third. Its autocorrelation is too small per lag to survive the
+    truncation of the ESS estimator under the per-draw (minibatch) noise, yet it moves each chain's thirds apart,
+    in random directions from chain to chain. A relaxation common to the chains (a burn-in too short) moves every
+    :math:`d_c` the same way and keeps z large. Measured on the grokking MLP's final checkpoint
+    (``benchmarks/RESULTS.md``): 4 chains × 45,000 draws, :func:`mcse` 0.050 against 0.145 from batch means of
+    10,000 draws, and records of a tracked run flagged at z = 4-7 in both directions.
+
+    Example:
+        >>> import numpy as np, slt
+        >>> rng = np.random.default_rng(0)
+        >>> noise = rng.normal(size=(4, 3000))
+        >>> slow = np.repeat(rng.normal(size=(4, 3)), 1000, axis=1)  # a mode slower than a third
+        >>> abs(slt.diagnostics.drift_z(noise + 0.1 * slow)) < 4.0  # stationary: not drifting
+        True
+        >>> relaxing = noise + 0.3 * np.exp(-np.arange(3000) / 1000.0)  # every chain relaxes the same way
+        >>> slt.diagnostics.drift_z(relaxing) < -4.0
+        True
     """
     arr = _as_chain_draw(x)
     third = arr.shape[1] // 3
@@ -231,6 +250,9 @@ def drift_z(x: Any) -> float:
         return float("nan")
     first, last = arr[:, :third], arr[:, -third:]
     se = np.hypot(mcse(first), mcse(last))
+    if arr.shape[0] > 1:
+        per_chain = last.mean(axis=1) - first.mean(axis=1)
+        se = max(se, per_chain.std(ddof=1) / np.sqrt(arr.shape[0]))
     if not np.isfinite(se) or se == 0:
         return float("nan")
     return float((last.mean() - first.mean()) / se)
