@@ -650,7 +650,7 @@ def _choose(
         chain_means = good.mean(axis=1)
         stats["mean"][g] = chain_means.mean()
         stats["sd"][g] = good.std()
-        stats["se"][g] = chain_means.std(ddof=1) / np.sqrt(len(chain_means)) if len(chain_means) > 1 else np.nan
+        stats["se"][g] = diagnostics.se_of_means(chain_means)
         stats["mcse"][g] = diagnostics.mcse(good)
         stats["rhat"][g] = diagnostics.rhat(good) if len(chain_means) > 1 else np.nan
         stats["ess"][g] = diagnostics.ess(good)

@@ -220,6 +220,19 @@ def draws_factor(rhat: float, ess: float, num_chains: int) -> float:
     return float(max(1.0, by_ess, by_rhat))
 
 
+def se_of_means(means: Any) -> float:
+    """Standard error of the average of independent means (of chains, or of batches): sd(ddof=1)/√count; NaN for
+    fewer than two.
+
+    Example:
+        >>> import slt
+        >>> slt.diagnostics.se_of_means([1.0, 2.0, 3.0, 4.0])  # sd 1.29 over √4
+        0.6454972243679028
+    """
+    arr = np.asarray(means, dtype=float).ravel()
+    return float(arr.std(ddof=1) / np.sqrt(arr.size)) if arr.size > 1 else float("nan")
+
+
 def drift_z(x: Any) -> float:
     r"""Geweke-style z-score of the mean of the last third minus the mean of the first third of the draws.
 
@@ -251,8 +264,7 @@ def drift_z(x: Any) -> float:
     first, last = arr[:, :third], arr[:, -third:]
     se = np.hypot(mcse(first), mcse(last))
     if arr.shape[0] > 1:
-        per_chain = last.mean(axis=1) - first.mean(axis=1)
-        se = max(se, per_chain.std(ddof=1) / np.sqrt(arr.shape[0]))
+        se = max(se, se_of_means(last.mean(axis=1) - first.mean(axis=1)))
     if not np.isfinite(se) or se == 0:
         return float("nan")
     return float((last.mean() - first.mean()) / se)
@@ -308,7 +320,7 @@ def health_checks(
     for c, row in zip(chains, diff):
         batches = np.array_split(row, min(20, row.size))
         means = np.array([b.mean() for b in batches])
-        se = means.std(ddof=1) / np.sqrt(means.size) if means.size > 1 else np.inf
+        se = se_of_means(means) if means.size > 1 else np.inf
         if row.mean() < 0 and row.mean() < -4 * se:
             messages.append(
                 f"chain {c}: the loss fell below the loss at w* (by {-row.mean():.3g} on average over the last "

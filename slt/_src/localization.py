@@ -250,7 +250,7 @@ def choose_localization(
                 continue
             means = good.mean(axis=1)
             mean[k] = means.mean()
-            se[k] = means.std(ddof=1) / np.sqrt(means.size) if means.size > 1 else diagnostics.mcse(good)
+            se[k] = diagnostics.se_of_means(means) if means.size > 1 else diagnostics.mcse(good)
             drift[k] = diagnostics.drift_z(good)
             rhat[k] = diagnostics.rhat(good) if means.size > 1 else np.nan
         d_half = target.num_parameters / 2
