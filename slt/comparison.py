@@ -23,10 +23,10 @@ is read as the free energy of a sample of size n whose loss at :math:`w^*_k` is 
 :math:`\hat\lambda_k` from :func:`slt.estimate_llc` (every point with the same loss, shapes and settings
 reuses one compilation), or given exactly.
 
-Uncertainty: the standard error :math:`\sigma_k` of each :math:`\hat\lambda_k` is the larger of ArviZ's MCSE
-(``LLCResult.llc_mcse``) and the between-chain standard error ``llc_std / sqrt(num_chains)`` (with slowly mixing
-chains the MCSE alone can understate the run-to-run spread; on the toy model of superposition, 4-chain runs with
-different keys differed by up to 0.4 with MCSEs of about 0.1). It is propagated to :math:`F_k(n)` (std
+Uncertainty: the standard error :math:`\sigma_k` of each :math:`\hat\lambda_k` is its MCSE
+(``LLCResult.llc_mcse``, :func:`slt.diagnostics.mcse`: at least the between-chain standard error; with slowly
+mixing chains ArviZ's estimate alone understated the run-to-run spread: on the toy model of superposition, 4-chain
+runs with different keys differed by up to 0.4 with ArviZ MCSEs of about 0.1). It is propagated to :math:`F_k(n)` (std
 :math:`\sigma_k\log n`) and to :math:`n_c` (delta method, and an interval from re-solving at Δλ ± 1.96σ).
 It covers the sampling noise of the estimates only: not their bias (step size, finite n, localization), nor the
 dropped :math:`O_p(1)` terms (the prior mass of each neighbourhood, the number of symmetric copies of each point),
@@ -135,8 +135,8 @@ class ModelComparison(Result):
         names: the points' names.
         losses: :math:`L_n(w^*_k)` on the full data set.
         llcs: :math:`\hat\lambda_k` (estimated, or given).
-        llc_errors: the standard error used for each λ: max(``llc_mcse``, ``llc_std / sqrt(num_chains)``) of the
-            estimate, the std given in ``llcs``, or 0 for a given exact value.
+        llc_errors: the standard error used for each λ: ``llc_mcse`` of the estimate, the std given in ``llcs``,
+            or 0 for a given exact value.
         multiplicities: :math:`m_k` (1 unless given).
         num_data: n of the data set the losses (and LLCs) were computed on.
         num_data_grid: the n at which ``free_energies`` are tabulated.
@@ -485,9 +485,7 @@ def compare_models(
             results[name] = res
             losses.append(res.init_loss)
             lam = res.llc_mean
-            candidates = [res.llc_mcse, res.llc_std / math.sqrt(max(1, int(np.sum(~res.diverged))))]
-            finite = [float(v) for v in candidates if math.isfinite(v)]
-            err = max(finite) if finite else float("nan")
+            err = res.llc_mcse
             if not math.isfinite(lam):
                 raise ValueError(
                     f"the LLC estimate of point {name!r} is not finite ({lam}); see its warnings: {res.warnings}"

@@ -74,8 +74,8 @@ class LLCResult(Result):
         llc_mean: mean of ``llc_per_chain`` over the chains that did not diverge.
         llc_std: standard deviation (ddof=1) of ``llc_per_chain`` across non-diverged chains: the spread
             of one chain's estimate. The Monte-Carlo error of ``llc_mean`` itself is ``llc_mcse``.
-        llc_mcse: Monte-Carlo standard error of ``llc_mean`` from the λ̂ trace (ArviZ, accounts for
-            autocorrelation).
+        llc_mcse: Monte-Carlo standard error of ``llc_mean`` from the λ̂ trace (:func:`slt.diagnostics.mcse`:
+            ArviZ's, from the autocorrelation, or ``llc_std / sqrt(chains)`` where that is larger).
         llc_per_chain: (C,) mean of each chain's λ̂ trace; NaN for a diverged chain.
         llc_trace: (C, D) per-draw λ̂ of the chosen ``estimator``.
         loss_trace: (C, D) minibatch loss :math:`L_{B_t}(w_t)` of each kept draw.

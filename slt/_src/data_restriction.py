@@ -42,7 +42,7 @@ class RestrictedLLC:
     Attributes:
         llc_mean: :math:`n\beta(\overline{L_S(w_t)} - L_S(w^*))`, the mean over non-diverged chains.
         llc_std: standard deviation (ddof=1) of ``llc_per_chain``.
-        llc_mcse: Monte-Carlo standard error of ``llc_mean`` (ArviZ, accounting for autocorrelation).
+        llc_mcse: Monte-Carlo standard error of ``llc_mean`` (:func:`slt.diagnostics.mcse`).
         llc_per_chain: (C,) per-chain means; NaN for a diverged chain.
         llc_trace: (C, D) per-draw :math:`n\beta(L_S(w_t) - L_S(w^*))`.
         init_loss: :math:`L_S(w^*)`.
