@@ -309,8 +309,9 @@ def report(res, args) -> str:
         "stages are the dips: each transition gives a falling stage into the dip and a rising one out of it, "
         "so the fall-to-rise turning points of λ̂ sit at the loss drops; the detected LLC plateaus lie inside "
         "the loss plateaus, while the shorter plateaus are absorbed into the dips' flanks. "
-        "The Lissajous test's p-value for the DLN is close to α: with only three jumps, the sign-flipped "
-        "surrogates of its increments are not far from it.",
+        "The verdict is the persistence test's (the default): the DLN's three fast transitions between slow "
+        "plateaus are the unequal-speed case it was built for; the Lissajous statistic on the same sign flips "
+        f"gives p = {res['verdict'].lissajous_p_value:.3f}.",
     ]
     return "\n".join(out)
 

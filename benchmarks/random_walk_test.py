@@ -300,6 +300,47 @@ def dln_run(args):
     )
 
 
+def grokking_run(args):
+    """The weight-decay-1 training run of benchmarks/grokking.py (its defaults: p = 23, MLP 46-128-23, AdamW lr 3e-3,
+    16,000 full-batch steps), the probe logits on all p² pairs every 250 steps (65 records, no LLC), and the same
+    analysis: essential dynamics (smoothing 1.5), the random-walk test, PC2's extremum and the two midpoints."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    import optax  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
+    from grokking_auto import MLP, modular_addition  # noqa: PLC0415
+
+    import slt  # noqa: PLC0415
+
+    p, hidden, steps, every, seed = 23, 128, 16_000, 250, 0
+    train, test = modular_addition(p, 0.6, seed)
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    probe = jnp.asarray(np.concatenate([np.eye(p)[a.ravel()], np.eye(p)[b.ravel()]], axis=1), dtype=jnp.float32)
+    model = MLP(p, hidden, nnx.Rngs(seed))
+    optimizer = nnx.Optimizer(model, optax.adamw(3e-3, weight_decay=1.0), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer):
+        grads = nnx.grad(lambda m: slt.losses.cross_entropy(m(train[0]), train[1]))(model)
+        optimizer.update(model, grads)
+
+    outputs, test_acc = [], []
+    for step in range(steps + 1):
+        if step % every == 0:
+            outputs.append(np.asarray(jax.device_get(model(probe))))
+            test_acc.append(float(jnp.mean(jnp.argmax(model(test[0]), axis=-1) == test[1])))
+        train_step(model, optimizer)
+    outputs = np.stack(outputs)
+    record_steps = np.arange(0, steps + 1, every, dtype=float)
+    ed = slt.dynamics.essential_dynamics(outputs, n_components=3, smoothing=1.5, steps=record_steps)
+    verdict = slt.dynamics.lissajous_diagnostic(outputs, num_surrogates=199, seed=seed)
+    t_star, t_dev, position, wall = midpoints_from_pcs(np.asarray(ed.components)[:, :2])
+    half = record_steps[int(np.argmax(np.asarray(test_acc) >= 0.5 * max(test_acc)))]
+    return dict(
+        verdict=verdict, t_star=t_star, t_dev=t_dev, position=position, wall=wall, steps=record_steps, half=half
+    )
+
+
 def dln_stages_args():
     """dln_stages.py's command-line defaults."""
     import argparse as _argparse  # noqa: PLC0415
@@ -334,7 +375,39 @@ def midpoints_from_pcs(pcs):
 
 
 # ------------------------------------------------------------------------------------------ report
-def report(rates, pc2, dln, args):
+def run_lines(dln, grok) -> list[str]:
+    """The paragraphs on the DLN and grokking training runs (each None when not run)."""
+    lines = []
+    if dln is not None:
+        v = dln["verdict"]
+        lines += [
+            "",
+            f"**DLN training run** (benchmarks/dln_stages.py defaults, {len(dln['steps'])} checkpoints of the probe "
+            f"outputs): new test p = {v.persistence_p_value:.3f} (statistic {v.persistence_statistic:.2f}), "
+            f"old test p = {v.lissajous_p_value:.3f}; verdict "
+            f"{'random-walk-like' if v.random_walk_like else 'NOT random-walk-like'}. "
+            f"PC2's extremum at t* = {dln['t_star']:.2f} of the time span, position {dln['position']:.2f} along PC1; "
+            f"developmental midpoint t_dev = {dln['t_dev']:.2f}, wall-time midpoint at {dln['wall']:.2f} along PC1; "
+            "loss-stage boundaries at steps "
+            f"{', '.join(f'{b:g}' for b in dln['boundaries'])} of {dln['steps'][-1]:g}.",
+        ]
+    if grok is not None:
+        v = grok["verdict"]
+        lines += [
+            "",
+            f"**Grokking training run** (benchmarks/grokking.py's weight-decay-1 run, {len(grok['steps'])} records "
+            f"of the logits on all pairs): new test p = {v.persistence_p_value:.3f} (statistic "
+            f"{v.persistence_statistic:.2f}), old test p = {v.lissajous_p_value:.3f}; verdict "
+            f"{'random-walk-like' if v.random_walk_like else 'NOT random-walk-like'}. "
+            f"PC2's extremum at t* = {grok['t_star']:.2f} of the time span, position {grok['position']:.2f} along "
+            f"PC1; developmental midpoint t_dev = {grok['t_dev']:.2f}, wall-time midpoint at {grok['wall']:.2f} "
+            f"along PC1; the test accuracy reaches half its maximum at step {grok['half']:g} of "
+            f"{grok['steps'][-1]:g} ({grok['half'] / grok['steps'][-1]:.2f} of the span).",
+        ]
+    return lines
+
+
+def report(rates, pc2, dln, args, grok=None):
     lines = [
         f'At α = {args.alpha}, {args.num_surrogates_note}; 95 % Wilson intervals. New = `test="persistence"` '
         '(the verdict now), old = `test="lissajous"` (the verdict before; still computed, '
@@ -377,19 +450,7 @@ def report(rates, pc2, dln, args):
             f"| {row['name']} | {closer} | {closer_pc1} | {row['t_star']:.2f} | {row['t_dev']:.2f} | "
             f"{row['position']:.2f} | {row['wall']:.2f} |"
         )
-    if dln is not None:
-        v = dln["verdict"]
-        lines += [
-            "",
-            f"**DLN training run** (benchmarks/dln_stages.py defaults, {len(dln['steps'])} checkpoints of the probe "
-            f"outputs): new test p = {v.persistence_p_value:.3f} (statistic {v.persistence_statistic:.2f}), "
-            f"old test p = {v.lissajous_p_value:.3f}; verdict "
-            f"{'random-walk-like' if v.random_walk_like else 'NOT random-walk-like'}. "
-            f"PC2's extremum at t* = {dln['t_star']:.2f} of the time span, position {dln['position']:.2f} along PC1; "
-            f"developmental midpoint t_dev = {dln['t_dev']:.2f}, wall-time midpoint at {dln['wall']:.2f} along PC1; "
-            "loss-stage boundaries at steps "
-            f"{', '.join(f'{b:g}' for b in dln['boundaries'])} of {dln['steps'][-1]:g}.",
-        ]
+    lines += run_lines(dln, grok)
     return "\n".join(lines)
 
 
@@ -462,6 +523,10 @@ def main(argv=None):
     parser.add_argument("--num-old-paths", type=int, default=12)
     parser.add_argument("--num-pc2", type=int, default=200)
     parser.add_argument("--dln", action="store_true", help="also run the DLN training of dln_stages.py")
+    parser.add_argument("--grokking", action="store_true", help="also run the grokking training of grokking.py")
+    parser.add_argument(
+        "--runs-only", action="store_true", help="only the training runs asked for (--dln, --grokking): print, no write"
+    )
     parser.add_argument(
         "--num-paired", type=int, default=0, help="run only the paired old-vs-new comparison on this many paths per row"
     )
@@ -481,16 +546,18 @@ def main(argv=None):
                 HEADING + ": paired comparison", f"`{command}`, {time.perf_counter() - start:.0f} s\n\n{text}"
             )
         return
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    dln = dln_run(args) if args.dln else None
+    grok = grokking_run(args) if args.grokking else None
+    if args.runs_only:
+        print("\n".join(run_lines(dln, grok)))
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return
     pc2 = pc2_claim(args)
-    dln = None
-    if args.dln:
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-        dln = dln_run(args)
-        print(dln, flush=True)
     rates = error_rates(args)
     figure(rates, pc2, FIGURE)
     total = time.perf_counter() - start
-    text = report(rates, pc2, dln, args)
+    text = report(rates, pc2, dln, args, grok)
     print(text)
     print(f"total {total:.0f} s; figure: {FIGURE}")
     if args.write:
