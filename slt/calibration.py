@@ -110,7 +110,7 @@ class CalibrationResult(Result):
         chosen: index of the chosen cell.
         step_sizes: (G,) the grid, largest first.
         llc_mean, llc_se, llc_mcse: (G,) λ̂ per cell, its standard error from the spread of chain means,
-            and ArviZ's MCSE; ``draw_std``: the per-draw standard deviation of λ̂.
+            and :func:`slt.diagnostics.mcse`; ``draw_std``: the per-draw standard deviation of λ̂.
         rhat, ess, drift_z: (G,) diagnostics of each cell's λ̂ trace.
         num_diverged: (G,) chains that diverged.
         acceptance: (G,) mean Metropolis acceptance probability (NaN when the sampler reports none).

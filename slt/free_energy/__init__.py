@@ -15,9 +15,10 @@ samples :math:`p_t(w) \propto e^{-tL_n(w)}\varphi_\gamma(w)` (:mod:`slt.posterio
   :math:`F_n = nL_n(w_0) + \lambda\log n - (m-1)\log\log n + O_p(1)` across subsample sizes (Watanabe 2009).
 
 Uncertainties: every ``*_std`` here is the Monte-Carlo *standard error of the reported number*, computed
-as the ArviZ MCSE of the per-draw linear combination of the per-temperature traces that gives the
-estimate (so within-chain autocorrelation and, for common random numbers, the correlation between
-temperatures are accounted for). This differs from :attr:`slt.LLCResult.llc_std`, the spread of one chain.
+as the MCSE (:func:`slt.diagnostics.mcse`) of the per-draw linear combination of the per-temperature traces
+that gives the estimate (so within-chain autocorrelation, the spread between chains and, for common random
+numbers, the correlation between temperatures are accounted for). This differs from
+:attr:`slt.LLCResult.llc_std`, the spread of one chain.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ chain, and the Monte-Carlo error of linear combinations of the per-temperature t
 Notation (Watanabe, JMLR 14, 2013): n data points, :math:`L_n` the mean negative log-likelihood, w* the centre,
 :math:`t = n\beta` the inverse temperature on the likelihood, γ = ``localization``. Per draw the excess loss
 :math:`L_B(w) - L_B(w^*)` is the paired minibatch difference; an estimate that is a linear combination
-:math:`\sum_k a_k e(t_k)` has as its error the ArviZ MCSE of the per-draw combination, which accounts for the
-autocorrelation within chains and for the correlation between temperatures (common random numbers).
+:math:`\sum_k a_k e(t_k)` has as its error the MCSE (:func:`slt.diagnostics.mcse`) of the per-draw combination,
+which accounts for the autocorrelation within chains, the spread between chains and the correlation between
+temperatures (common random numbers).
 """
 
 from __future__ import annotations
