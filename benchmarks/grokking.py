@@ -58,19 +58,28 @@ def first_reach(steps, values, level):
     return int(steps[hit[0]]) if hit.size else None
 
 
-def run(args, weight_decay: float) -> dict:
-    """Train one configuration with the tracker; everything measured, as a dict."""
-    p = args.p
-    train, test = modular_addition(p, args.train_fraction, args.seed)
+def setup(p: int, hidden: int, train_fraction: float, seed: int, lr: float, weight_decay: float):
+    """The run's pieces: train and test sets, the probe (one-hot inputs of all p² pairs), the MLP, its AdamW
+    optimizer and a jitted full-batch training step ``train_step(model, optimizer)``."""
+    train, test = modular_addition(p, train_fraction, seed)
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     probe = jnp.asarray(np.concatenate([np.eye(p)[a.ravel()], np.eye(p)[b.ravel()]], axis=1), dtype=jnp.float32)
-    model = MLP(p, args.hidden, nnx.Rngs(args.seed))
-    optimizer = nnx.Optimizer(model, optax.adamw(args.lr, weight_decay=weight_decay), wrt=nnx.Param)
+    model = MLP(p, hidden, nnx.Rngs(seed))
+    optimizer = nnx.Optimizer(model, optax.adamw(lr, weight_decay=weight_decay), wrt=nnx.Param)
 
     @nnx.jit
     def train_step(model, optimizer):
         grads = nnx.grad(lambda m: slt.losses.cross_entropy(m(train[0]), train[1]))(model)
         optimizer.update(model, grads)
+
+    return train, test, probe, model, optimizer, train_step
+
+
+def run(args, weight_decay: float) -> dict:
+    """Train one configuration with the tracker; everything measured, as a dict."""
+    train, test, probe, model, optimizer, train_step = setup(
+        args.p, args.hidden, args.train_fraction, args.seed, args.lr, weight_decay
+    )
 
     @nnx.jit
     def accuracy(model, x, y):

@@ -306,23 +306,12 @@ def grokking_run(args):
     analysis: essential dynamics (smoothing 1.5), the random-walk test, PC2's extremum and the two midpoints."""
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
-    import optax  # noqa: PLC0415
-    from flax import nnx  # noqa: PLC0415
-    from grokking_auto import MLP, modular_addition  # noqa: PLC0415
+    from grokking import setup  # noqa: PLC0415
 
     import slt  # noqa: PLC0415
 
-    p, hidden, steps, every, seed = 23, 128, 16_000, 250, 0
-    train, test = modular_addition(p, 0.6, seed)
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    probe = jnp.asarray(np.concatenate([np.eye(p)[a.ravel()], np.eye(p)[b.ravel()]], axis=1), dtype=jnp.float32)
-    model = MLP(p, hidden, nnx.Rngs(seed))
-    optimizer = nnx.Optimizer(model, optax.adamw(3e-3, weight_decay=1.0), wrt=nnx.Param)
-
-    @nnx.jit
-    def train_step(model, optimizer):
-        grads = nnx.grad(lambda m: slt.losses.cross_entropy(m(train[0]), train[1]))(model)
-        optimizer.update(model, grads)
+    steps, every, seed = 16_000, 250, 0
+    _, test, probe, model, optimizer, train_step = setup(23, 128, 0.6, seed, 3e-3, 1.0)
 
     outputs, test_acc = [], []
     for step in range(steps + 1):
