@@ -101,11 +101,11 @@ def mcse(x: Any) -> float:
     per lag to survive the truncation under per-draw (minibatch) noise, yet moves each chain's mean: on the
     grokking MLP's last checkpoint (``benchmarks/RESULTS.md``) ArviZ gave 0.050 for 4 chains × 45,000 draws
     against 0.145 from batch means. On simulated traces, 4 chains × 20,000 draws of unit noise plus such a
-    mode (AR(1), correlation time 1,000–3,000 draws, sd 0.05–0.1), ArviZ's MCSE was 0.38–0.41 of the true
-    one and covered the error within ±2 MCSE in 50–58% of runs; the larger of the two, 0.93–0.94 and 87%
-    (a 3-degree-of-freedom spread: ±2 of it covers 86% by Student's t). On independent draws the larger of
-    the two is 13% above the true error on average (18% on AR(1) with correlation 0.9): the price of the
-    floor.
+    mode (AR(1), correlation time 1,000–3,000 draws, sd 0.05–0.1), ArviZ's MCSE was 0.38–0.42 of the true
+    one and covered the error within ±2 MCSE in 51–63% of runs; the larger of the two, 0.91–0.93 and 87%
+    (a 3-degree-of-freedom spread: ±2 of it covers 86% by Student's t; ``benchmarks/mcse_coverage.py``). On
+    independent draws the larger of the two is 13% above the true error on average (18% on AR(1) with
+    correlation 0.9): the price of the floor.
 
     Example:
         >>> import numpy as np, slt
