@@ -125,7 +125,7 @@ def mcse(x: Any) -> float:
     else:
         third = arr.shape[1] // 3
         between = se_of_means(arr[0, : 3 * third].reshape(3, third).mean(axis=1))
-    return float(max(within, between)) if np.isfinite(between) else within
+    return float(max(within, between))  # both finite: within needs ≥ 4 finite draws, so ≥ 2 means
 
 
 def to_arviz(
