@@ -77,8 +77,11 @@ MIN_DRAWS = 2000
 WITH_ACCEPTANCE = False
 GRID_RETRIES = 2  # when the first grid has no stable cell, continue it downwards (8 more halvings) at most this often
 # A run sized by "auto" that fails a check more sampling can fix is continued from its final state: at most
-# EXTENSIONS times, each adding at most EXTENSION_GROWTH times its kept draws; "MCSE too large" means larger than
-# EXTEND_PRECISION × precision × |λ̂| (the run was sized for precision from a short cell's noisy mixing estimate).
+# EXTENSIONS times, each by as many draws as its measured mixing asks, within what the time budget has left;
+# EXTENSION_GROWTH times its kept draws where the mixing cannot be measured (an undefined ESS). "MCSE too large"
+# means larger than EXTEND_PRECISION × precision × |λ̂| (the run was sized for precision from a short cell's noisy
+# mixing estimate). A fixed cap of 4× per continuation stopped the grokking run at bias_tolerance 0.03: its slow
+# records (autocorrelation time ~750 draws) needed ~150,000 draws per chain, two continuations reached 32,000.
 EXTENSIONS = 2
 EXTENSION_GROWTH = 4
 EXTEND_PRECISION = 1.5
@@ -319,8 +322,9 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
       half of the kept draws joins the burn-in;
     * MCSE > ``EXTEND_PRECISION``·precision·|λ̂|: since MCSE ∝ N^{-1/2}, N grows by (MCSE/(precision·|λ̂|))².
 
-    Each extension adds at most ``EXTENSION_GROWTH``·N draws and at most ``max_draws`` (what the time budget
-    affords); a fix smaller than N/10 draws is not worth a continuation. ``drop_allowed=False`` (a burn-in the
+    An extension adds what the measurement asks, at most ``max_draws`` (what the time budget affords), and
+    ``EXTENSION_GROWTH``·N draws where the ESS is undefined; a fix smaller than N/10 draws is not worth a
+    continuation. ``drop_allowed=False`` (a burn-in the
     user set) only adds draws.
 
     Example:
@@ -336,6 +340,9 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
         ...                             llc_mcse=0.01, rhat=1.017, ess=200.0, num_draws=2000)
         >>> plan_extension(res, precision=0.02, max_draws=10_000)  # to 800 effective draws: 8,000 kept
         Extension(draws=7000, drop=1000, reason='R-hat 1.017 > 1.01 (bulk ESS 200)')
+        >>> res.rhat, res.ess = 1.1, 20.0  # slower: 40 times the draws, as far as the budget affords
+        >>> plan_extension(res, precision=0.02, max_draws=50_000)
+        Extension(draws=50000, drop=1000, reason='R-hat 1.100 > 1.01 (bulk ESS 20)')
     """
     diverged = np.asarray(result.diverged, bool)
     if diverged.any() or not np.isfinite(result.llc_mean):
@@ -367,7 +374,7 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
                 f"MCSE {float(result.llc_mcse):.3g} > {EXTEND_PRECISION:g} × precision × |λ̂| "
                 f"= {EXTEND_PRECISION * target:.3g}"
             )
-    draws = int(min(draws, EXTENSION_GROWTH * kept, max_draws))
+    draws = int(min(draws, max_draws))
     if draws < max(1, kept // 10):
         return None
     return Extension(draws=draws, drop=drop, reason=reason)

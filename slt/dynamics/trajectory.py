@@ -318,7 +318,8 @@ def llc_trajectory(
         recalibrate: with ``step_size="auto"``: choose again at every checkpoint (then the estimates do not
             share their settings; each record's ``auto`` says what it used).
         precision, bias_tolerance, time_budget: as :func:`slt.estimate_llc`, for the choice (``time_budget`` bounds the
-            calibration at the reference checkpoint, not the whole trajectory).
+            calibration at the reference checkpoint, and the continuations of each batch of
+            ``checkpoint_batch_size`` checkpoints, not the whole trajectory).
         norm_groups: ``groups`` of :func:`weight_norms` (how parameters are grouped for ``group_norms``).
         **settings: the other :func:`slt.estimate_llc` settings (``num_chains``, ``num_draws``,
             ``num_burnin``, ``batch_size``, ``nbeta``, ``localization``, ``sampler``, ``estimator``).
@@ -398,7 +399,9 @@ def llc_trajectory(
         None if choice is None else warm_key,
         checkpoint_batch_size,
         progress,
-        extend=None if not draws_sized_by_auto else dict(precision=precision, drop_allowed=burnin_sized_by_auto),
+        extend=None
+        if not draws_sized_by_auto
+        else dict(precision=precision, drop_allowed=burnin_sized_by_auto, time_budget=time_budget),
     )
     return _with_norms(_trajectory(steps, results, auto=choice, reference_step=reference_step), norm_record)
 
@@ -435,9 +438,10 @@ def _run_checkpoints(
     """Every checkpoint with the settings ``cfg``, ``checkpoint_batch_size`` at a time (vmapped); with an
     AutoChoice that has a warm-up, each checkpoint's chains first run ``num_warmup`` steps at ε_w from its w_t.
 
-    ``extend`` (draws sized by ``step_size="auto"``: ``{"precision", "drop_allowed"}``): a chunk with records
-    that fail a check longer chains pass continues all its checkpoints' chains from their final states, by the
-    most draws any record needs (:func:`slt._src.auto.plan_extension`, at most ``EXTENSIONS`` times); each
+    ``extend`` (draws sized by ``step_size="auto"``: ``{"precision", "drop_allowed", "time_budget"}``): a chunk
+    with records that fail a check longer chains pass continues all its checkpoints' chains from their final
+    states, by the most draws any record needs (:func:`slt._src.auto.plan_extension`, at most ``EXTENSIONS``
+    times, and in all at most ``time_budget`` seconds per chunk at the chunk's measured time per step); each
     record's kept draws that must join the burn-in are its own. ε, γ and nβ stay those of every record."""
     num = len(targets)
     first = targets[0]
@@ -473,6 +477,7 @@ def _run_checkpoints(
                     **extra,
                 )
                 init_position = getattr(warm.final_state, "position", None)
+        t_run = time.perf_counter()
         trace = run_chains(
             first,
             key=jnp.stack([jax.random.fold_in(key, offset + i) for i in idx]),
@@ -504,14 +509,27 @@ def _run_checkpoints(
                 )
             return out
 
+        # seconds per step of this chunk's run (its compile included: an upper bound), to bound the continuations
+        per_step = (time.perf_counter() - t_run) / max(cfg.num_burnin + cfg.num_draws, 1)
         batch = summarized(trace, (time.perf_counter() - t0) / chunk)
         position = getattr(trace.final_state, "position", None)
+        spent = 0.0
         for k in range(EXTENSIONS if extend is not None and position is not None else 0):
-            plans = [plan_extension(r, max_draws=10**9, **extend) for r in batch]
+            budget = extend["time_budget"] - spent
+            plans = [
+                plan_extension(
+                    r,
+                    precision=extend["precision"],
+                    drop_allowed=extend["drop_allowed"],
+                    max_draws=int(budget / per_step),
+                )
+                for r in batch
+            ]
             if not any(plans):
                 break
             spc = choice.steps_per_chunk
             steps = -(-max(p.draws for p in plans if p) // spc) * spc  # whole chunks of the compiled program
+            t_more = time.perf_counter()
             more = run_chains(
                 first,
                 key=jnp.stack(
@@ -525,6 +543,8 @@ def _run_checkpoints(
                 **common,
                 **extra,
             )
+            spent += time.perf_counter() - t_more
+            per_step = (time.perf_counter() - t_more) / steps  # the compiled chunk program: no compile in it
             done = trace.loss.shape[2]
             trace = continue_trace(trace, more, done)
             for j, p in enumerate(plans):

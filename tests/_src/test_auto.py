@@ -41,3 +41,24 @@ def test_a_stationary_run_that_fails_rhat_or_ess_is_continued_until_both_pass(ar
         still_failing += r > 1.01 or e < diagnostics.ESS_MIN
     assert planned >= 15, planned  # ESS ≈ 205 < ESS_MIN: nearly every run needs more
     assert still_failing <= 3, (still_failing, planned)
+
+
+def test_a_slowly_mixing_run_grows_as_far_as_its_mixing_asks_within_the_budget(ar1):
+    """Chains with an autocorrelation time of ~400 draws (AR(1), φ = 0.995) have ~20 effective draws in 4 × 2,000:
+    they need ~40 times their draws. One continuation grows that far (a cap of 4× per continuation, as before,
+    left every run failing after two), and never past ``max_draws``, what the time budget affords."""
+    rng = np.random.default_rng(1)
+    phi, chains, draws = 0.995, 4, 2000
+    growths, still_failing = [], 0
+    for _ in range(10):
+        first = ar1(rng, chains, draws, phi)
+        plan = plan_extension(_run(first), precision=1.0, max_draws=10**9)
+        assert plan is not None
+        growths.append((draws - plan.drop + plan.draws) / draws)
+        more = ar1(rng, chains, plan.draws, phi, start=first[:, -1])
+        joined = np.concatenate([first[:, plan.drop :], more], axis=1)
+        still_failing += diagnostics.rhat(joined) > 1.01 or diagnostics.ess(joined) < diagnostics.ESS_MIN
+        capped = plan_extension(_run(first), precision=1.0, max_draws=5000)
+        assert capped.draws == 5000
+    assert min(growths) > 16, growths  # more than two continuations of 4x could reach
+    assert still_failing <= 2, (still_failing, growths)
