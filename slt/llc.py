@@ -428,7 +428,7 @@ def estimate_llc(
             5. where ``num_draws`` was left at ``None`` and the run still fails a check that longer chains pass
                (drift, R-hat > 1.01, ESS < 400, MCSE > 1.5 × ``precision`` × |λ̂|: τ from a 1,000-draw cell
                is noisy), the chains continue from their final state (sized from the ESS, R-hat − 1 ≈
-               num_chains / ESS, or the MCSE), at most twice
+               num_chains / ESS, or the MCSE: as far as that asks, within the time left), at most twice
                (:func:`slt._src.auto.plan_extension`; ``result.extensions`` says why and by how much).
 
             Warm-up, burn-in, draws and continuations are capped so they take about ``time_budget`` seconds

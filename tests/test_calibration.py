@@ -217,7 +217,7 @@ def test_auto_bias_tolerance_sets_the_rule_of_both_grids(regression, auto_run):
     larger, and the estimate's error against the closed form is within it plus the Monte-Carlo error."""
     res = _auto_llc(regression, bias_tolerance=0.01)
     assert res.calibration.bias_tolerance == 0.01 and res.calibration.first.bias_tolerance == 0.01
-    assert auto_run.calibration.bias_tolerance == 0.05
+    assert auto_run.calibration.bias_tolerance == slt.calibration.BIAS_TOLERANCE == 0.03
     assert res.step_size <= auto_run.step_size
     exact = quadratic_llc(hessian_eigenvalues(regression), res.nbeta, res.localization)
     assert abs(res.llc_mean / exact - 1) < 0.01 + 3 * res.llc_mcse / exact, res.summary()
