@@ -530,6 +530,24 @@ def test_trajectory_records_that_fall_short_are_continued_with_their_batch(regre
     assert abs(last.llc_mean - exact) < 4 * last.llc_mcse + 0.02 * exact, (last.llc_mean, exact, last.llc_mcse)
 
 
+def test_trajectory_continuations_stay_within_the_time_budget(regression, monkeypatch):
+    """The continuations of a trajectory's batch are bounded by ``time_budget``: with the chosen draws shrunk to
+    200 (records that need more) and a budget already spent by the choice, no batch is continued."""
+    import dataclasses
+
+    import slt.dynamics.trajectory as trajectory_module
+
+    real = trajectory_module.auto_settings
+    monkeypatch.setattr(
+        trajectory_module, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=200)
+    )
+    kwargs = dict(key=jax.random.key(5), step_size="auto", batch_size=100, num_chains=5)
+    checkpoints = [regression.params + 0.01, regression.params]
+    traj = slt.dynamics.llc_trajectory(regression.loss_fn, checkpoints, regression.data, time_budget=1e-9, **kwargs)
+    assert not any(r.extensions for r in traj.results), [r.extensions for r in traj.results]
+    assert all(r.num_draws == 200 for r in traj.results)
+
+
 def test_a_first_grid_that_reached_its_bottom_still_bounds_the_step():
     """Where no first-grid cell met the bias rule, its fit a + bε bounds ε at tolerance · a/b (not: no bound)."""
     from types import SimpleNamespace

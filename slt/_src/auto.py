@@ -324,8 +324,7 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
 
     An extension adds what the measurement asks, at most ``max_draws`` (what the time budget affords), and
     ``EXTENSION_GROWTH``·N draws where the ESS is undefined; a fix smaller than N/10 draws is not worth a
-    continuation. ``drop_allowed=False`` (a burn-in the
-    user set) only adds draws.
+    continuation. ``drop_allowed=False`` (a burn-in the user set) only adds draws.
 
     Example:
         >>> import numpy as np, types
