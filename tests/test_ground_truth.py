@@ -21,7 +21,7 @@ from slt.models.regression import quadratic_llc
 pytestmark = pytest.mark.filterwarnings("error::slt.llc.SamplingWarning")
 
 # One set of static settings for the regression runs, so that they share one compilation.
-NUTS_SETTINGS = dict(num_chains=4, num_burnin=500, num_draws=2000)
+NUTS_SETTINGS = dict(num_chains=8, num_burnin=500, num_draws=2000)
 
 
 def _hessian_eigenvalues(problem) -> np.ndarray:
@@ -44,9 +44,9 @@ def test_matches_exact_quadratic_value_at_default_nbeta(regression, regression_r
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse
     assert res.rhat < 1.01
     assert res.sampler == "nuts" and res.estimator == "plain"
-    assert res.llc_trace.shape == (4, 2000) and res.burnin_loss_trace.shape == (4, 500)
+    assert res.llc_trace.shape == (8, 2000) and res.burnin_loss_trace.shape == (8, 500)
     assert set(res.sampler_stats) >= {"accept_prob", "tree_depth", "num_steps", "diverging", "step_size"}
-    assert res.sampler_stats["accept_prob"].shape == (4, 2000)
+    assert res.sampler_stats["accept_prob"].shape == (8, 2000)
     assert res.step_size > 0 and res.init_loss == pytest.approx(
         float(regression.loss_fn(regression.params, regression.data)), rel=1e-5
     )
