@@ -543,8 +543,9 @@ def _run_checkpoints(
                 **common,
                 **extra,
             )
-            spent += time.perf_counter() - t_more
-            per_step = (time.perf_counter() - t_more) / steps  # the compiled chunk program: no compile in it
+            elapsed = time.perf_counter() - t_more
+            spent += elapsed
+            per_step = elapsed / steps  # the compiled chunk program: no compile in it
             done = trace.loss.shape[2]
             trace = continue_trace(trace, more, done)
             for j, p in enumerate(plans):
