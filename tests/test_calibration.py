@@ -499,10 +499,11 @@ def test_an_auto_run_that_falls_short_is_continued_from_its_final_state(regressi
     assert abs(res.llc_mean - exact) < 4 * res.llc_mcse + 0.02 * exact, (res.llc_mean, exact, res.llc_mcse)
 
 
-def test_trajectory_records_that_fall_short_are_continued_with_their_batch(regression, monkeypatch):
-    """llc_trajectory(step_size="auto") with draws sized by the choice: a checkpoint batch whose records fail a
-    check longer chains pass continues from the final states, every record of the batch by the same draws,
-    each dropping its own share into burn-in; ε, γ and nβ stay the choice's."""
+def test_trajectory_records_that_fall_short_are_continued_alone(regression, monkeypatch):
+    """llc_trajectory(step_size="auto") with draws sized by the choice: the records of a checkpoint batch that fail
+    a check longer chains pass continue from their final states, each dropping its own share into burn-in; a
+    record that passes is left as it is, whatever its neighbours need (here the plan is withheld from the first
+    record: it reads exactly what it reads with no continuation at all); ε, γ and nβ stay the choice's."""
     import dataclasses
 
     import slt.dynamics.trajectory as trajectory_module
@@ -512,22 +513,26 @@ def test_trajectory_records_that_fall_short_are_continued_with_their_batch(regre
         trajectory_module, "auto_settings", lambda *a, **k: dataclasses.replace(real(*a, **k), num_draws=200)
     )
     checkpoints = [regression.params + 0.01, regression.params]
-    traj = slt.dynamics.llc_trajectory(
-        regression.loss_fn,
-        checkpoints,
-        regression.data,
-        key=jax.random.key(5),
-        step_size="auto",
-        batch_size=100,
-        num_chains=5,
-        time_budget=30.0,
-    )
-    assert all(r.extensions for r in traj.results), [r.extensions for r in traj.results]
-    assert all(r.num_draws > 200 for r in traj.results)
+    kwargs = dict(key=jax.random.key(5), step_size="auto", batch_size=100, num_chains=5, time_budget=30.0)
+    planned = trajectory_module.plan_extension
+    monkeypatch.setattr(trajectory_module, "plan_extension", lambda result, **k: None)
+    alone = slt.dynamics.llc_trajectory(regression.loss_fn, checkpoints, regression.data, **kwargs)
+    calls = []
+
+    def second_record_only(result, **k):  # the plans of a batch are made in record order
+        calls.append(None)
+        return planned(result, **k) if len(calls) % 2 == 0 else None
+
+    monkeypatch.setattr(trajectory_module, "plan_extension", second_record_only)
+    traj = slt.dynamics.llc_trajectory(regression.loss_fn, checkpoints, regression.data, **kwargs)
+    assert traj.auto.step_size == alone.auto.step_size
+    passing, short = traj.results
+    assert not passing.extensions and passing.num_draws == 200
+    np.testing.assert_array_equal(passing.llc_trace, alone.results[0].llc_trace)
+    assert short.extensions and short.num_draws > 200, short.extensions
     assert {r.step_size for r in traj.results} == {traj.auto.step_size}
     exact = quadratic_llc(hessian_eigenvalues(regression), traj.auto.nbeta, traj.auto.localization)
-    last = traj.results[-1]
-    assert abs(last.llc_mean - exact) < 4 * last.llc_mcse + 0.02 * exact, (last.llc_mean, exact, last.llc_mcse)
+    assert abs(short.llc_mean - exact) < 4 * short.llc_mcse + 0.02 * exact, (short.llc_mean, exact, short.llc_mcse)
 
 
 def test_trajectory_continuations_stay_within_the_time_budget(regression, monkeypatch):

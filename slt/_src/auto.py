@@ -360,7 +360,7 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
             return None
         growth = ratio
         if bad_rhat or short_ess:
-            factor = diagnostics.draws_factor(rhat, ess, diverged.size)
+            factor = diagnostics.draws_factor(rhat, min(ess, _ess_from_mcse(result, diverged)), diverged.size)
             growth = max(growth, factor if np.isfinite(factor) else EXTENSION_GROWTH)
         drop = kept // 2 if bad_rhat and drop_allowed else 0
         draws = math.ceil(kept * growth) - (kept - drop)  # the kept draws after: N·growth
@@ -377,6 +377,13 @@ def plan_extension(result, *, precision: float, max_draws: int, drop_allowed: bo
     if draws < max(1, kept // 10):
         return None
     return Extension(draws=draws, drop=drop, reason=reason)
+
+
+def _ess_from_mcse(result, diverged) -> float:
+    """The effective draws the run's MCSE implies, var(λ̂ draws)/MCSE² (``inf`` where it is undefined)."""
+    draws = np.asarray(result.llc_trace)[~diverged]
+    mcse = float(result.llc_mcse)
+    return float(np.var(draws) / mcse**2) if np.isfinite(mcse) and mcse > 0 and draws.size > 1 else float("inf")
 
 
 def bottom_unresolved(cal) -> bool:

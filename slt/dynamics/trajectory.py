@@ -30,7 +30,7 @@ import numpy as np
 
 from slt._src import validate
 from slt._src.auto import EXTENSION_KEY, EXTENSIONS, auto_settings, plan_extension
-from slt._src.driver import continue_trace, run_chains
+from slt._src.driver import ChainTrace, continue_trace, run_chains
 from slt._src.progress import Progress
 from slt._src.results import Result
 from slt._src.settings import SamplingSettings
@@ -438,45 +438,50 @@ def _run_checkpoints(
     """Every checkpoint with the settings ``cfg``, ``checkpoint_batch_size`` at a time (vmapped); with an
     AutoChoice that has a warm-up, each checkpoint's chains first run ``num_warmup`` steps at ε_w from its w_t.
 
-    ``extend`` (draws sized by ``step_size="auto"``: ``{"precision", "drop_allowed", "time_budget"}``): a chunk
-    with records that fail a check longer chains pass continues all its checkpoints' chains from their final
-    states, by the most draws any record needs (:func:`slt._src.auto.plan_extension`, at most ``EXTENSIONS``
-    times, and in all at most ``time_budget`` seconds per chunk at the chunk's measured time per step); each
-    record's kept draws that must join the burn-in are its own. ε, γ and nβ stay those of every record."""
+    ``extend`` (draws sized by ``step_size="auto"``: ``{"precision", "drop_allowed", "time_budget"}``): the records
+    of a chunk that fail a check longer chains pass are continued from their final states, together (vmapped),
+    by the most draws any of them needs (:func:`slt._src.auto.plan_extension`, at most ``EXTENSIONS`` times, and
+    in all at most ``time_budget`` seconds per chunk at the measured time per step); each record's kept draws
+    that must join the burn-in are its own. The records that pass are left as they are: what a record reads does
+    not depend on its neighbours passing, and a step of the continuation costs what the failing records cost
+    (on the grokking run, 2 records of 8 were the ones that needed ~3× the draws). ε, γ and nβ stay those of
+    every record."""
     num = len(targets)
     first = targets[0]
     chunk = min(checkpoint_batch_size, num)
     results: list[LLCResult] = []
     bar = Progress(progress, num, f"LLC trajectory ({cfg.num_chains} chains)", unit="checkpoints", first="batch")
     batched = ("center", "frozen", "example_losses_at_center", "key")
-    for start in range(0, num, chunk):
-        idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
-        t0 = time.perf_counter()
-        common = dict(
-            example_losses_at_center=jnp.stack([jnp.asarray(per_example[i]) for i in idx]),
-            center=_stack([targets[i].position for i in idx]),
-            frozen=_stack([targets[i].frozen for i in idx]),
+    extra = {} if choice is None else {"steps_per_chunk": choice.steps_per_chunk}
+
+    def inputs(which):  # the batched inputs of the checkpoints ``which``
+        return dict(
+            example_losses_at_center=jnp.stack([jnp.asarray(per_example[i]) for i in which]),
+            center=_stack([targets[i].position for i in which]),
+            frozen=_stack([targets[i].frozen for i in which]),
             nbeta=cfg.nbeta,
             localization=cfg.localization,
             num_chains=cfg.num_chains,
             batch_size=cfg.batch_size,
             sampler=cfg.sampler,
+            **extra,
         )
-        init_position, extra = None, {}
-        if choice is not None:
-            extra = {"steps_per_chunk": choice.steps_per_chunk}
-            if choice.num_warmup:
-                warm = run_chains(
-                    first,
-                    key=jnp.stack([jax.random.fold_in(warm_key, offset + i) for i in idx]),
-                    num_steps=choice.num_warmup,
-                    sampler_params={**cfg.all_sampler_params, "step_size": choice.warmup_step_size},
-                    batched=batched,
-                    description="warm-up",
-                    **common,
-                    **extra,
-                )
-                init_position = getattr(warm.final_state, "position", None)
+
+    for start in range(0, num, chunk):
+        idx = [min(i, num - 1) for i in range(start, start + chunk)]  # pad the last chunk by repetition
+        t0 = time.perf_counter()
+        init_position = None
+        if choice is not None and choice.num_warmup:
+            warm = run_chains(
+                first,
+                key=jnp.stack([jax.random.fold_in(warm_key, offset + i) for i in idx]),
+                num_steps=choice.num_warmup,
+                sampler_params={**cfg.all_sampler_params, "step_size": choice.warmup_step_size},
+                batched=batched,
+                description="warm-up",
+                **inputs(idx),
+            )
+            init_position = getattr(warm.final_state, "position", None)
         t_run = time.perf_counter()
         trace = run_chains(
             first,
@@ -485,34 +490,33 @@ def _run_checkpoints(
             sampler_params=cfg.all_sampler_params,
             batched=batched + (("init_position",) if init_position is not None else ()),
             init_position=init_position,
-            **common,
-            **extra,
+            **inputs(idx),
         )
         live = idx[: min(chunk, num - start)]
+        # seconds per step of this chunk's run (its compile included: an upper bound), to bound the continuations
+        per_step = (time.perf_counter() - t_run) / max(cfg.num_burnin + cfg.num_draws, 1)
+        traces = [_one_record(trace, j) for j in range(len(live))]
+        position = getattr(trace.final_state, "position", None)
+        positions = [
+            None if position is None else jax.tree_util.tree_map(lambda x, j=j: x[j], position)
+            for j in range(len(live))
+        ]
         burnin = [cfg.num_burnin] * len(live)
         extended: list[list[str]] = [[] for _ in live]
 
-        def summarized(trace, wall, live=live, burnin=burnin):
-            out = []
-            for j, i in enumerate(live):
-                kept = trace.loss.shape[2] - burnin[j]
-                record_cfg = dataclasses.replace(cfg, num_burnin=burnin[j], num_draws=kept)
-                out.append(
-                    summarize_run(
-                        record_cfg,
-                        trace.loss[j],
-                        trace.loss_at_center[j],
-                        per_example[i],
-                        wall,
-                        divergence_step=trace.divergence_step[j],
-                    )
-                )
-            return out
+        def summarized(j, wall, live=live, burnin=burnin, traces=traces):
+            tr = traces[j]
+            record_cfg = dataclasses.replace(cfg, num_burnin=burnin[j], num_draws=tr.loss.shape[-1] - burnin[j])
+            return summarize_run(
+                record_cfg,
+                tr.loss,
+                tr.loss_at_center,
+                per_example[live[j]],
+                wall,
+                divergence_step=tr.divergence_step,
+            )
 
-        # seconds per step of this chunk's run (its compile included: an upper bound), to bound the continuations
-        per_step = (time.perf_counter() - t_run) / max(cfg.num_burnin + cfg.num_draws, 1)
-        batch = summarized(trace, (time.perf_counter() - t0) / chunk)
-        position = getattr(trace.final_state, "position", None)
+        batch = [summarized(j, (time.perf_counter() - t0) / chunk) for j in range(len(live))]
         spent = 0.0
         for k in range(EXTENSIONS if extend is not None and position is not None else 0):
             budget = extend["time_budget"] - spent
@@ -525,43 +529,52 @@ def _run_checkpoints(
                 )
                 for r in batch
             ]
-            if not any(plans):
+            need = [j for j, p in enumerate(plans) if p is not None]
+            if not need:
                 break
             spc = choice.steps_per_chunk
-            steps = -(-max(p.draws for p in plans if p) // spc) * spc  # whole chunks of the compiled program
+            steps = -(-max(plans[j].draws for j in need) // spc) * spc  # whole chunks of the compiled program
             t_more = time.perf_counter()
             more = run_chains(
                 first,
                 key=jnp.stack(
-                    [jax.random.fold_in(jax.random.fold_in(key, EXTENSION_KEY + k), offset + i) for i in idx]
+                    [jax.random.fold_in(jax.random.fold_in(key, EXTENSION_KEY + k), offset + live[j]) for j in need]
                 ),
                 num_steps=steps,
                 sampler_params=cfg.all_sampler_params,
                 batched=batched + ("init_position",),
-                init_position=trace.final_state.position,
+                init_position=_stack([positions[j] for j in need]),
                 description="LLC trajectory: continuing",
-                **common,
-                **extra,
+                **inputs([live[j] for j in need]),
             )
             elapsed = time.perf_counter() - t_more
             spent += elapsed
-            per_step = elapsed / steps  # the compiled chunk program: no compile in it
-            done = trace.loss.shape[2]
-            trace = continue_trace(trace, more, done)
-            for j, p in enumerate(plans):
-                if p is not None:
-                    burnin[j] += p.drop
-                    joined = f", the first {p.drop} kept draws joined the burn-in" if p.drop else ""
-                    extended[j].append(f"{p.reason}: continued by {steps} draws{joined}")
-                else:
-                    extended[j].append(f"continued by {steps} draws with the rest of its batch")
-            batch = summarized(trace, (time.perf_counter() - t0) / chunk)
+            # these records' program per step (a new number of records compiles once: an upper bound after it)
+            per_step = elapsed / steps
+            for n, j in enumerate(need):
+                traces[j] = continue_trace(traces[j], _one_record(more, n), traces[j].loss.shape[-1])
+                positions[j] = jax.tree_util.tree_map(lambda x, n=n: x[n], more.final_state.position)
+                burnin[j] += plans[j].drop
+                joined = f", the first {plans[j].drop} kept draws joined the burn-in" if plans[j].drop else ""
+                extended[j].append(f"{plans[j].reason}: continued by {steps} draws{joined}")
+                batch[j] = summarized(j, (time.perf_counter() - t0) / chunk)
         for j, res in enumerate(batch):
             res.auto = choice
-            res.extensions = extended[j] if any(extended) else []
+            res.extensions = extended[j]
             results.append(res)
         bar.update(min(start + chunk, num))
     return results
+
+
+def _one_record(trace: ChainTrace, j: int) -> ChainTrace:
+    """Record ``j`` of a trace over a batch of checkpoints (its final state is left out: positions are kept apart)."""
+    return ChainTrace(
+        np.asarray(trace.loss)[j],
+        np.asarray(trace.loss_at_center)[j],
+        None,
+        {k: np.asarray(v)[j] for k, v in trace.info.items()},
+        np.asarray(trace.divergence_step)[j],
+    )
 
 
 def _recalibrated(targets, steps, key, cal_key, warm_key, auto_kwargs, settings) -> LLCTrajectory:

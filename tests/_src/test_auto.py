@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -62,3 +63,18 @@ def test_a_slowly_mixing_run_grows_as_far_as_its_mixing_asks_within_the_budget(a
         assert capped.draws == 5000
     assert min(growths) > 16, growths  # more than two continuations of 4x could reach
     assert still_failing <= 2, (still_failing, growths)
+
+
+def test_the_continuation_is_sized_from_the_ess_the_mcse_implies_where_that_is_smaller():
+    """A slow mode that ArviZ's truncated autocorrelation sum misses shows in :func:`slt.diagnostics.mcse`; where
+    var(λ̂ draws)/MCSE² is below the bulk ESS, the plan sizes from it: here 100 effective draws against a bulk ESS
+    of 400 ask 8× the kept draws, not the 2.4× that R-hat 1.012 and ESS 400 ask."""
+    trace = np.random.default_rng(2).normal(size=(4, 2000))
+    res = _run(trace)
+    res.rhat, res.ess = 1.012, 400.0
+    res.llc_mcse = float(np.sqrt(np.var(trace) / 100.0))
+    plan = plan_extension(res, precision=1.0, max_draws=10**9)
+    assert (plan.draws, plan.drop) == (8 * 2000 - 1000, 1000), plan
+    res.llc_mcse = float(np.sqrt(np.var(trace) / 4000.0))  # the MCSE implies more: ArviZ's ESS sizes it
+    plan = plan_extension(res, precision=1.0, max_draws=10**9)
+    assert (plan.draws, plan.drop) == (math.ceil(2.4 * 2000) - 1000, 1000), plan
