@@ -170,7 +170,7 @@ def main() -> None:
         + "\n".join(rows)
         + f"\n\n{int(traj.failing.sum())} of {len(traj)} records fail a health check; "
         f"{sum(bool(r.extensions) for r in traj.results)} were continued from their final state "
-        "(the batch of 8 checkpoints they run in continues together). "
+        "(with the other failing records of their batch of 8; a record that passes is left as it is). "
         "Figure: `benchmarks/figures/grokking_auto.png`.\n"
     )
     print(text)

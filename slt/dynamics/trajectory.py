@@ -306,8 +306,9 @@ def llc_trajectory(
             checkpoint (ε, γ, nβ, the warm-up at ε_w, burn-in and draws), so that the estimates are comparable;
             each checkpoint's chains warm up at ε_w from its own w_t, then run at ε. Where the draws were sized
             by the choice and a record fails a check that longer chains pass (an earlier checkpoint often mixes
-            more slowly than the reference), its checkpoint batch continues from its final states
-            (``result.extensions`` says why; ε, γ and nβ do not change).
+            more slowly than the reference), that record continues from its final states, with the other
+            failing records of its batch (``result.extensions`` says why; ε, γ and nβ do not change; a record
+            that passes is left as it is).
         steps: training step of each checkpoint (default ``0..K-1``, or the orbax steps).
         checkpoint_batch_size: checkpoints per vmapped chunk (memory ∝ this × num_chains × model size).
         stacked: treat ``checkpoints`` as one pytree with a leading checkpoint axis even when its root is
