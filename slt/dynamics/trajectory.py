@@ -443,10 +443,9 @@ def _run_checkpoints(
     of a chunk that fail a check longer chains pass are continued from their final states, together (vmapped),
     by the most draws any of them needs (:func:`slt._src.auto.plan_extension`, at most ``EXTENSIONS`` times, and
     in all at most ``time_budget`` seconds per chunk at the measured time per step); each record's kept draws
-    that must join the burn-in are its own. The records that pass are left as they are: what a record reads does
-    not depend on its neighbours passing, and a step of the continuation costs what the failing records cost
-    (on the grokking run, 2 records of 8 were the ones that needed ~3× the draws). ε, γ and nβ stay those of
-    every record."""
+    that must join the burn-in are its own. A record that passes is left as it is (it reads what it would read
+    alone), and a step of the continuation costs what the failing records cost, not the whole chunk. ε, γ and
+    nβ stay those of every record."""
     num = len(targets)
     first = targets[0]
     chunk = min(checkpoint_batch_size, num)
