@@ -429,7 +429,9 @@ def estimate_llc(
                (drift, R-hat > 1.01, ESS < 400, MCSE > 1.5 × ``precision`` × |λ̂|: τ from a 1,000-draw cell
                is noisy), the chains continue from their final state (sized from the ESS, R-hat − 1 ≈
                num_chains / ESS, or the MCSE: as far as that asks, within the time left), at most twice
-               (:func:`slt._src.auto.plan_extension`; ``result.extensions`` says why and by how much).
+               (:func:`slt._src.auto.plan_extension`; ``result.extensions`` says why and by how much); a run
+               that still falls short after that raises a :class:`SamplingWarning` saying how many more draws
+               (and seconds) it needs.
 
             Warm-up, burn-in, draws and continuations are capped so they take about ``time_budget`` seconds
             (the warm-up at most a third). ``result.calibration`` holds the second calibration (``.first``,
@@ -623,6 +625,10 @@ def estimate_llc(
             result = summarized(run, burnin_records)
             joined = f", the first {plan.drop} kept draws joined the burn-in" if plan.drop else ""
             extended.append(f"{plan.reason}: continued by {plan.draws} draws{joined}")
+        short_note = _still_short(result, run, precision, time_budget, len(extended), prepared.burnin_sized_by_auto)
+        if short_note is not None:
+            result.notes.append(short_note)
+            warnings.warn(short_note, SamplingWarning, stacklevel=2)
     result.extensions = extended
     result.thin = thin
     if eval_data is not None:
@@ -655,6 +661,21 @@ STEP_BIAS_WARN = 0.2
 
 
 CHECK_BATCHES = 2  # minibatches' worth of examples for the fixed-step check's curvature (at most 512)
+
+
+def _still_short(result, run, precision, time_budget, continued, drop_allowed) -> str | None:
+    """What a run sized by ``step_size="auto"`` still lacks after its continuations (a check that longer chains
+    pass, or the MCSE), and how long the rest would take at the run's measured speed; None when nothing."""
+    plan = plan_extension(result, precision=precision, max_draws=2**62, drop_allowed=drop_allowed)
+    if plan is None:
+        return None
+    per_record = max(run.wall_time - run.compile_time, 1e-9) / max(run.stats["loss"].shape[-1], 1)
+    return (
+        f"step_size='auto': the run still falls short after {continued} continuation(s): {plan.reason}. About "
+        f"{plan.draws} more draws per chain (~{plan.draws * per_record:.0f} s at this run's speed) would fix it, "
+        f"more than time_budget={time_budget:g} s or the {EXTENSIONS} continuations allowed: raise time_budget, or "
+        f"read λ̂ with its MCSE ({result.llc_mcse:.3g})."
+    )
 
 
 def _fixed_step_check(target, settings: SamplingSettings, key) -> str | None:

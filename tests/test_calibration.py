@@ -486,9 +486,12 @@ def test_an_auto_run_that_falls_short_is_continued_from_its_final_state(regressi
     res = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
     # grids (their own program unless cells run one by one), warm-up = run = continuations
     assert COMPILES(SAMPLER_CHUNK) - before == (1 if driver.default_cell_batch_size() == 1 else 2)
+    assert not any("still falls short" in note for note in res.notes), res.notes
     monkeypatch.setattr(slt.llc, "EXTENSIONS", 0)
-    short = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
+    with pytest.warns(slt.SamplingWarning, match="still falls short after 0 continuation.*more draws per chain"):
+        short = slt.estimate_llc(regression.loss_fn, regression.params, regression.data, **kwargs)
     assert short.num_draws == 2000 and not short.extensions
+    assert any("raise time_budget" in note for note in short.warnings)
     assert res.extensions and res.num_draws > 2000, res.summary()
     assert "continued by" in res.summary()
     kept = res.llc_trace.shape[1] - short.llc_trace.shape[1]
