@@ -594,11 +594,10 @@ def estimate_llc(
     if choice is not None and prepared.draws_sized_by_auto:  # a run sized from a short cell's mixing fell short
         for k in range(EXTENSIONS):
             spent = choice.calibration_seconds + choice.warmup_seconds + run.wall_time
-            per_record = max(run.wall_time - run.compile_time, 1e-9) / max(run.stats["loss"].shape[-1], 1)
             plan = plan_extension(
                 result,
                 precision=precision,
-                max_draws=int((time_budget - spent) / per_record),
+                max_draws=int((time_budget - spent) / _seconds_per_record(run)),
                 drop_allowed=prepared.burnin_sized_by_auto,
             )
             position = getattr(run.final_state, "position", None)
@@ -663,18 +662,22 @@ STEP_BIAS_WARN = 0.2
 CHECK_BATCHES = 2  # minibatches' worth of examples for the fixed-step check's curvature (at most 512)
 
 
+def _seconds_per_record(run) -> float:
+    """Seconds per recorded draw of a run (all chains), its compilation left out: what a continuation costs."""
+    return max(run.wall_time - run.compile_time, 1e-9) / max(run.stats["loss"].shape[-1], 1)
+
+
 def _still_short(result, run, precision, time_budget, continued, drop_allowed) -> str | None:
     """What a run sized by ``step_size="auto"`` still lacks after its continuations (a check that longer chains
     pass, or the MCSE), and how long the rest would take at the run's measured speed; None when nothing."""
     plan = plan_extension(result, precision=precision, max_draws=2**62, drop_allowed=drop_allowed)
     if plan is None:
         return None
-    per_record = max(run.wall_time - run.compile_time, 1e-9) / max(run.stats["loss"].shape[-1], 1)
     return (
         f"step_size='auto': the run still falls short after {continued} continuation(s): {plan.reason}. About "
-        f"{plan.draws} more draws per chain (~{plan.draws * per_record:.0f} s at this run's speed) would fix it, "
-        f"more than time_budget={time_budget:g} s or the {EXTENSIONS} continuations allowed: raise time_budget, or "
-        f"read λ̂ with its MCSE ({result.llc_mcse:.3g})."
+        f"{plan.draws} more draws per chain (~{plan.draws * _seconds_per_record(run):.0f} s at this run's speed) "
+        f"would fix it, more than time_budget={time_budget:g} s or the {EXTENSIONS} continuations allowed: raise "
+        f"time_budget, or read λ̂ with its MCSE ({result.llc_mcse:.3g})."
     )
 
 
